@@ -8,10 +8,17 @@ pub const HEADERS: &[&str] = &["libpq-fe.h", "libpq-events.h"];
 
 /// A bindgen builder for libpq's public headers found in `include_dirs`.
 pub fn libpq_builder(include_dirs: &[PathBuf]) -> bindgen::Builder {
-    let wrapper: String = HEADERS.iter().map(|h| format!("#include <{h}>\n")).collect();
+    let wrapper: String = HEADERS
+        .iter()
+        .map(|h| format!("#include <{h}>\n"))
+        .collect();
     bindgen::Builder::default()
         .header_contents("pqlib_sys_wrapper.h", &wrapper)
-        .clang_args(include_dirs.iter().map(|dir| format!("-I{}", dir.display())))
+        .clang_args(
+            include_dirs
+                .iter()
+                .map(|dir| format!("-I{}", dir.display())),
+        )
         // libpq's own items only: everything declared in its public headers, nothing from libc.
         .allowlist_file(r".*[/\\](libpq-fe|libpq-events|postgres_ext)\.h")
         // `FILE` (for PQprint/PQtrace) is libc's; the lib re-exports `libc::FILE` instead of a

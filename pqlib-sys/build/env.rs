@@ -58,7 +58,8 @@ impl BuildEnv {
 
     /// A switch with target-specific forms, as for [`BuildEnv::target_var`].
     pub fn target_flag(&self, name: &str) -> bool {
-        self.target_var(name).is_some_and(|(_, value)| is_yes(&value))
+        self.target_var(name)
+            .is_some_and(|(_, value)| is_yes(&value))
     }
 }
 

@@ -46,7 +46,10 @@ fn run(env: &BuildEnv) -> Result<(), String> {
     println!("cargo::metadata=vendored={}", u8::from(libpq.vendored));
     println!("cargo::metadata=origin={}", libpq.origin);
     // The same facts for this crate's own code, examples and tests.
-    println!("cargo::rustc-env=PQLIB_SYS_LIBPQ_VERSION_NUMBER={}", version.number());
+    println!(
+        "cargo::rustc-env=PQLIB_SYS_LIBPQ_VERSION_NUMBER={}",
+        version.number()
+    );
     println!("cargo::rustc-env=PQLIB_SYS_INCLUDE_DIRS={include}");
     println!("cargo::rustc-env=PQLIB_SYS_BINDINGS={bindings_origin}");
     println!("cargo::rustc-env=PQLIB_SYS_ORIGIN={}", libpq.origin);

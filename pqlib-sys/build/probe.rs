@@ -1,5 +1,6 @@
 //! The probe: where libpq is, how to link it, where its headers are.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,17 +23,19 @@ pub fn find_libpq(env: &BuildEnv) -> Result<Libpq, String> {
         return Ok(vendored(env));
     }
     let statik = env.target_flag("PQ_LIB_STATIC");
+    // Read up front so that it is declared to cargo even when an earlier step succeeds.
+    let pg_config = PgConfig::from_env(env);
     let mut tried = vec!["feature `vendored`: not enabled".to_owned()];
 
     match from_lib_dir(env, statik, include_override.as_deref())? {
         Some(found) => return Ok(found),
         None => tried.push("PQ_LIB_DIR (or PQ_LIB_DIR_<target>): not set".into()),
     }
-    match from_pkg_config(env, statik, include_override.as_deref()) {
+    match from_pkg_config(env, &pg_config, statik, include_override.as_deref()) {
         Ok(found) => return Ok(found),
         Err(why) => tried.push(format!("pkg-config `libpq >= 14`: {}", why.trim())),
     }
-    match from_pg_config(env, statik, include_override.as_deref())? {
+    match from_pg_config(env, &pg_config, statik, include_override.as_deref())? {
         Some(found) => return Ok(found),
         None => tried.push("pg_config: not on PATH, and PG_CONFIG is not set".into()),
     }
@@ -49,7 +52,11 @@ fn include_dir_override(env: &BuildEnv) -> Result<Option<PathBuf>, String> {
         return Err(format!(
             "{name}={} does not contain libpq-fe.h (the directory {})",
             dir.display(),
-            if dir.is_dir() { "exists" } else { "does not exist" }
+            if dir.is_dir() {
+                "exists"
+            } else {
+                "does not exist"
+            }
         ));
     }
     Ok(Some(dir))
@@ -60,7 +67,9 @@ fn include_dir_override(env: &BuildEnv) -> Result<Option<PathBuf>, String> {
 fn vendored(env: &BuildEnv) -> Libpq {
     for ignored in ["PQ_LIB_DIR", "PG_CONFIG"] {
         if let Some((name, _)) = env.target_var(ignored) {
-            println!("cargo::warning={name} is ignored: feature `vendored` builds libpq from source");
+            println!(
+                "cargo::warning={name} is ignored: feature `vendored` builds libpq from source"
+            );
         }
     }
     let include = env.cargo("DEP_PQ_SYS_SRC_INCLUDE");
@@ -142,6 +151,7 @@ fn from_lib_dir(
 
 fn from_pkg_config(
     env: &BuildEnv,
+    pg_config: &PgConfig,
     statik: bool,
     include_override: Option<&Path>,
 ) -> Result<Libpq, String> {
@@ -160,7 +170,13 @@ fn from_pkg_config(
     }
     if statik {
         // Debian's libpq.pc names -lpgcommon -lpgport without the directory they live in.
-        search.extend(pg_config_dir(env, "--pkglibdir"));
+        search.extend(
+            pg_config
+                .query("--pkglibdir")
+                .ok()
+                .flatten()
+                .map(PathBuf::from),
+        );
         link_static_libpq(env, &library.libs, &search, "pkg-config")?;
     } else {
         for lib in &library.libs {
@@ -177,56 +193,69 @@ fn from_pkg_config(
     })
 }
 
-fn from_pg_config(
-    env: &BuildEnv,
-    statik: bool,
-    include_override: Option<&Path>,
-) -> Result<Option<Libpq>, String> {
-    let configured = env.target_var("PG_CONFIG");
-    let program = configured
-        .as_ref()
-        .map_or_else(|| "pg_config".into(), |(_, value)| value.clone());
-    let described = match &configured {
-        Some((name, value)) => format!("{name}={}", Path::new(value).display()),
-        None => "pg_config (from PATH)".to_owned(),
-    };
-    let query = |arg: &str| -> Result<Option<String>, String> {
-        match Command::new(&program).arg(arg).output() {
+/// `pg_config`, or the program that `PG_CONFIG` (or `PG_CONFIG_<target>`) names.
+struct PgConfig {
+    program: OsString,
+    /// The variable that chose the program, when one did.
+    configured: bool,
+    /// For messages: `PG_CONFIG=/path` or `pg_config (from PATH)`.
+    described: String,
+}
+
+impl PgConfig {
+    fn from_env(env: &BuildEnv) -> PgConfig {
+        match env.target_var("PG_CONFIG") {
+            Some((name, value)) => PgConfig {
+                described: format!("{name}={}", Path::new(&value).display()),
+                program: value,
+                configured: true,
+            },
+            None => PgConfig {
+                program: "pg_config".into(),
+                configured: false,
+                described: "pg_config (from PATH)".into(),
+            },
+        }
+    }
+
+    /// `Ok(None)` when no `pg_config` is on PATH and none was configured; a configured one
+    /// that cannot run is an error.
+    fn query(&self, arg: &str) -> Result<Option<String>, String> {
+        match Command::new(&self.program).arg(arg).output() {
             Ok(out) if out.status.success() => {
                 Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
             }
             Ok(out) => Err(format!(
-                "{described} {arg} failed ({}): {}",
+                "{} {arg} failed ({}): {}",
+                self.described,
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             )),
-            Err(e) if configured.is_none() && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{described} could not be run: {e}")),
+            Err(e) if !self.configured && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{} could not be run: {e}", self.described)),
         }
-    };
-    let Some(lib_dir) = query("--libdir")? else {
+    }
+}
+
+fn from_pg_config(
+    env: &BuildEnv,
+    pg_config: &PgConfig,
+    statik: bool,
+    include_override: Option<&Path>,
+) -> Result<Option<Libpq>, String> {
+    let Some(lib_dir) = pg_config.query("--libdir")? else {
         return Ok(None);
     };
     let include_dir = match include_override {
         Some(include) => include.to_owned(),
-        None => PathBuf::from(query("--includedir")?.unwrap_or_default()),
+        None => PathBuf::from(pg_config.query("--includedir")?.unwrap_or_default()),
     };
     println!("cargo::rustc-link-search=native={lib_dir}");
     if statik {
         let mut search = vec![PathBuf::from(&lib_dir)];
-        search.extend(query("--pkglibdir")?.map(PathBuf::from));
-        // --libs lists what the *server* links; keep only what libpq itself may need.
-        let server_libs = query("--libs")?.unwrap_or_default();
-        let libs: Vec<String> = std::iter::once("pq".to_owned())
-            .chain(
-                server_libs
-                    .split_whitespace()
-                    .filter_map(|flag| flag.strip_prefix("-l"))
-                    .filter(|lib| LIBPQ_DEPENDENCIES.contains(lib))
-                    .map(str::to_owned),
-            )
-            .collect();
-        link_static_libpq(env, &libs, &search, &described)?;
+        search.extend(pg_config.query("--pkglibdir")?.map(PathBuf::from));
+        let libs = static_dependencies(pg_config)?;
+        link_static_libpq(env, &libs, &search, &pg_config.described)?;
     } else {
         println!("cargo::rustc-link-lib={}", libpq_name(env));
     }
@@ -237,10 +266,53 @@ fn from_pg_config(
     }))
 }
 
+/// What a static libpq needs beside itself. `pg_config --libs` lists what the *server* links
+/// (keep only what libpq may use) and leaves out LDAP, which `--configure` reveals.
+fn static_dependencies(pg_config: &PgConfig) -> Result<Vec<String>, String> {
+    let server_libs = pg_config.query("--libs")?.unwrap_or_default();
+    let configure = pg_config.query("--configure")?.unwrap_or_default();
+    let mut libs = vec!["pq".to_owned()];
+    let mut add = |lib: &str| {
+        if !libs.iter().any(|known| known == lib) {
+            libs.push(lib.to_owned());
+        }
+    };
+    server_libs
+        .split_whitespace()
+        .filter_map(|flag| flag.strip_prefix("-l"))
+        .filter(|lib| LIBPQ_DEPENDENCIES.contains(lib))
+        .for_each(&mut add);
+    if configure.contains("--with-ldap") {
+        add("ldap");
+    }
+    if configure.contains("--with-gssapi") {
+        add("gssapi_krb5");
+    }
+    if configure.contains("--with-ssl=openssl") || configure.contains("--with-openssl") {
+        add("ssl");
+        add("crypto");
+    }
+    Ok(libs)
+}
+
 /// Libraries a libpq build can depend on; anything else in `pg_config --libs` is the server's.
 const LIBPQ_DEPENDENCIES: &[&str] = &[
-    "pgcommon", "pgport", "ssl", "crypto", "gssapi_krb5", "gssapi", "ldap", "ldap_r", "lber",
-    "m", "secur32", "ws2_32", "shell32", "advapi32", "wldap32", "crypt32",
+    "pgcommon",
+    "pgport",
+    "ssl",
+    "crypto",
+    "gssapi_krb5",
+    "gssapi",
+    "ldap",
+    "ldap_r",
+    "lber",
+    "m",
+    "secur32",
+    "ws2_32",
+    "shell32",
+    "advapi32",
+    "wldap32",
+    "crypt32",
 ];
 
 /// Links libpq and its PostgreSQL helper archives statically, everything else dynamically.
@@ -275,19 +347,13 @@ fn link_static_libpq(
     Ok(())
 }
 
-fn pg_config_dir(env: &BuildEnv, arg: &str) -> Option<PathBuf> {
-    let program = env
-        .target_var("PG_CONFIG")
-        .map_or_else(|| "pg_config".into(), |(_, value)| value);
-    let out = Command::new(program).arg(arg).output().ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 /// MSVC builds of PostgreSQL name the library `libpq.lib`; everywhere else it is `libpq.a`/`.so`.
 fn libpq_name(env: &BuildEnv) -> &'static str {
-    if env.target_env == "msvc" { "libpq" } else { "pq" }
+    if env.target_env == "msvc" {
+        "libpq"
+    } else {
+        "pq"
+    }
 }
 
 fn static_archive_name(env: &BuildEnv, lib: &str) -> String {
@@ -300,8 +366,16 @@ fn static_archive_name(env: &BuildEnv, lib: &str) -> String {
 
 fn not_found(env: &BuildEnv, tried: &[String]) -> String {
     let platforms: &[(&str, &str, &str)] = &[
-        ("linux", "Debian/Ubuntu", "sudo apt-get install libpq-dev pkg-config"),
-        ("linux", "Fedora/RHEL", "sudo dnf install libpq-devel pkgconf-pkg-config"),
+        (
+            "linux",
+            "Debian/Ubuntu",
+            "sudo apt-get install libpq-dev pkg-config",
+        ),
+        (
+            "linux",
+            "Fedora/RHEL",
+            "sudo dnf install libpq-devel pkgconf-pkg-config",
+        ),
         (
             "macos",
             "macOS",
@@ -321,7 +395,11 @@ fn not_found(env: &BuildEnv, tried: &[String]) -> String {
     }
     message += "\nInstall libpq's development files:\n";
     for (os, platform, how) in platforms {
-        let here = if *os == env.target_os { "  <- this target" } else { "" };
+        let here = if *os == env.target_os {
+            "  <- this target"
+        } else {
+            ""
+        };
         message += &format!("  {platform:<14} {how}{here}\n");
     }
     message += "\nor build libpq from source into the binary with the `vendored` feature:\n  \

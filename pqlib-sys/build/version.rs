@@ -8,7 +8,10 @@ use std::path::PathBuf;
 /// The libpq release bundled by the exact `pq-src` version pinned in Cargo.toml.
 /// pq-src's headers carry no version number, so it is stated here; `tests/probe.rs` checks it
 /// against the pin and the build checks the major version against the headers' feature macros.
-pub const VENDORED: Version = Version { major: 18, minor: 6 };
+pub const VENDORED: Version = Version {
+    major: 18,
+    minor: 6,
+};
 
 /// The oldest libpq this crate supports (pipeline mode arrived in 14).
 pub const MINIMUM_MAJOR: u32 = 14;
@@ -56,12 +59,13 @@ pub fn from_headers(include_dirs: &[PathBuf]) -> Result<HeaderVersion, String> {
             .iter()
             .map(|dir| dir.join(name))
             .find(|path| path.is_file())
-            .map(|path| fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display())))
+            .map(|path| {
+                fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+            })
             .transpose()
     };
-    let fe = read("libpq-fe.h")?.ok_or_else(|| {
-        format!("libpq-fe.h not found in {}", display_dirs(include_dirs))
-    })?;
+    let fe = read("libpq-fe.h")?
+        .ok_or_else(|| format!("libpq-fe.h not found in {}", display_dirs(include_dirs)))?;
     let major_at_least = major_from_feature_macros(&fe);
     let exact = read("pg_config.h")?
         .as_deref()

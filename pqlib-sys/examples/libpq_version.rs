@@ -18,7 +18,9 @@ fn main() {
     // Connecting pulls libpq's whole connection and TLS code into a static link, so that the
     // shared-library check sees every dependency a real program would have.
     // SAFETY: a valid NUL-terminated conninfo; the PGconn is freed below.
-    let conn = unsafe { pqlib_sys::PQconnectdb(c"host=/nonexistent-pqlib-probe connect_timeout=1".as_ptr()) };
+    let conn = unsafe {
+        pqlib_sys::PQconnectdb(c"host=/nonexistent-pqlib-probe connect_timeout=1".as_ptr())
+    };
     // SAFETY: `conn` came from PQconnectdb (NULL only on out-of-memory, which PQfinish accepts).
     unsafe { pqlib_sys::PQfinish(conn) };
     println!(

@@ -30,8 +30,7 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 /// Unlike `PQlibVersion()` this is right for the vendored build too: pq-src 0.3.14 makes
 /// `PQlibVersion()` report 180600 for libpq 18.6. For a shared system libpq the library
 /// loaded at run time may be newer than the headers; ask `PQlibVersion()` for that.
-pub const LIBPQ_HEADER_VERSION_NUMBER: u32 =
-    parse_decimal(env!("PQLIB_SYS_LIBPQ_VERSION_NUMBER"));
+pub const LIBPQ_HEADER_VERSION_NUMBER: u32 = parse_decimal(env!("PQLIB_SYS_LIBPQ_VERSION_NUMBER"));
 
 /// How libpq was found at build time: `vendored`, `PQ_LIB_DIR`, `pkg-config` or `pg_config`.
 pub const LIBPQ_ORIGIN: &str = env!("PQLIB_SYS_ORIGIN");

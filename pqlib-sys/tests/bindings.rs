@@ -27,7 +27,8 @@ fn committed_bindings_match_a_fresh_bindgen_run() {
         eprintln!("skipped: libclang could not be loaded ({why})");
         return;
     }
-    let include_dirs: Vec<PathBuf> = std::env::split_paths(env!("PQLIB_SYS_INCLUDE_DIRS")).collect();
+    let include_dirs: Vec<PathBuf> =
+        std::env::split_paths(env!("PQLIB_SYS_INCLUDE_DIRS")).collect();
     let fresh = bindgen_config::libpq_builder(&include_dirs)
         .generate()
         .expect("bindgen runs on libpq's headers")

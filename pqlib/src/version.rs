@@ -71,11 +71,20 @@ mod tests {
         let v = version();
         if cfg!(pqlib_vendored) {
             // pq-src 0.3.14 bundles libpq 18.6; its PQlibVersion() would say 18.600.
-            assert_eq!(v, Version { major: 18, minor: 6 });
+            assert_eq!(
+                v,
+                Version {
+                    major: 18,
+                    minor: 6
+                }
+            );
         } else {
             // A shared libpq is at least as new as the headers we compiled against.
             let headers = Version::from_number(pqlib_sys::LIBPQ_HEADER_VERSION_NUMBER);
-            assert!(v >= headers, "runtime libpq {v} is older than its headers {headers}");
+            assert!(
+                v >= headers,
+                "runtime libpq {v} is older than its headers {headers}"
+            );
         }
     }
 
