@@ -1,0 +1,788 @@
+//! A connection to the server: connecting, running statements, and the plumbing every query
+//! path shares (parameter encoding, result checking, the statement and type caches).
+
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use foreign_types::ForeignType;
+use pqlib_sys as ffi;
+
+use crate::error::{DbError, Error, Result};
+use crate::handle::{PgConn, PgResult, PgResultRef, PqBuffer, lossy_string};
+use crate::notice::NoticeState;
+use crate::row::{Column, OwnedRow, Rows};
+use crate::statement::{Statement, StatementCache, ToStatement};
+use crate::types::{IsNull, ToSql, Type, TypeCache};
+
+/// The most parameters one statement can have: the protocol counts them in 16 bits.
+pub const MAX_PARAMETERS: usize = 65_535;
+
+/// A synchronous connection to a PostgreSQL server through libpq.
+///
+/// `Connection` is `Send` but not `Sync`: libpq forbids two threads from using one `PGconn`
+/// at the same time, and `&mut self` on every query method makes the compiler enforce it.
+/// Move a connection to another thread freely; to cancel a running query from another
+/// thread, use a [`CancelToken`](crate::CancelToken).
+///
+/// ```no_run
+/// # fn main() -> Result<(), pqlib::Error> {
+/// let mut conn = pqlib::Connection::connect("host=localhost user=postgres")?;
+/// let n: i64 = conn.query_one("SELECT $1::int8 + 1", &[&41i64])?.get(0);
+/// assert_eq!(n, 42);
+/// # Ok(()) }
+/// ```
+pub struct Connection {
+    pub(crate) conn: PgConn,
+    /// The notice receiver's state. Every `PGresult` from this connection copies libpq's
+    /// notice hook, so each `Rows` holds a clone of this `Arc` too (libpqxx issue 173).
+    pub(crate) notices: Arc<NoticeState>,
+    pub(crate) statements: StatementCache,
+    pub(crate) types: TypeCache,
+}
+
+impl Connection {
+    /// Connects with a libpq connection string: `key=value` pairs
+    /// (`host=localhost port=5432 dbname=app`) or a `postgresql://` URI.
+    ///
+    /// Everything libpq does when it connects applies: `PG*` environment variables fill in
+    /// what the string leaves out, passwords come from `~/.pgpass` (or `PGPASSFILE`),
+    /// `service=` reads `pg_service.conf`, and several hosts are tried in order.
+    ///
+    /// ```no_run
+    /// let conn = pqlib::Connection::connect("postgresql://app@db1,db2/app?target_session_attrs=read-write")?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQconnectdb")]
+    pub fn connect(params: &str) -> Result<Connection> {
+        let conninfo = CString::new(params).map_err(|e| Error::nul_byte("the connection string", e))?;
+        // SAFETY: a valid NUL-terminated string that outlives the call; libpq copies what it
+        // keeps. The returned PGconn (possibly NULL) is owned by `from_new`.
+        let ptr = unsafe { ffi::PQconnectdb(conninfo.as_ptr()) };
+        Connection::from_new(ptr)
+    }
+
+    /// Connects with the parameters of a [`Config`](crate::Config).
+    ///
+    /// ```no_run
+    /// let mut config = pqlib::Config::new();
+    /// config.host("localhost").user("postgres");
+    /// let conn = pqlib::Connection::connect_config(&config)?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQconnectdbParams")]
+    pub fn connect_config(config: &crate::Config) -> Result<Connection> {
+        let (keywords, values) = config.to_c_params()?;
+        let mut keyword_ptrs: Vec<*const c_char> = keywords.iter().map(|k| k.as_ptr()).collect();
+        let mut value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
+        keyword_ptrs.push(std::ptr::null());
+        value_ptrs.push(std::ptr::null());
+        // SAFETY: two NULL-terminated arrays of NUL-terminated strings, all alive during the
+        // call; libpq copies them. expand_dbname = 0: a dbname is a name, not a conninfo.
+        let ptr = unsafe { ffi::PQconnectdbParams(keyword_ptrs.as_ptr(), value_ptrs.as_ptr(), 0) };
+        Connection::from_new(ptr)
+    }
+
+    fn from_new(ptr: *mut ffi::PGconn) -> Result<Connection> {
+        if ptr.is_null() {
+            return Err(Error::client("libpq could not allocate a connection"));
+        }
+        // SAFETY: a non-NULL PGconn from PQconnectdb*, owned from here on (PQfinish on drop,
+        // also when connecting failed).
+        let conn = unsafe { PgConn::from_ptr(ptr) };
+        if conn.status() != ffi::ConnStatusType::CONNECTION_OK {
+            return Err(Error::connect(conn.error_message()));
+        }
+        let notices = NoticeState::install(&conn);
+        let mut connection = Connection {
+            conn,
+            notices,
+            statements: StatementCache::default(),
+            types: TypeCache::default(),
+        };
+        connection.require_utf8()?;
+        Ok(connection)
+    }
+
+    /// Text in binary results is decoded as UTF-8, so the session must use it whatever the
+    /// server's or the environment's default encoding.
+    fn require_utf8(&mut self) -> Result<()> {
+        if self.client_encoding() == "UTF8" {
+            return Ok(());
+        }
+        // SAFETY: the connection is alive; a static NUL-terminated string.
+        let rc = unsafe { ffi::PQsetClientEncoding(self.conn.as_ptr(), c"UTF8".as_ptr()) };
+        if rc != 0 {
+            return Err(Error::connect(format!(
+                "could not set client_encoding to UTF8: {}",
+                self.conn.error_message()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs one or more SQL statements separated by semicolons with the simple query
+    /// protocol: no parameters, no results returned. Stops at the first error.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// conn.batch_execute("CREATE TEMP TABLE t (id int); INSERT INTO t VALUES (1), (2);")?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQexec")]
+    pub fn batch_execute(&mut self, sql: &str) -> Result<()> {
+        self.before_query()?;
+        let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        // SAFETY: the connection is alive and `sql` is NUL-terminated for the call.
+        let ptr = unsafe { ffi::PQexec(self.conn.as_ptr(), sql.as_ptr()) };
+        self.check(ptr).map(drop)
+    }
+
+    /// Runs a statement and returns the number of rows it affected (0 for statements that
+    /// report none). `statement` is SQL text (prepared once and cached) or a [`Statement`].
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let n = conn.execute("UPDATE accounts SET balance = balance + $1 WHERE id = $2", &[&10i64, &7i32])?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQexecPrepared")]
+    pub fn execute<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<u64>
+    where
+        T: ?Sized + ToStatement,
+    {
+        let rows = self.query(statement, params)?;
+        Ok(rows.rows_affected())
+    }
+
+    /// Runs a statement and returns all its rows.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let rows = conn.query("SELECT id, name FROM users WHERE id > $1", &[&10i32])?;
+    /// for row in &rows {
+    ///     let name: &str = row.get("name");
+    ///     println!("{}: {name}", row.get::<_, i32>(0));
+    /// }
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQexecPrepared")]
+    pub fn query<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Rows>
+    where
+        T: ?Sized + ToStatement,
+    {
+        self.before_query()?;
+        let statement = statement.to_statement(self)?;
+        match self.execute_prepared(&statement, params) {
+            Err(e) if statement.is_cached() && is_stale_plan(&e) && self.is_idle() => {
+                // DDL changed the cached statement's result type. Outside a transaction
+                // nothing was lost, so prepare it again and retry once.
+                let fresh = StatementCache::reprepare(self, &statement)?;
+                self.execute_prepared(&fresh, params)
+            }
+            Err(e) => {
+                if is_stale_plan(&e) {
+                    self.statements.forget(&statement);
+                }
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+
+    /// Runs a statement expected to return exactly one row; any other count is an error of
+    /// kind [`RowCount`](crate::error::ErrorKind::RowCount).
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let n: i64 = conn.query_one("SELECT count(*) FROM pg_class", &[])?.get(0);
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    pub fn query_one<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<OwnedRow>
+    where
+        T: ?Sized + ToStatement,
+    {
+        let rows = self.query(statement, params)?;
+        match rows.len() {
+            1 => Ok(OwnedRow::new(rows)),
+            n => Err(Error::row_count(format!("query_one expected exactly one row, got {n}"))),
+        }
+    }
+
+    /// Runs a statement expected to return at most one row; more is an error of kind
+    /// [`RowCount`](crate::error::ErrorKind::RowCount).
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let name: Option<String> = conn
+    ///     .query_opt("SELECT name FROM users WHERE id = $1", &[&1i32])?
+    ///     .map(|row| row.get(0));
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    pub fn query_opt<T>(
+        &mut self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<OwnedRow>>
+    where
+        T: ?Sized + ToStatement,
+    {
+        let rows = self.query(statement, params)?;
+        match rows.len() {
+            0 => Ok(None),
+            1 => Ok(Some(OwnedRow::new(rows))),
+            n => Err(Error::row_count(format!("query_opt expected at most one row, got {n}"))),
+        }
+    }
+
+    /// Runs a statement with explicitly typed parameters in one round trip, without
+    /// preparing it: the server is told each parameter's type, so nothing is looked up first.
+    ///
+    /// ```no_run
+    /// use pqlib::types::Type;
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let rows = conn.query_typed("SELECT $1 || '!'", &[(&"hi", Type::TEXT)])?;
+    /// assert_eq!(rows.iter().next().unwrap().get::<_, &str>(0), "hi!");
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQexecParams")]
+    pub fn query_typed(&mut self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Rows> {
+        self.before_query()?;
+        let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        let (values, types): (Vec<&(dyn ToSql + Sync)>, Vec<Type>) = params.iter().cloned().unzip();
+        let encoded = EncodedParams::new(&values, &types)?;
+        let oids: Vec<ffi::Oid> = types.iter().map(Type::oid).collect();
+        // SAFETY: the connection is alive; `sql`, `oids` and every array in `encoded` have
+        // `n` entries (or are the NUL-terminated SQL) and outlive the call; libpq copies the
+        // parameters into its output buffer before returning.
+        let ptr = unsafe {
+            ffi::PQexecParams(
+                self.conn.as_ptr(),
+                sql.as_ptr(),
+                encoded.count(),
+                oids.as_ptr(),
+                encoded.values(),
+                encoded.lengths(),
+                encoded.formats(),
+                1,
+            )
+        };
+        let result = self.check(ptr)?;
+        let columns = self.describe_columns(&result)?;
+        Ok(Rows::new(result, columns, self.notices.clone()))
+    }
+
+    /// Prepares a statement on the server, to run many times with different parameters.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let insert = conn.prepare("INSERT INTO t (a, b) VALUES ($1, $2)")?;
+    /// println!("parameter types: {:?}", insert.params());
+    /// for i in 0..10i32 {
+    ///     conn.execute(&insert, &[&i, &format!("row {i}")])?;
+    /// }
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQprepare")]
+    pub fn prepare(&mut self, sql: &str) -> Result<Statement> {
+        self.before_query()?;
+        self.prepare_typed_inner(sql, &[], false)
+    }
+
+    /// Prepares a statement, fixing the types of (some of) its parameters; the server infers
+    /// the rest.
+    ///
+    /// ```no_run
+    /// use pqlib::types::Type;
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let stmt = conn.prepare_typed("SELECT $1", &[Type::INT8])?;
+    /// assert_eq!(stmt.params(), &[Type::INT8]);
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQprepare")]
+    pub fn prepare_typed(&mut self, sql: &str, types: &[Type]) -> Result<Statement> {
+        self.before_query()?;
+        self.prepare_typed_inner(sql, types, false)
+    }
+
+    /// Prepares and describes a statement: `PQprepare` then `PQdescribePrepared`.
+    pub(crate) fn prepare_typed_inner(&mut self, sql: &str, types: &[Type], cached: bool) -> Result<Statement> {
+        let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        let name = self.statements.next_name();
+        let oids: Vec<ffi::Oid> = types.iter().map(Type::oid).collect();
+        let count = c_int::try_from(oids.len())
+            .ok()
+            .filter(|&n| n as usize <= MAX_PARAMETERS)
+            .ok_or_else(|| Error::bad_input(format!("{} parameter types; the most is {MAX_PARAMETERS}", oids.len())))?;
+        // SAFETY: the connection is alive; name and SQL are NUL-terminated and `oids` has
+        // `count` entries, all alive during the call.
+        let ptr = unsafe {
+            ffi::PQprepare(self.conn.as_ptr(), name.as_ptr(), sql_c.as_ptr(), count, oids.as_ptr())
+        };
+        self.check(ptr)?;
+        // SAFETY: as above; the statement now exists on the server.
+        let ptr = unsafe { ffi::PQdescribePrepared(self.conn.as_ptr(), name.as_ptr()) };
+        let description = match self.check(ptr) {
+            Ok(description) => description,
+            Err(e) => {
+                self.statements.close_later(name);
+                return Err(e);
+            }
+        };
+        let params = (0..description.nparams())
+            .map(|i| self.resolve_type(description.param_type(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let columns = self.describe_columns(&description)?;
+        Ok(self.statements.make(name, sql, params, columns, cached))
+    }
+
+    fn execute_prepared(&mut self, statement: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<Rows> {
+        if !self.statements.owns(statement) {
+            return Err(Error::bad_input("the statement was prepared on another connection"));
+        }
+        if params.len() != statement.params().len() {
+            return Err(Error::bad_input(format!(
+                "the statement has {} parameters but {} were given",
+                statement.params().len(),
+                params.len()
+            )));
+        }
+        let encoded = EncodedParams::new(params, statement.params())?;
+        // SAFETY: the connection is alive; the name is NUL-terminated and every array in
+        // `encoded` has `count()` entries, alive during the call (libpq copies them).
+        let ptr = unsafe {
+            ffi::PQexecPrepared(
+                self.conn.as_ptr(),
+                statement.c_name().as_ptr(),
+                encoded.count(),
+                encoded.values(),
+                encoded.lengths(),
+                encoded.formats(),
+                1,
+            )
+        };
+        let result = self.check(ptr)?;
+        Ok(Rows::new(result, statement.columns_arc(), self.notices.clone()))
+    }
+
+    /// The columns of a result or statement description, with their types resolved.
+    pub(crate) fn describe_columns(&mut self, result: &PgResultRef) -> Result<Arc<[Column]>> {
+        (0..result.nfields())
+            .map(|i| {
+                let type_ = self.resolve_type(result.field_type(i))?;
+                Ok(Column::new(result, i, type_))
+            })
+            .collect()
+    }
+
+    /// The `Type` for an OID: built-in types directly, others (enums, composites, domains,
+    /// arrays of those) looked up in the catalog once per connection.
+    pub(crate) fn resolve_type(&mut self, oid: ffi::Oid) -> Result<Type> {
+        if let Some(ty) = Type::from_oid(oid) {
+            return Ok(ty);
+        }
+        if let Some(ty) = self.types.get(oid) {
+            return Ok(ty);
+        }
+        let ty = crate::types::lookup(self, oid)?;
+        self.types.insert(oid, ty.clone());
+        Ok(ty)
+    }
+
+    /// Work owed to the server before the next statement: closing statements whose last
+    /// handle was dropped.
+    pub(crate) fn before_query(&mut self) -> Result<()> {
+        for name in self.statements.take_closed() {
+            let sql = format!("DEALLOCATE {}", name.to_string_lossy());
+            let sql = CString::new(sql).map_err(|e| Error::nul_byte("a statement name", e))?;
+            // SAFETY: the connection is alive; `sql` is NUL-terminated for the call.
+            let ptr = unsafe { ffi::PQexec(self.conn.as_ptr(), sql.as_ptr()) };
+            // A statement that is already gone (e.g. after DISCARD ALL) is not an error here.
+            match self.check(ptr) {
+                Err(e) if e.is_closed() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns what a libpq execution function returned into a result or an error, and
+    /// re-raises a panic from the notice handler once libpq is no longer on the stack.
+    pub(crate) fn check(&mut self, ptr: *mut ffi::PGresult) -> Result<PgResult> {
+        let checked = self.check_inner(ptr);
+        self.notices.resume_panic();
+        checked
+    }
+
+    fn check_inner(&mut self, ptr: *mut ffi::PGresult) -> Result<PgResult> {
+        let Some(result) = PgResult::from_returned(ptr) else {
+            return Err(self.connection_error());
+        };
+        let status = result.status();
+        match status {
+            ffi::ExecStatusType::PGRES_COMMAND_OK
+            | ffi::ExecStatusType::PGRES_TUPLES_OK
+            | ffi::ExecStatusType::PGRES_EMPTY_QUERY => Ok(result),
+            ffi::ExecStatusType::PGRES_FATAL_ERROR | ffi::ExecStatusType::PGRES_NONFATAL_ERROR => {
+                let db = DbError::from_result(&result);
+                if self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
+                    return Err(Error::db(db).into_closed());
+                }
+                if db.code().code().is_empty() {
+                    // Made by libpq, not sent by the server: a client-side failure.
+                    return Err(Error::client(db.message().to_owned()));
+                }
+                Err(Error::db(db))
+            }
+            ffi::ExecStatusType::PGRES_COPY_IN
+            | ffi::ExecStatusType::PGRES_COPY_OUT
+            | ffi::ExecStatusType::PGRES_COPY_BOTH => {
+                drop(result);
+                self.abandon_copy()?;
+                Err(Error::bad_input(
+                    "the statement started a COPY; use copy_in or copy_out for COPY FROM STDIN / TO STDOUT",
+                ))
+            }
+            other => Err(Error::client(format!("unexpected result status {}", other.0))),
+        }
+    }
+
+    /// Leaves a COPY that a plain query started, so the connection stays usable.
+    fn abandon_copy(&mut self) -> Result<()> {
+        let conn = self.conn.as_ptr();
+        // SAFETY: the connection is alive; PQputCopyEnd with an error message aborts a COPY
+        // IN (harmless otherwise); PQgetCopyData's buffers are freed by PqBuffer; every
+        // result is cleared by PgResult. The loop ends when libpq has no more results.
+        unsafe {
+            ffi::PQputCopyEnd(conn, c"COPY is not supported through this method".as_ptr());
+            loop {
+                let mut buffer: *mut c_char = std::ptr::null_mut();
+                let n = ffi::PQgetCopyData(conn, &mut buffer, 0);
+                drop(PqBuffer::from_raw(buffer, usize::try_from(n).unwrap_or(0)));
+                if n < 0 {
+                    break;
+                }
+            }
+            while let Some(result) = PgResult::from_returned(ffi::PQgetResult(conn)) {
+                drop(result);
+            }
+        }
+        if self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
+            return Err(self.connection_error());
+        }
+        Ok(())
+    }
+
+    /// The error for a NULL result: a lost connection, or a client-side failure.
+    pub(crate) fn connection_error(&self) -> Error {
+        let message = self.conn.error_message();
+        if self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
+            Error::closed(message)
+        } else {
+            Error::client(message)
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.transaction_status() == TransactionStatus::Idle
+    }
+
+    /// The server's version, e.g. 150004 for 15.4 (`server_version` in libpq's numbering).
+    ///
+    /// ```no_run
+    /// # let conn = pqlib::Connection::connect("").unwrap();
+    /// assert!(conn.server_version() >= 140000);
+    /// ```
+    #[doc(alias = "PQserverVersion")]
+    pub fn server_version(&self) -> u32 {
+        // SAFETY: the connection is alive.
+        let v = unsafe { ffi::PQserverVersion(self.conn.as_ptr()) };
+        u32::try_from(v).unwrap_or(0)
+    }
+
+    /// The process ID of the server process serving this connection.
+    ///
+    /// ```no_run
+    /// # let conn = pqlib::Connection::connect("").unwrap();
+    /// println!("backend pid {}", conn.backend_pid());
+    /// ```
+    #[doc(alias = "PQbackendPID")]
+    pub fn backend_pid(&self) -> u32 {
+        // SAFETY: the connection is alive.
+        let pid = unsafe { ffi::PQbackendPID(self.conn.as_ptr()) };
+        u32::try_from(pid).unwrap_or(0)
+    }
+
+    /// A parameter the server reported (`server_version`, `TimeZone`, `DateStyle`,
+    /// `application_name`, …); `None` if it did not report it.
+    ///
+    /// ```no_run
+    /// # let conn = pqlib::Connection::connect("").unwrap();
+    /// println!("{:?}", conn.parameter_status("TimeZone"));
+    /// ```
+    #[doc(alias = "PQparameterStatus")]
+    pub fn parameter_status(&self, name: &str) -> Option<String> {
+        let name = CString::new(name).ok()?;
+        // SAFETY: the connection is alive; the returned string is owned by libpq and copied
+        // before the next libpq call.
+        unsafe { lossy_string(ffi::PQparameterStatus(self.conn.as_ptr(), name.as_ptr())) }
+    }
+
+    /// Where the connection stands with respect to transactions.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// use pqlib::TransactionStatus;
+    /// assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
+    /// ```
+    #[doc(alias = "PQtransactionStatus")]
+    pub fn transaction_status(&self) -> TransactionStatus {
+        // SAFETY: the connection is alive.
+        let status = unsafe { ffi::PQtransactionStatus(self.conn.as_ptr()) };
+        match status {
+            ffi::PGTransactionStatusType::PQTRANS_IDLE => TransactionStatus::Idle,
+            ffi::PGTransactionStatusType::PQTRANS_ACTIVE => TransactionStatus::Active,
+            ffi::PGTransactionStatusType::PQTRANS_INTRANS => TransactionStatus::InTransaction,
+            ffi::PGTransactionStatusType::PQTRANS_INERROR => TransactionStatus::InError,
+            _ => TransactionStatus::Unknown,
+        }
+    }
+
+    /// Whether the connection is unusable (lost, or closed by the server).
+    ///
+    /// ```no_run
+    /// # let conn = pqlib::Connection::connect("").unwrap();
+    /// assert!(!conn.is_closed());
+    /// ```
+    #[doc(alias = "PQstatus")]
+    pub fn is_closed(&self) -> bool {
+        self.conn.status() != ffi::ConnStatusType::CONNECTION_OK
+    }
+
+    /// Closes the connection and opens it again with the same parameters. Prepared
+    /// statements and session state are gone afterwards.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// if conn.is_closed() {
+    ///     conn.reset()?;
+    /// }
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQreset")]
+    pub fn reset(&mut self) -> Result<()> {
+        // SAFETY: the connection is alive; PQreset keeps the same PGconn and notice hooks.
+        unsafe { ffi::PQreset(self.conn.as_ptr()) };
+        self.statements.invalidate_all();
+        self.types = TypeCache::default();
+        if self.conn.status() != ffi::ConnStatusType::CONNECTION_OK {
+            return Err(Error::connect(self.conn.error_message()));
+        }
+        self.require_utf8()
+    }
+
+    /// The client encoding (always `UTF8` for pqlib connections, which set it on connect).
+    #[doc(alias = "PQclientEncoding")]
+    pub fn client_encoding(&self) -> String {
+        // SAFETY: the connection is alive; PQclientEncoding returns an encoding ID and
+        // pg_encoding_to_char a static name for it.
+        unsafe {
+            let id = ffi::PQclientEncoding(self.conn.as_ptr());
+            lossy_string(ffi::pg_encoding_to_char(id)).unwrap_or_default()
+        }
+    }
+
+    /// Whether the connection is encrypted with TLS.
+    ///
+    /// ```no_run
+    /// # let conn = pqlib::Connection::connect("sslmode=require").unwrap();
+    /// assert!(conn.ssl_in_use());
+    /// ```
+    #[doc(alias = "PQsslInUse")]
+    pub fn ssl_in_use(&self) -> bool {
+        // SAFETY: the connection is alive.
+        unsafe { ffi::PQsslInUse(self.conn.as_ptr()) != 0 }
+    }
+
+    /// Quotes a string as an SQL literal (`'it''s'`), escaping as the connection's encoding
+    /// and settings require.
+    ///
+    /// ```no_run
+    /// # let conn = pqlib::Connection::connect("").unwrap();
+    /// assert_eq!(conn.escape_literal("it's")?, "'it''s'");
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQescapeLiteral")]
+    pub fn escape_literal(&self, text: &str) -> Result<String> {
+        self.escape(text, ffi::PQescapeLiteral)
+    }
+
+    /// Quotes a string as an SQL identifier (`"My Table"`).
+    ///
+    /// ```no_run
+    /// # let conn = pqlib::Connection::connect("").unwrap();
+    /// assert_eq!(conn.escape_identifier("My Table")?, "\"My Table\"");
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQescapeIdentifier")]
+    pub fn escape_identifier(&self, text: &str) -> Result<String> {
+        self.escape(text, ffi::PQescapeIdentifier)
+    }
+
+    fn escape(
+        &self,
+        text: &str,
+        function: unsafe extern "C" fn(*mut ffi::PGconn, *const c_char, usize) -> *mut c_char,
+    ) -> Result<String> {
+        if text.as_bytes().contains(&0) {
+            return Err(Error::bad_input("the text to escape contains a NUL byte"));
+        }
+        // SAFETY: the connection is alive; `text` is read for exactly `len` bytes (libpq
+        // stops early only at a NUL, which we excluded).
+        let ptr = unsafe { function(self.conn.as_ptr(), text.as_ptr().cast(), text.len()) };
+        if ptr.is_null() {
+            return Err(Error::bad_input(self.conn.error_message()));
+        }
+        // SAFETY: a NUL-terminated string libpq allocated for us; measured here, then freed
+        // exactly once by PqBuffer.
+        let buffer = unsafe {
+            let len = CStr::from_ptr(ptr).to_bytes().len();
+            PqBuffer::from_raw(ptr, len)
+        };
+        let buffer = buffer.ok_or_else(|| Error::client("escaping returned NULL"))?;
+        Ok(String::from_utf8_lossy(buffer.as_bytes()).into_owned())
+    }
+
+    /// The underlying `PGconn`, for calling `pqlib-sys` directly.
+    ///
+    /// The pointer stays valid while `self` lives. Do not `PQfinish` it, change its notice
+    /// receiver, or leave it in a state (pipeline mode, COPY, unread results) that the safe
+    /// methods do not expect.
+    ///
+    /// ```no_run
+    /// # let conn = pqlib::Connection::connect("").unwrap();
+    /// // SAFETY: the pointer is alive while `conn` is; PQprotocolVersion only reads.
+    /// let protocol = unsafe { pqlib_sys::PQprotocolVersion(conn.as_ptr()) };
+    /// ```
+    pub fn as_ptr(&self) -> *mut ffi::PGconn {
+        self.conn.as_ptr()
+    }
+}
+
+impl fmt::Debug for Connection {
+    /// Shows where the connection goes, never its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = |getter: unsafe extern "C" fn(*const ffi::PGconn) -> *mut c_char| {
+            // SAFETY: the connection is alive; the strings are owned by libpq and copied.
+            unsafe { lossy_string(getter(self.conn.as_ptr())) }
+        };
+        f.debug_struct("Connection")
+            .field("host", &text(ffi::PQhost))
+            .field("port", &text(ffi::PQport))
+            .field("user", &text(ffi::PQuser))
+            .field("dbname", &text(ffi::PQdb))
+            .field("backend_pid", &self.backend_pid())
+            .field("transaction_status", &self.transaction_status())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a connection stands with respect to transactions ([`Connection::transaction_status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[doc(alias = "PGTransactionStatusType")]
+pub enum TransactionStatus {
+    /// Not in a transaction block.
+    Idle,
+    /// A command is in progress.
+    Active,
+    /// In a transaction block that is still good.
+    InTransaction,
+    /// In a failed transaction block: statements fail until it is rolled back.
+    InError,
+    /// The connection is bad.
+    Unknown,
+}
+
+/// "cached plan must not change result type": the statement was prepared before DDL changed
+/// the tables it reads.
+fn is_stale_plan(error: &Error) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        db.code() == &crate::error::SqlState::FEATURE_NOT_SUPPORTED
+            && db.routine() == Some("RevalidateCachedQuery")
+    })
+}
+
+/// Parameters encoded in binary, laid out as the arrays `PQexecParams`/`PQexecPrepared` take.
+pub(crate) struct EncodedParams {
+    /// The encoded bytes `values` points into: kept here, unread, so they outlive the call.
+    _storage: BytesMut,
+    values: Vec<*const c_char>,
+    lengths: Vec<c_int>,
+    formats: Vec<c_int>,
+}
+
+impl EncodedParams {
+    pub(crate) fn new(params: &[&(dyn ToSql + Sync)], types: &[Type]) -> Result<EncodedParams> {
+        if params.len() > MAX_PARAMETERS {
+            return Err(Error::bad_input(format!(
+                "{} parameters; the protocol allows at most {MAX_PARAMETERS}",
+                params.len()
+            )));
+        }
+        let mut buffer = BytesMut::new();
+        // Offsets first: pointers into `buffer` are taken once it has stopped growing.
+        let mut spans: Vec<Option<(usize, usize)>> = Vec::with_capacity(params.len());
+        for (i, (param, ty)) in params.iter().zip(types).enumerate() {
+            let start = buffer.len();
+            let is_null = param.to_sql_checked(ty, &mut buffer).map_err(|e| {
+                Error::conversion(format!("parameter ${} of type {ty}", i + 1), e)
+            })?;
+            spans.push(match is_null {
+                IsNull::Yes => None,
+                IsNull::No => Some((start, buffer.len())),
+            });
+        }
+        let mut lengths = Vec::with_capacity(spans.len());
+        let mut values = Vec::with_capacity(spans.len());
+        for (i, span) in spans.iter().enumerate() {
+            match span {
+                None => {
+                    values.push(std::ptr::null());
+                    lengths.push(0);
+                }
+                Some((start, end)) => {
+                    let len = c_int::try_from(end - start).map_err(|_| {
+                        Error::bad_input(format!("parameter ${} is larger than 2 GiB", i + 1))
+                    })?;
+                    values.push(buffer[*start..].as_ptr().cast());
+                    lengths.push(len);
+                }
+            }
+        }
+        Ok(EncodedParams {
+            formats: vec![1; values.len()],
+            _storage: buffer,
+            values,
+            lengths,
+        })
+    }
+
+    pub(crate) fn count(&self) -> c_int {
+        // Bounded by MAX_PARAMETERS in `new`.
+        self.values.len() as c_int
+    }
+
+    pub(crate) fn values(&self) -> *const *const c_char {
+        self.values.as_ptr()
+    }
+
+    pub(crate) fn lengths(&self) -> *const c_int {
+        self.lengths.as_ptr()
+    }
+
+    pub(crate) fn formats(&self) -> *const c_int {
+        self.formats.as_ptr()
+    }
+}

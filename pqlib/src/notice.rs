@@ -1,0 +1,132 @@
+//! Notices (server messages that are not errors: `RAISE NOTICE`, warnings) reach Rust through
+//! libpq's notice receiver. The C callback is a trampoline that catches panics: a panic never
+//! unwinds into libpq; it is stored and re-raised once the libpq call has returned.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use foreign_types::ForeignTypeRef;
+use pqlib_sys as ffi;
+
+use crate::Connection;
+use crate::error::{DbError, Severity};
+use crate::handle::{PgConnRef, PgResultRef};
+
+type Handler = Box<dyn FnMut(&DbError) + Send>;
+
+/// Shared by the connection and every result it produced: libpq copies the notice hook into
+/// each `PGresult` and may call it through a result after the connection is gone.
+pub(crate) struct NoticeState {
+    handler: Mutex<Option<Handler>>,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A handler that panicked poisoned nothing we rely on: the payload is kept separately.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl NoticeState {
+    /// Installs the trampoline on a new connection, with no handler (notices are logged).
+    pub(crate) fn install(conn: &PgConnRef) -> Arc<NoticeState> {
+        let state = Arc::new(NoticeState {
+            handler: Mutex::new(None),
+            panic: Mutex::new(None),
+        });
+        // SAFETY: the connection is alive. The argument points into `state`, which the
+        // connection keeps alive for as long as libpq can call the receiver through it, and
+        // each result keeps alive through its own clone of the Arc.
+        unsafe {
+            ffi::PQsetNoticeReceiver(
+                conn.as_ptr(),
+                Some(receive_notice),
+                Arc::as_ptr(&state).cast_mut().cast::<c_void>(),
+            );
+        }
+        state
+    }
+
+    fn deliver(&self, notice: &DbError) {
+        let mut handler = lock(&self.handler);
+        match handler.as_mut() {
+            Some(handler) => handler(notice),
+            None => log_notice(notice),
+        }
+    }
+
+    /// Re-raises, on the caller's thread, a panic a handler raised during a libpq call.
+    pub(crate) fn resume_panic(&self) {
+        let payload = lock(&self.panic).take();
+        if let Some(payload) = payload {
+            resume_unwind(payload);
+        }
+    }
+}
+
+fn log_notice(notice: &DbError) {
+    let level = match notice.parsed_severity() {
+        Some(Severity::Warning) => log::Level::Warn,
+        Some(Severity::Notice | Severity::Info) => log::Level::Info,
+        _ => log::Level::Debug,
+    };
+    log::log!(target: "pqlib::notice", level, "{notice}");
+}
+
+/// The C-ABI notice receiver.
+extern "C" fn receive_notice(arg: *mut c_void, result: *const ffi::PGresult) {
+    if arg.is_null() || result.is_null() {
+        return;
+    }
+    // SAFETY: `arg` is the NoticeState registered in `install`, kept alive by its Arcs (see
+    // there). `result` is a notice result libpq owns and frees after we return; it is only
+    // borrowed here.
+    let (state, result) = unsafe {
+        (
+            &*arg.cast::<NoticeState>(),
+            PgResultRef::from_ptr(result.cast_mut()),
+        )
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let notice = DbError::from_result(result);
+        state.deliver(&notice);
+    }));
+    if let Err(payload) = outcome {
+        lock(&state.panic).get_or_insert(payload);
+    }
+}
+
+impl Connection {
+    /// Calls `handler` for each notice or warning the server sends on this connection
+    /// (`RAISE NOTICE`, implicit-commit warnings, …), replacing the previous handler.
+    /// Without one, notices go to the `log` crate (target `pqlib::notice`), not to stderr.
+    ///
+    /// If the handler panics, the panic is caught before it can unwind into libpq and is
+    /// raised again on this thread when the libpq call that delivered the notice returns;
+    /// the connection stays usable.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// conn.set_notice_handler(|notice| eprintln!("server says: {}", notice.message()));
+    /// conn.batch_execute("DO $$ BEGIN RAISE NOTICE 'hello'; END $$")?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQsetNoticeReceiver")]
+    pub fn set_notice_handler<F>(&mut self, handler: F)
+    where
+        F: FnMut(&DbError) + Send + 'static,
+    {
+        *lock(&self.notices.handler) = Some(Box::new(handler));
+    }
+
+    /// Removes the notice handler; notices go to the `log` crate again.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// conn.clear_notice_handler();
+    /// ```
+    pub fn clear_notice_handler(&mut self) {
+        *lock(&self.notices.handler) = None;
+    }
+}

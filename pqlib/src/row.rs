@@ -1,0 +1,415 @@
+//! Query results: [`Rows`] owns a `PGresult`; [`Row`] is a view of one row that borrows it, so
+//! values borrowed from a row (`&str`, `&[u8]`) point straight into libpq's memory and cannot
+//! outlive the result.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::handle::{PgResult, PgResultRef};
+use crate::notice::NoticeState;
+use crate::types::{FromSql, Type, WrongType};
+
+/// A result column: its name and type, and where it comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    name: String,
+    type_: Type,
+    table_oid: Option<u32>,
+    column_id: Option<i16>,
+}
+
+impl Column {
+    pub(crate) fn new(result: &PgResultRef, i: usize, type_: Type) -> Column {
+        let table = result.field_table(i);
+        let column = result.field_table_column(i);
+        Column {
+            name: result.field_name(i),
+            type_,
+            table_oid: (table != 0).then_some(table),
+            column_id: (column != 0).then_some(column),
+        }
+    }
+
+    /// The column's name (`?column?` for unnamed expressions).
+    #[doc(alias = "PQfname")]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The column's type.
+    #[doc(alias = "PQftype")]
+    pub fn type_(&self) -> &Type {
+        &self.type_
+    }
+
+    /// The OID of the table the column comes from, if it is a plain table column.
+    #[doc(alias = "PQftable")]
+    pub fn table_oid(&self) -> Option<u32> {
+        self.table_oid
+    }
+
+    /// The column's number within its table, if it is a plain table column.
+    #[doc(alias = "PQftablecol")]
+    pub fn column_id(&self) -> Option<i16> {
+        self.column_id
+    }
+}
+
+/// The rows a query returned. Owns libpq's `PGresult` and frees it on drop.
+///
+/// `Rows` is `Send + Sync`: a `PGresult` is never modified after it is made, so it can be
+/// read from any number of threads.
+///
+/// ```no_run
+/// # let mut conn = pqlib::Connection::connect("").unwrap();
+/// let rows = conn.query("SELECT relname, relpages FROM pg_class LIMIT 3", &[])?;
+/// println!("{} rows, columns {:?}", rows.len(), rows.columns().iter().map(|c| c.name()).collect::<Vec<_>>());
+/// for row in &rows {
+///     let name: &str = row.get(0);
+///     let pages: i32 = row.get("relpages");
+///     println!("{name}: {pages}");
+/// }
+/// # Ok::<(), pqlib::Error>(())
+/// ```
+pub struct Rows {
+    result: PgResult,
+    columns: Arc<[Column]>,
+    /// libpq copied the connection's notice hook into this result; keep its state alive.
+    _notices: Arc<NoticeState>,
+}
+
+impl Rows {
+    pub(crate) fn new(result: PgResult, columns: Arc<[Column]>, notices: Arc<NoticeState>) -> Rows {
+        debug_assert_eq!(result.nfields(), columns.len());
+        Rows {
+            result,
+            columns,
+            _notices: notices,
+        }
+    }
+
+    /// The number of rows.
+    #[doc(alias = "PQntuples")]
+    pub fn len(&self) -> usize {
+        self.result.ntuples()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The result's columns.
+    #[doc(alias = "PQnfields")]
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// Row `index`, if there is one.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let rows = conn.query("SELECT 1", &[])?;
+    /// assert!(rows.get(0).is_some() && rows.get(1).is_none());
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    pub fn get(&self, index: usize) -> Option<Row<'_>> {
+        (index < self.len()).then_some(Row { rows: self, index })
+    }
+
+    /// The rows, in order.
+    pub fn iter(&self) -> RowIter<'_> {
+        RowIter {
+            rows: self,
+            next: 0,
+            end: self.len(),
+        }
+    }
+
+    /// The number of rows the command affected (`INSERT`, `UPDATE`, `DELETE`, `SELECT`,
+    /// `COPY`, …), 0 when it reports none.
+    #[doc(alias = "PQcmdTuples")]
+    pub fn rows_affected(&self) -> u64 {
+        self.result.rows_affected()
+    }
+
+    /// The command tag without its counts: `SELECT`, `INSERT`, `COMMIT`, …
+    #[doc(alias = "PQcmdStatus")]
+    pub fn command_tag(&self) -> String {
+        let status = self.result.command_status();
+        let tag: Vec<&str> = status.split(' ').take_while(|w| !w.starts_with(|c: char| c.is_ascii_digit())).collect();
+        tag.join(" ")
+    }
+}
+
+impl fmt::Debug for Rows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rows")
+            .field("len", &self.len())
+            .field("columns", &self.columns)
+            .finish()
+    }
+}
+
+impl<'r> IntoIterator for &'r Rows {
+    type Item = Row<'r>;
+    type IntoIter = RowIter<'r>;
+
+    fn into_iter(self) -> RowIter<'r> {
+        self.iter()
+    }
+}
+
+/// An iterator over the rows of a [`Rows`].
+#[derive(Clone, Debug)]
+pub struct RowIter<'r> {
+    rows: &'r Rows,
+    next: usize,
+    end: usize,
+}
+
+impl<'r> Iterator for RowIter<'r> {
+    type Item = Row<'r>;
+
+    fn next(&mut self) -> Option<Row<'r>> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            Row {
+                rows: self.rows,
+                index: self.next - 1,
+            }
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.end - self.next;
+        (n, Some(n))
+    }
+}
+
+impl DoubleEndedIterator for RowIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        (self.next < self.end).then(|| {
+            self.end -= 1;
+            Row {
+                rows: self.rows,
+                index: self.end,
+            }
+        })
+    }
+}
+
+impl ExactSizeIterator for RowIter<'_> {}
+
+/// One row of a [`Rows`]. Values taken from it may borrow the result (`&'r str`,
+/// `&'r [u8]`): no copy is made, and the compiler keeps them from outliving the `Rows`.
+#[derive(Clone, Copy)]
+pub struct Row<'r> {
+    rows: &'r Rows,
+    index: usize,
+}
+
+impl<'r> Row<'r> {
+    /// The row's columns.
+    pub fn columns(&self) -> &'r [Column] {
+        self.rows.columns()
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        self.rows.columns.len()
+    }
+
+    /// Whether the row has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value of a column, by index or name, converted to `T`.
+    ///
+    /// # Panics
+    /// If the column does not exist or the value cannot be converted to `T` (a wrong type, or
+    /// SQL NULL into a non-`Option`). [`Row::try_get`] returns those as errors instead.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let rows = conn.query("SELECT 'a'::text AS letter, NULL::int4 AS missing", &[])?;
+    /// let row = rows.get(0).unwrap();
+    /// let letter: &str = row.get("letter");
+    /// let missing: Option<i32> = row.get(1);
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[track_caller]
+    #[doc(alias = "PQgetvalue")]
+    pub fn get<I, T>(&self, index: I) -> T
+    where
+        I: RowIndex + fmt::Display,
+        T: FromSql<'r>,
+    {
+        match self.try_get(&index) {
+            Ok(value) => value,
+            Err(e) => panic!("error retrieving column {index}: {e}"),
+        }
+    }
+
+    /// Like [`Row::get`], returning an error instead of panicking.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let rows = conn.query("SELECT 1::int4", &[])?;
+    /// let row = rows.get(0).unwrap();
+    /// assert!(row.try_get::<_, String>(0).is_err()); // int4 is not text
+    /// assert!(row.try_get::<_, i32>("nope").is_err());
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQgetvalue")]
+    #[doc(alias = "PQgetisnull")]
+    pub fn try_get<I, T>(&self, index: I) -> Result<T>
+    where
+        I: RowIndex + fmt::Display,
+        T: FromSql<'r>,
+    {
+        let Some(col) = index.__index(self.columns()) else {
+            return Err(Error::column(format!(
+                "{index} (the row has {} columns)",
+                self.len()
+            )));
+        };
+        let ty = self.columns()[col].type_();
+        if !T::accepts(ty) {
+            return Err(Error::conversion(
+                format!("column {index}"),
+                Box::new(WrongType::new::<T>(ty.clone())),
+            ));
+        }
+        let raw = self.rows.result.value(self.index, col);
+        T::from_sql_nullable(ty, raw)
+            .map_err(|e| Error::conversion(format!("column {index} of type {ty}"), e))
+    }
+
+    /// The raw binary bytes of a column, `None` for SQL NULL.
+    pub fn raw(&self, col: usize) -> Result<Option<&'r [u8]>> {
+        if col >= self.len() {
+            return Err(Error::column(format!("{col} (the row has {} columns)", self.len())));
+        }
+        Ok(self.rows.result.value(self.index, col))
+    }
+}
+
+impl fmt::Debug for Row<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Row")
+            .field("index", &self.index)
+            .field("columns", &self.columns())
+            .finish()
+    }
+}
+
+/// A row that owns its result: what [`query_one`](crate::Connection::query_one) and
+/// [`query_opt`](crate::Connection::query_opt) return. Values borrowed from it live as long
+/// as the `OwnedRow`.
+///
+/// ```no_run
+/// # let mut conn = pqlib::Connection::connect("").unwrap();
+/// let row = conn.query_one("SELECT 'x'::text, 2::int8", &[])?;
+/// let (s, n): (&str, i64) = (row.get(0), row.get(1));
+/// # Ok::<(), pqlib::Error>(())
+/// ```
+pub struct OwnedRow {
+    rows: Rows,
+}
+
+impl OwnedRow {
+    pub(crate) fn new(rows: Rows) -> OwnedRow {
+        debug_assert_eq!(rows.len(), 1);
+        OwnedRow { rows }
+    }
+
+    /// The row as a borrowed [`Row`].
+    pub fn row(&self) -> Row<'_> {
+        Row {
+            rows: &self.rows,
+            index: 0,
+        }
+    }
+
+    /// The row's columns.
+    pub fn columns(&self) -> &[Column] {
+        self.rows.columns()
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        self.rows.columns.len()
+    }
+
+    /// Whether the row has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// See [`Row::get`].
+    #[track_caller]
+    pub fn get<'a, I, T>(&'a self, index: I) -> T
+    where
+        I: RowIndex + fmt::Display,
+        T: FromSql<'a>,
+    {
+        self.row().get(index)
+    }
+
+    /// See [`Row::try_get`].
+    pub fn try_get<'a, I, T>(&'a self, index: I) -> Result<T>
+    where
+        I: RowIndex + fmt::Display,
+        T: FromSql<'a>,
+    {
+        self.row().try_get(index)
+    }
+
+    /// The whole result, e.g. to move it elsewhere.
+    pub fn into_rows(self) -> Rows {
+        self.rows
+    }
+}
+
+impl fmt::Debug for OwnedRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedRow").field("columns", &self.columns()).finish()
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A column index: a `usize` position or a `&str` name (the first column of that name).
+pub trait RowIndex: sealed::Sealed {
+    #[doc(hidden)]
+    fn __index(&self, columns: &[Column]) -> Option<usize>;
+}
+
+impl sealed::Sealed for usize {}
+impl RowIndex for usize {
+    fn __index(&self, columns: &[Column]) -> Option<usize> {
+        (*self < columns.len()).then_some(*self)
+    }
+}
+
+impl sealed::Sealed for str {}
+impl RowIndex for str {
+    fn __index(&self, columns: &[Column]) -> Option<usize> {
+        columns
+            .iter()
+            .position(|c| c.name() == self)
+            .or_else(|| columns.iter().position(|c| c.name().eq_ignore_ascii_case(self)))
+    }
+}
+
+impl<T: ?Sized + sealed::Sealed> sealed::Sealed for &T {}
+impl<T: ?Sized + RowIndex> RowIndex for &T {
+    fn __index(&self, columns: &[Column]) -> Option<usize> {
+        T::__index(*self, columns)
+    }
+}

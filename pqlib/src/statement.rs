@@ -1,0 +1,252 @@
+//! Prepared statements, and the per-connection cache that makes repeating the same SQL text
+//! cost one round trip.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::Connection;
+use crate::error::Result;
+use crate::row::Column;
+use crate::types::Type;
+
+/// How many statements a connection keeps prepared for SQL text passed to `query`/`execute`.
+pub const STATEMENT_CACHE_CAPACITY: usize = 256;
+
+/// Distinguishes connections, so a statement cannot be run on one it was not prepared on.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A statement prepared on the server. Cloning is cheap (the description is shared); the
+/// server-side statement is deallocated once the last clone is dropped (at the connection's
+/// next query).
+///
+/// ```no_run
+/// # let mut conn = pqlib::Connection::connect("").unwrap();
+/// let stmt = conn.prepare("SELECT $1::int4 + $2::int4 AS sum")?;
+/// assert_eq!(stmt.params().len(), 2);
+/// assert_eq!(stmt.columns()[0].name(), "sum");
+/// let sum: i32 = conn.query_one(&stmt, &[&1i32, &2i32])?.get("sum");
+/// # Ok::<(), pqlib::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Statement(Arc<Inner>);
+
+struct Inner {
+    name: CString,
+    sql: String,
+    params: Vec<Type>,
+    columns: Arc<[Column]>,
+    connection_id: u64,
+    cached: bool,
+    /// Where the name goes when the last handle is dropped.
+    closed: Arc<Mutex<Vec<CString>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        if let Ok(mut closed) = self.closed.lock() {
+            closed.push(name);
+        }
+    }
+}
+
+impl Statement {
+    /// The parameter types.
+    #[doc(alias = "PQparamtype")]
+    pub fn params(&self) -> &[Type] {
+        &self.0.params
+    }
+
+    /// The result columns (empty for statements that return no rows).
+    pub fn columns(&self) -> &[Column] {
+        &self.0.columns
+    }
+
+    /// The SQL text.
+    pub fn sql(&self) -> &str {
+        &self.0.sql
+    }
+
+    pub(crate) fn c_name(&self) -> &CString {
+        &self.0.name
+    }
+
+    pub(crate) fn columns_arc(&self) -> Arc<[Column]> {
+        self.0.columns.clone()
+    }
+
+    pub(crate) fn is_cached(&self) -> bool {
+        self.0.cached
+    }
+}
+
+impl fmt::Debug for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Statement")
+            .field("name", &self.0.name)
+            .field("sql", &self.0.sql)
+            .field("params", &self.0.params)
+            .field("columns", &self.0.columns)
+            .finish()
+    }
+}
+
+/// The per-connection state of prepared statements.
+pub(crate) struct StatementCache {
+    connection_id: u64,
+    next_id: u64,
+    by_sql: HashMap<String, Statement>,
+    /// Least recently used first.
+    order: VecDeque<String>,
+    closed: Arc<Mutex<Vec<CString>>>,
+}
+
+impl Default for StatementCache {
+    fn default() -> StatementCache {
+        StatementCache {
+            connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            next_id: 0,
+            by_sql: HashMap::new(),
+            order: VecDeque::new(),
+            closed: Arc::default(),
+        }
+    }
+}
+
+impl StatementCache {
+    pub(crate) fn next_name(&mut self) -> CString {
+        self.next_id += 1;
+        CString::new(format!("pqlib_{}", self.next_id)).expect("no NUL in a formatted name")
+    }
+
+    pub(crate) fn make(
+        &mut self,
+        name: CString,
+        sql: &str,
+        params: Vec<Type>,
+        columns: Arc<[Column]>,
+        cached: bool,
+    ) -> Statement {
+        Statement(Arc::new(Inner {
+            name,
+            sql: sql.to_owned(),
+            params,
+            columns,
+            connection_id: self.connection_id,
+            cached,
+            closed: self.closed.clone(),
+        }))
+    }
+
+    pub(crate) fn owns(&self, statement: &Statement) -> bool {
+        statement.0.connection_id == self.connection_id
+    }
+
+    /// A name whose statement must be deallocated before the next query.
+    pub(crate) fn close_later(&mut self, name: CString) {
+        if let Ok(mut closed) = self.closed.lock() {
+            closed.push(name);
+        }
+    }
+
+    pub(crate) fn take_closed(&mut self) -> Vec<CString> {
+        match self.closed.lock() {
+            Ok(mut closed) => std::mem::take(&mut *closed),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn lookup(&mut self, sql: &str) -> Option<Statement> {
+        let statement = self.by_sql.get(sql)?.clone();
+        if let Some(pos) = self.order.iter().position(|s| s == sql) {
+            let key = self.order.remove(pos).expect("position is in range");
+            self.order.push_back(key);
+        }
+        Some(statement)
+    }
+
+    fn insert(&mut self, statement: Statement) {
+        let sql = statement.sql().to_owned();
+        if self.by_sql.insert(sql.clone(), statement).is_none() {
+            self.order.push_back(sql);
+        }
+        while self.order.len() > STATEMENT_CACHE_CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_sql.remove(&oldest);
+            }
+        }
+    }
+
+    /// Drops a cached statement (e.g. one whose plan went stale).
+    pub(crate) fn forget(&mut self, statement: &Statement) {
+        let sql = statement.sql();
+        if self.by_sql.get(sql).is_some_and(|s| Arc::ptr_eq(&s.0, &statement.0)) {
+            self.by_sql.remove(sql);
+            self.order.retain(|s| s != sql);
+        }
+    }
+
+    /// Prepares `statement`'s SQL again and caches the new one.
+    pub(crate) fn reprepare(conn: &mut Connection, statement: &Statement) -> Result<Statement> {
+        conn.statements.forget(statement);
+        let fresh = conn.prepare_typed_inner(statement.sql(), &[], true)?;
+        conn.statements.insert(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// After a reset the server has forgotten every statement.
+    pub(crate) fn invalidate_all(&mut self) {
+        self.by_sql.clear();
+        self.order.clear();
+        // Statements still held elsewhere would fail with "does not exist"; make them fail
+        // with "another connection" instead, and don't deallocate what is gone anyway.
+        self.connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        self.take_closed();
+        self.closed = Arc::default();
+    }
+
+    /// The cached statement for `sql`, prepared now if needed.
+    fn get_or_prepare(conn: &mut Connection, sql: &str) -> Result<Statement> {
+        if let Some(statement) = conn.statements.lookup(sql) {
+            return Ok(statement);
+        }
+        let statement = conn.prepare_typed_inner(sql, &[], true)?;
+        conn.statements.insert(statement.clone());
+        Ok(statement)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What the query methods accept as a statement: SQL text (prepared once per connection and
+/// cached) or a [`Statement`].
+pub trait ToStatement: sealed::Sealed {
+    #[doc(hidden)]
+    fn to_statement(&self, conn: &mut Connection) -> Result<Statement>;
+}
+
+impl sealed::Sealed for str {}
+impl ToStatement for str {
+    fn to_statement(&self, conn: &mut Connection) -> Result<Statement> {
+        StatementCache::get_or_prepare(conn, self)
+    }
+}
+
+impl sealed::Sealed for String {}
+impl ToStatement for String {
+    fn to_statement(&self, conn: &mut Connection) -> Result<Statement> {
+        StatementCache::get_or_prepare(conn, self)
+    }
+}
+
+impl sealed::Sealed for Statement {}
+impl ToStatement for Statement {
+    fn to_statement(&self, _conn: &mut Connection) -> Result<Statement> {
+        Ok(self.clone())
+    }
+}

@@ -1,0 +1,280 @@
+//! Transactions: `BEGIN` … `COMMIT`, nested ones as savepoints, rolled back unless committed.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::row::{OwnedRow, Rows};
+use crate::statement::{Statement, ToStatement};
+use crate::types::{ToSql, Type};
+use crate::{Connection, TransactionStatus};
+
+/// A transaction in progress. It borrows the connection mutably, so the connection cannot
+/// be used around it; it is rolled back when dropped without [`commit`](Transaction::commit).
+/// A transaction started from a transaction is a savepoint.
+///
+/// ```no_run
+/// # fn main() -> Result<(), pqlib::Error> {
+/// # let mut conn = pqlib::Connection::connect("")?;
+/// let mut tx = conn.transaction()?;
+/// tx.execute("UPDATE accounts SET balance = balance - 10 WHERE id = $1", &[&1i32])?;
+/// {
+///     let mut savepoint = tx.transaction()?;
+///     savepoint.execute("UPDATE accounts SET balance = balance + 10 WHERE id = $1", &[&2i32])?;
+///     // dropped: rolled back to the savepoint
+/// }
+/// tx.commit()?;
+/// # Ok(()) }
+/// ```
+pub struct Transaction<'c> {
+    conn: &'c mut Connection,
+    /// 0 for the outermost transaction, n for the n-th nested savepoint.
+    depth: u32,
+    finished: bool,
+}
+
+impl Connection {
+    /// Starts a transaction (`BEGIN`).
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let mut tx = conn.transaction()?;
+    /// tx.batch_execute("CREATE TEMP TABLE t (x int)")?;
+    /// tx.commit()?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    pub fn transaction(&mut self) -> Result<Transaction<'_>> {
+        self.build_transaction().start()
+    }
+
+    /// Starts a transaction with an isolation level, read-only or deferrable mode.
+    ///
+    /// ```no_run
+    /// use pqlib::IsolationLevel;
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let tx = conn
+    ///     .build_transaction()
+    ///     .isolation_level(IsolationLevel::Serializable)
+    ///     .read_only(true)
+    ///     .deferrable(true)
+    ///     .start()?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    pub fn build_transaction(&mut self) -> TransactionBuilder<'_> {
+        TransactionBuilder {
+            conn: self,
+            isolation_level: None,
+            read_only: None,
+            deferrable: None,
+        }
+    }
+}
+
+/// The isolation level of a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IsolationLevel {
+    /// `READ UNCOMMITTED` (behaves as `READ COMMITTED` in PostgreSQL).
+    ReadUncommitted,
+    /// `READ COMMITTED`, the default.
+    ReadCommitted,
+    /// `REPEATABLE READ`.
+    RepeatableRead,
+    /// `SERIALIZABLE`.
+    Serializable,
+}
+
+/// Options for a new transaction; see [`Connection::build_transaction`].
+#[must_use = "the transaction starts only with .start()"]
+pub struct TransactionBuilder<'c> {
+    conn: &'c mut Connection,
+    isolation_level: Option<IsolationLevel>,
+    read_only: Option<bool>,
+    deferrable: Option<bool>,
+}
+
+impl<'c> TransactionBuilder<'c> {
+    /// Sets the isolation level.
+    pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.isolation_level = Some(level);
+        self
+    }
+
+    /// Makes the transaction read-only (or explicitly read-write).
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = Some(read_only);
+        self
+    }
+
+    /// Makes a serializable read-only transaction deferrable.
+    pub fn deferrable(mut self, deferrable: bool) -> Self {
+        self.deferrable = Some(deferrable);
+        self
+    }
+
+    /// Sends `BEGIN` with the chosen options.
+    pub fn start(self) -> Result<Transaction<'c>> {
+        let mut modes = Vec::new();
+        if let Some(level) = self.isolation_level {
+            modes.push(match level {
+                IsolationLevel::ReadUncommitted => "ISOLATION LEVEL READ UNCOMMITTED",
+                IsolationLevel::ReadCommitted => "ISOLATION LEVEL READ COMMITTED",
+                IsolationLevel::RepeatableRead => "ISOLATION LEVEL REPEATABLE READ",
+                IsolationLevel::Serializable => "ISOLATION LEVEL SERIALIZABLE",
+            });
+        }
+        if let Some(read_only) = self.read_only {
+            modes.push(if read_only { "READ ONLY" } else { "READ WRITE" });
+        }
+        if let Some(deferrable) = self.deferrable {
+            modes.push(if deferrable { "DEFERRABLE" } else { "NOT DEFERRABLE" });
+        }
+        let sql = format!("BEGIN {}", modes.join(", "));
+        if self.conn.transaction_status() != TransactionStatus::Idle {
+            return Err(Error::bad_input(
+                "a transaction is already open on this connection (started with SQL?); \
+                 nest with Transaction::transaction for a savepoint",
+            ));
+        }
+        self.conn.batch_execute(&sql)?;
+        Ok(Transaction {
+            conn: self.conn,
+            depth: 0,
+            finished: false,
+        })
+    }
+}
+
+impl<'c> Transaction<'c> {
+    fn savepoint(&self) -> String {
+        format!("pqlib_savepoint_{}", self.depth)
+    }
+
+    /// Commits the transaction (or releases the savepoint).
+    ///
+    /// Committing a transaction in which a statement failed rolls it back on the server;
+    /// that is reported as an error here, not as success.
+    #[doc(alias = "COMMIT")]
+    pub fn commit(mut self) -> Result<()> {
+        self.finished = true;
+        if self.depth > 0 {
+            return self.conn.batch_execute(&format!("RELEASE SAVEPOINT {}", self.savepoint()));
+        }
+        let rows = self.conn.query_typed("COMMIT", &[])?;
+        if rows.command_tag() == "ROLLBACK" {
+            return Err(Error::client(
+                "COMMIT rolled the transaction back because a statement in it had failed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rolls the transaction back (or back to the savepoint). Dropping it does the same.
+    #[doc(alias = "ROLLBACK")]
+    pub fn rollback(mut self) -> Result<()> {
+        self.finished = true;
+        self.rollback_inner()
+    }
+
+    fn rollback_inner(&mut self) -> Result<()> {
+        if self.depth > 0 {
+            let savepoint = self.savepoint();
+            self.conn.batch_execute(&format!(
+                "ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}"
+            ))
+        } else {
+            self.conn.batch_execute("ROLLBACK")
+        }
+    }
+
+    /// Starts a nested transaction: a savepoint that commits into this transaction or rolls
+    /// back to where it began.
+    #[doc(alias = "SAVEPOINT")]
+    pub fn transaction(&mut self) -> Result<Transaction<'_>> {
+        let depth = self.depth + 1;
+        self.conn.batch_execute(&format!("SAVEPOINT pqlib_savepoint_{depth}"))?;
+        Ok(Transaction {
+            conn: self.conn,
+            depth,
+            finished: false,
+        })
+    }
+
+    /// See [`Connection::batch_execute`].
+    pub fn batch_execute(&mut self, sql: &str) -> Result<()> {
+        self.conn.batch_execute(sql)
+    }
+
+    /// See [`Connection::execute`].
+    pub fn execute<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<u64>
+    where
+        T: ?Sized + ToStatement,
+    {
+        self.conn.execute(statement, params)
+    }
+
+    /// See [`Connection::query`].
+    pub fn query<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Rows>
+    where
+        T: ?Sized + ToStatement,
+    {
+        self.conn.query(statement, params)
+    }
+
+    /// See [`Connection::query_one`].
+    pub fn query_one<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<OwnedRow>
+    where
+        T: ?Sized + ToStatement,
+    {
+        self.conn.query_one(statement, params)
+    }
+
+    /// See [`Connection::query_opt`].
+    pub fn query_opt<T>(
+        &mut self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<OwnedRow>>
+    where
+        T: ?Sized + ToStatement,
+    {
+        self.conn.query_opt(statement, params)
+    }
+
+    /// See [`Connection::query_typed`].
+    pub fn query_typed(&mut self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Rows> {
+        self.conn.query_typed(sql, params)
+    }
+
+    /// See [`Connection::prepare`].
+    pub fn prepare(&mut self, sql: &str) -> Result<Statement> {
+        self.conn.prepare(sql)
+    }
+
+    /// See [`Connection::prepare_typed`].
+    pub fn prepare_typed(&mut self, sql: &str, types: &[Type]) -> Result<Statement> {
+        self.conn.prepare_typed(sql, types)
+    }
+
+    /// The connection's transaction status (see [`Connection::transaction_status`]).
+    pub fn transaction_status(&self) -> TransactionStatus {
+        self.conn.transaction_status()
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.finished && !self.conn.is_closed() {
+            // Nothing to report to: a failed rollback leaves the connection's status to say so.
+            let _ = self.rollback_inner();
+        }
+    }
+}
+
+impl fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("depth", &self.depth)
+            .field("status", &self.conn.transaction_status())
+            .finish()
+    }
+}
