@@ -724,6 +724,13 @@ impl Config {
                 .entries()
                 .any(|(k, _)| k.to_bytes() == keyword.as_bytes())
             {
+                if let Some(major) = newer_keyword_major(keyword) {
+                    return Err(Error::unsupported(format!(
+                        "connection option {keyword:?} needs libpq {major} or newer; this \
+                         program runs libpq {}",
+                        crate::version()
+                    )));
+                }
                 return Err(Error::bad_input(format!(
                     "invalid connection option {keyword:?}"
                 )));
@@ -955,6 +962,20 @@ impl fmt::Display for Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keywords_of_newer_libpq_are_unsupported_not_invalid() {
+        let mut config = Config::new();
+        config.param("require_auth", "scram-sha-256");
+        let result = config.validate();
+        if cfg!(libpq_16) {
+            assert!(result.is_ok(), "{result:?}");
+        } else {
+            let e = result.unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Unsupported);
+            assert!(e.to_string().contains("needs libpq 16"), "{e}");
+        }
+    }
+
     use super::*;
     use crate::error::ErrorKind;
 
@@ -1280,4 +1301,18 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::BadInput);
         assert!(err.to_string().contains("application_name"), "{err}");
     }
+}
+
+/// The libpq release that introduced a connection keyword newer than the oldest supported
+/// libpq (14), so that using it with an older one says what to upgrade instead of
+/// "invalid connection option".
+fn newer_keyword_major(keyword: &str) -> Option<u32> {
+    Some(match keyword {
+        "require_auth" | "load_balance_hosts" | "sslcertmode" | "gssdelegation" => 16,
+        "sslnegotiation" => 17,
+        "min_protocol_version" | "max_protocol_version" | "sslkeylogfile" | "scram_client_key"
+        | "scram_server_key" | "oauth_issuer" | "oauth_client_id" | "oauth_client_secret"
+        | "oauth_scope" => 18,
+        _ => return None,
+    })
 }

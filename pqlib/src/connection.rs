@@ -73,6 +73,8 @@ impl Connection {
     /// ```
     #[doc(alias = "PQconnectdbParams")]
     pub fn connect_config(config: &crate::Config) -> Result<Connection> {
+        // libpq would say "invalid connection option"; this says which libpq is needed.
+        config.validate()?;
         let (keywords, values) = config.to_c_params()?;
         let mut keyword_ptrs: Vec<*const c_char> = keywords.iter().map(|k| k.as_ptr()).collect();
         let mut value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
