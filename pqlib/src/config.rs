@@ -960,6 +960,20 @@ impl fmt::Display for Config {
     }
 }
 
+/// The libpq release that introduced a connection keyword newer than the oldest supported
+/// libpq (14), so that using it with an older one says what to upgrade instead of
+/// "invalid connection option".
+fn newer_keyword_major(keyword: &str) -> Option<u32> {
+    Some(match keyword {
+        "require_auth" | "load_balance_hosts" | "sslcertmode" | "gssdelegation" => 16,
+        "sslnegotiation" => 17,
+        "min_protocol_version" | "max_protocol_version" | "sslkeylogfile" | "scram_client_key"
+        | "scram_server_key" | "oauth_issuer" | "oauth_client_id" | "oauth_client_secret"
+        | "oauth_scope" => 18,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -1303,16 +1317,3 @@ mod tests {
     }
 }
 
-/// The libpq release that introduced a connection keyword newer than the oldest supported
-/// libpq (14), so that using it with an older one says what to upgrade instead of
-/// "invalid connection option".
-fn newer_keyword_major(keyword: &str) -> Option<u32> {
-    Some(match keyword {
-        "require_auth" | "load_balance_hosts" | "sslcertmode" | "gssdelegation" => 16,
-        "sslnegotiation" => 17,
-        "min_protocol_version" | "max_protocol_version" | "sslkeylogfile" | "scram_client_key"
-        | "scram_server_key" | "oauth_issuer" | "oauth_client_id" | "oauth_client_secret"
-        | "oauth_scope" => 18,
-        _ => return None,
-    })
-}
