@@ -1,6 +1,8 @@
 //! A connection to the server: connecting, running statements, and the plumbing every query
 //! path shares (parameter encoding, result checking, the statement and type caches).
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::fmt;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use pqlib_sys as ffi;
 use crate::error::{DbError, Error, Result};
 use crate::handle::{PgConn, PgResult, PgResultRef, PqBuffer, lossy_string};
 use crate::notice::NoticeState;
+use crate::notify::Notification;
 use crate::row::{Column, OwnedRow, Rows};
 use crate::statement::{Statement, StatementCache, ToStatement};
 use crate::types::{IsNull, ToSql, Type, TypeCache};
@@ -40,6 +43,9 @@ pub struct Connection {
     pub(crate) notices: Arc<NoticeState>,
     pub(crate) statements: StatementCache,
     pub(crate) types: TypeCache,
+    /// Notifications `Notifications::len` took out of libpq's queue (which can only be
+    /// popped, not counted) and no iterator has returned yet.
+    pub(crate) pending_notifications: RefCell<VecDeque<Notification>>,
 }
 
 impl Connection {
@@ -102,6 +108,7 @@ impl Connection {
             notices,
             statements: StatementCache::default(),
             types: TypeCache::default(),
+            pending_notifications: RefCell::default(),
         };
         connection.require_utf8()?;
         Ok(connection)

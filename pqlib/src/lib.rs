@@ -31,11 +31,13 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod cancel;
 pub mod config;
 mod connection;
 pub mod error;
 mod handle;
 mod notice;
+pub mod notify;
 mod row;
 mod statement;
 pub mod types;
@@ -45,9 +47,11 @@ mod version;
 #[cfg(all(feature = "tempdb", unix))]
 pub mod tempdb;
 
+pub use cancel::CancelToken;
 pub use config::Config;
 pub use connection::{Connection, MAX_PARAMETERS, TransactionStatus};
 pub use error::{Error, Result};
+pub use notify::{Notification, Notifications};
 pub use row::{Column, OwnedRow, Row, RowIndex, RowIter, Rows};
 pub use statement::{STATEMENT_CACHE_CAPACITY, Statement, ToStatement};
 pub use transaction::{IsolationLevel, Transaction, TransactionBuilder};
