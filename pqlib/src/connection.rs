@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use foreign_types::ForeignType;
 use pqlib_sys as ffi;
 
-use crate::error::{DbError, Error, Result};
+use crate::error::{DbError, Error, Result, Severity};
 use crate::handle::{PgConn, PgResult, PgResultRef, PqBuffer, lossy_string};
 use crate::notice::NoticeState;
 use crate::notify::Notification;
@@ -46,6 +46,8 @@ pub struct Connection {
     /// Notifications `Notifications::len` took out of libpq's queue (which can only be
     /// popped, not counted) and no iterator has returned yet.
     pub(crate) pending_notifications: RefCell<VecDeque<Notification>>,
+    /// The server ended the session (a FATAL error) before libpq noticed the socket close.
+    lost: bool,
 }
 
 impl Connection {
@@ -62,7 +64,8 @@ impl Connection {
     /// ```
     #[doc(alias = "PQconnectdb")]
     pub fn connect(params: &str) -> Result<Connection> {
-        let conninfo = CString::new(params).map_err(|e| Error::nul_byte("the connection string", e))?;
+        let conninfo =
+            CString::new(params).map_err(|e| Error::nul_byte("the connection string", e))?;
         // SAFETY: a valid NUL-terminated string that outlives the call; libpq copies what it
         // keeps. The returned PGconn (possibly NULL) is owned by `from_new`.
         let ptr = unsafe { ffi::PQconnectdb(conninfo.as_ptr()) };
@@ -109,6 +112,7 @@ impl Connection {
             statements: StatementCache::default(),
             types: TypeCache::default(),
             pending_notifications: RefCell::default(),
+            lost: false,
         };
         connection.require_utf8()?;
         Ok(connection)
@@ -208,14 +212,20 @@ impl Connection {
     /// let n: i64 = conn.query_one("SELECT count(*) FROM pg_class", &[])?.get(0);
     /// # Ok::<(), pqlib::Error>(())
     /// ```
-    pub fn query_one<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<OwnedRow>
+    pub fn query_one<T>(
+        &mut self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<OwnedRow>
     where
         T: ?Sized + ToStatement,
     {
         let rows = self.query(statement, params)?;
         match rows.len() {
             1 => Ok(OwnedRow::new(rows)),
-            n => Err(Error::row_count(format!("query_one expected exactly one row, got {n}"))),
+            n => Err(Error::row_count(format!(
+                "query_one expected exactly one row, got {n}"
+            ))),
         }
     }
 
@@ -241,7 +251,9 @@ impl Connection {
         match rows.len() {
             0 => Ok(None),
             1 => Ok(Some(OwnedRow::new(rows))),
-            n => Err(Error::row_count(format!("query_opt expected at most one row, got {n}"))),
+            n => Err(Error::row_count(format!(
+                "query_opt expected at most one row, got {n}"
+            ))),
         }
     }
 
@@ -256,7 +268,11 @@ impl Connection {
     /// # Ok::<(), pqlib::Error>(())
     /// ```
     #[doc(alias = "PQexecParams")]
-    pub fn query_typed(&mut self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Rows> {
+    pub fn query_typed(
+        &mut self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Rows> {
         self.before_query()?;
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         let (values, types): (Vec<&(dyn ToSql + Sync)>, Vec<Type>) = params.iter().cloned().unzip();
@@ -316,18 +332,34 @@ impl Connection {
     }
 
     /// Prepares and describes a statement: `PQprepare` then `PQdescribePrepared`.
-    pub(crate) fn prepare_typed_inner(&mut self, sql: &str, types: &[Type], cached: bool) -> Result<Statement> {
+    pub(crate) fn prepare_typed_inner(
+        &mut self,
+        sql: &str,
+        types: &[Type],
+        cached: bool,
+    ) -> Result<Statement> {
         let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         let name = self.statements.next_name();
         let oids: Vec<ffi::Oid> = types.iter().map(Type::oid).collect();
         let count = c_int::try_from(oids.len())
             .ok()
             .filter(|&n| n as usize <= MAX_PARAMETERS)
-            .ok_or_else(|| Error::bad_input(format!("{} parameter types; the most is {MAX_PARAMETERS}", oids.len())))?;
+            .ok_or_else(|| {
+                Error::bad_input(format!(
+                    "{} parameter types; the most is {MAX_PARAMETERS}",
+                    oids.len()
+                ))
+            })?;
         // SAFETY: the connection is alive; name and SQL are NUL-terminated and `oids` has
         // `count` entries, all alive during the call.
         let ptr = unsafe {
-            ffi::PQprepare(self.conn.as_ptr(), name.as_ptr(), sql_c.as_ptr(), count, oids.as_ptr())
+            ffi::PQprepare(
+                self.conn.as_ptr(),
+                name.as_ptr(),
+                sql_c.as_ptr(),
+                count,
+                oids.as_ptr(),
+            )
         };
         self.check(ptr)?;
         // SAFETY: as above; the statement now exists on the server.
@@ -346,9 +378,15 @@ impl Connection {
         Ok(self.statements.make(name, sql, params, columns, cached))
     }
 
-    fn execute_prepared(&mut self, statement: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<Rows> {
+    fn execute_prepared(
+        &mut self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Rows> {
         if !self.statements.owns(statement) {
-            return Err(Error::bad_input("the statement was prepared on another connection"));
+            return Err(Error::bad_input(
+                "the statement was prepared on another connection",
+            ));
         }
         if params.len() != statement.params().len() {
             return Err(Error::bad_input(format!(
@@ -372,7 +410,11 @@ impl Connection {
             )
         };
         let result = self.check(ptr)?;
-        Ok(Rows::new(result, statement.columns_arc(), self.notices.clone()))
+        Ok(Rows::new(
+            result,
+            statement.columns_arc(),
+            self.notices.clone(),
+        ))
     }
 
     /// The columns of a result or statement description, with their types resolved.
@@ -435,7 +477,13 @@ impl Connection {
             | ffi::ExecStatusType::PGRES_EMPTY_QUERY => Ok(result),
             ffi::ExecStatusType::PGRES_FATAL_ERROR | ffi::ExecStatusType::PGRES_NONFATAL_ERROR => {
                 let db = DbError::from_result(&result);
-                if self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
+                // FATAL ends the session even before libpq has seen the socket close.
+                let fatal = matches!(
+                    db.parsed_severity(),
+                    Some(Severity::Fatal | Severity::Panic)
+                );
+                if fatal || self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
+                    self.lost = true;
                     return Err(Error::db(db).into_closed());
                 }
                 if db.code().code().is_empty() {
@@ -453,7 +501,10 @@ impl Connection {
                     "the statement started a COPY; use copy_in or copy_out for COPY FROM STDIN / TO STDOUT",
                 ))
             }
-            other => Err(Error::client(format!("unexpected result status {}", other.0))),
+            other => Err(Error::client(format!(
+                "unexpected result status {}",
+                other.0
+            ))),
         }
     }
 
@@ -566,7 +617,7 @@ impl Connection {
     /// ```
     #[doc(alias = "PQstatus")]
     pub fn is_closed(&self) -> bool {
-        self.conn.status() != ffi::ConnStatusType::CONNECTION_OK
+        self.lost || self.conn.status() != ffi::ConnStatusType::CONNECTION_OK
     }
 
     /// Closes the connection and opens it again with the same parameters. Prepared
@@ -583,6 +634,7 @@ impl Connection {
     pub fn reset(&mut self) -> Result<()> {
         // SAFETY: the connection is alive; PQreset keeps the same PGconn and notice hooks.
         unsafe { ffi::PQreset(self.conn.as_ptr()) };
+        self.lost = false;
         self.statements.invalidate_all();
         self.types = TypeCache::default();
         if self.conn.status() != ffi::ConnStatusType::CONNECTION_OK {
@@ -745,9 +797,9 @@ impl EncodedParams {
         let mut spans: Vec<Option<(usize, usize)>> = Vec::with_capacity(params.len());
         for (i, (param, ty)) in params.iter().zip(types).enumerate() {
             let start = buffer.len();
-            let is_null = param.to_sql_checked(ty, &mut buffer).map_err(|e| {
-                Error::conversion(format!("parameter ${} of type {ty}", i + 1), e)
-            })?;
+            let is_null = param
+                .to_sql_checked(ty, &mut buffer)
+                .map_err(|e| Error::conversion(format!("parameter ${} of type {ty}", i + 1), e))?;
             spans.push(match is_null {
                 IsNull::Yes => None,
                 IsNull::No => Some((start, buffer.len())),

@@ -36,12 +36,14 @@ pub mod config;
 mod connection;
 pub mod error;
 mod handle;
+pub mod large_object;
 mod notice;
 pub mod notify;
+pub mod pipeline;
 mod row;
 mod statement;
-pub mod types;
 mod transaction;
+pub mod types;
 mod version;
 
 #[cfg(all(feature = "tempdb", unix))]
@@ -51,7 +53,9 @@ pub use cancel::CancelToken;
 pub use config::Config;
 pub use connection::{Connection, MAX_PARAMETERS, TransactionStatus};
 pub use error::{Error, Result};
+pub use large_object::{LargeObject, LargeObjectMode};
 pub use notify::{Notification, Notifications};
+pub use pipeline::{Pipeline, PipelineResult};
 pub use row::{Column, OwnedRow, Row, RowIndex, RowIter, Rows};
 pub use statement::{STATEMENT_CACHE_CAPACITY, Statement, ToStatement};
 pub use transaction::{IsolationLevel, Transaction, TransactionBuilder};

@@ -159,7 +159,7 @@ impl StatementCache {
         }
     }
 
-    fn lookup(&mut self, sql: &str) -> Option<Statement> {
+    pub(crate) fn lookup(&mut self, sql: &str) -> Option<Statement> {
         let statement = self.by_sql.get(sql)?.clone();
         if let Some(pos) = self.order.iter().position(|s| s == sql) {
             let key = self.order.remove(pos).expect("position is in range");
@@ -168,7 +168,7 @@ impl StatementCache {
         Some(statement)
     }
 
-    fn insert(&mut self, statement: Statement) {
+    pub(crate) fn insert(&mut self, statement: Statement) {
         let sql = statement.sql().to_owned();
         if self.by_sql.insert(sql.clone(), statement).is_none() {
             self.order.push_back(sql);
@@ -183,7 +183,11 @@ impl StatementCache {
     /// Drops a cached statement (e.g. one whose plan went stale).
     pub(crate) fn forget(&mut self, statement: &Statement) {
         let sql = statement.sql();
-        if self.by_sql.get(sql).is_some_and(|s| Arc::ptr_eq(&s.0, &statement.0)) {
+        if self
+            .by_sql
+            .get(sql)
+            .is_some_and(|s| Arc::ptr_eq(&s.0, &statement.0))
+        {
             self.by_sql.remove(sql);
             self.order.retain(|s| s != sql);
         }
@@ -223,30 +227,45 @@ mod sealed {
     pub trait Sealed {}
 }
 
+/// What a [`ToStatement`] names: SQL text or a prepared statement.
+#[doc(hidden)]
+pub enum StatementRef<'a> {
+    Sql(&'a str),
+    Prepared(&'a Statement),
+}
+
 /// What the query methods accept as a statement: SQL text (prepared once per connection and
 /// cached) or a [`Statement`].
 pub trait ToStatement: sealed::Sealed {
     #[doc(hidden)]
-    fn to_statement(&self, conn: &mut Connection) -> Result<Statement>;
+    fn __statement_ref(&self) -> StatementRef<'_>;
+
+    #[doc(hidden)]
+    fn to_statement(&self, conn: &mut Connection) -> Result<Statement> {
+        match self.__statement_ref() {
+            StatementRef::Sql(sql) => StatementCache::get_or_prepare(conn, sql),
+            StatementRef::Prepared(statement) => Ok(statement.clone()),
+        }
+    }
 }
 
 impl sealed::Sealed for str {}
 impl ToStatement for str {
-    fn to_statement(&self, conn: &mut Connection) -> Result<Statement> {
-        StatementCache::get_or_prepare(conn, self)
+    fn __statement_ref(&self) -> StatementRef<'_> {
+        StatementRef::Sql(self)
     }
 }
 
 impl sealed::Sealed for String {}
 impl ToStatement for String {
-    fn to_statement(&self, conn: &mut Connection) -> Result<Statement> {
-        StatementCache::get_or_prepare(conn, self)
+    fn __statement_ref(&self) -> StatementRef<'_> {
+        StatementRef::Sql(self)
     }
 }
 
 impl sealed::Sealed for Statement {}
 impl ToStatement for Statement {
-    fn to_statement(&self, _conn: &mut Connection) -> Result<Statement> {
-        Ok(self.clone())
+    fn __statement_ref(&self) -> StatementRef<'_> {
+        StatementRef::Prepared(self)
     }
 }

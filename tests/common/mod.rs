@@ -239,3 +239,26 @@ pub fn run_bounded(mut command: Command, timeout: Duration) -> (ExitStatus, Stri
     let text = out.join().unwrap() + &err.join().unwrap();
     (status, text)
 }
+
+/// Waits (at most 10 s) until backend `pid` is running a statement, as seen from `observer`:
+/// the condition a test needs before cancelling or terminating that statement.
+pub fn wait_until_active(observer: &mut pqlib::Connection, pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let active: bool = observer
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active')",
+                &[&pid],
+            )
+            .expect("query pg_stat_activity")
+            .get(0);
+        if active {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend {pid} did not become active within 10 s"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -33,6 +33,9 @@ pub enum ErrorKind {
     RowCount,
     /// The feature needs a newer libpq (or server) than the one in use.
     Unsupported,
+    /// In pipeline mode, an earlier statement failed, so the server skipped this one; the
+    /// pipeline works again after its next sync point.
+    PipelineAborted,
     /// libpq reported an error that is neither from the server nor a lost connection
     /// (out of memory, protocol violation, a call in the wrong state).
     Client,
@@ -120,6 +123,14 @@ impl Error {
         Error::new(ErrorKind::Unsupported, message)
     }
 
+    pub(crate) fn pipeline_aborted() -> Error {
+        Error::new(
+            ErrorKind::PipelineAborted,
+            "an earlier statement in the pipeline failed; statements up to the next sync point \
+             are not run",
+        )
+    }
+
     pub(crate) fn client(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Client, message)
     }
@@ -186,6 +197,7 @@ impl fmt::Display for Error {
                     ErrorKind::Column => "no such column",
                     ErrorKind::RowCount => "unexpected number of rows",
                     ErrorKind::Unsupported => "unsupported",
+                    ErrorKind::PipelineAborted => "skipped",
                     ErrorKind::Client => "libpq error",
                 };
                 write!(f, "{what}: {}", self.0.message.trim_end())?;
