@@ -967,8 +967,14 @@ fn newer_keyword_major(keyword: &str) -> Option<u32> {
     Some(match keyword {
         "require_auth" | "load_balance_hosts" | "sslcertmode" | "gssdelegation" => 16,
         "sslnegotiation" => 17,
-        "min_protocol_version" | "max_protocol_version" | "sslkeylogfile" | "scram_client_key"
-        | "scram_server_key" | "oauth_issuer" | "oauth_client_id" | "oauth_client_secret"
+        "min_protocol_version"
+        | "max_protocol_version"
+        | "sslkeylogfile"
+        | "scram_client_key"
+        | "scram_server_key"
+        | "oauth_issuer"
+        | "oauth_client_id"
+        | "oauth_client_secret"
         | "oauth_scope" => 18,
         _ => return None,
     })
@@ -1316,4 +1322,3 @@ mod tests {
         assert!(err.to_string().contains("application_name"), "{err}");
     }
 }
-

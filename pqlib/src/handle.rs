@@ -32,7 +32,11 @@ pub(crate) unsafe fn lossy_string(ptr: *const c_char) -> Option<String> {
         return None;
     }
     // SAFETY: non-NULL and NUL-terminated, per this function's contract.
-    Some(unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 impl PgConnRef {
@@ -129,7 +133,10 @@ impl PgResultRef {
     /// memory: it lives exactly as long as `&self`. Callers keep `row < ntuples()` and
     /// `col < nfields()` (libpq would otherwise print a notice and return "").
     pub(crate) fn value(&self, row: usize, col: usize) -> Option<&[u8]> {
-        assert!(row < self.ntuples() && col < self.nfields(), "value index in range");
+        assert!(
+            row < self.ntuples() && col < self.nfields(),
+            "value index in range"
+        );
         let (r, c) = (row as c_int, col as c_int);
         // SAFETY: the result is alive for &self and the indices are in range.
         if unsafe { ffi::PQgetisnull(self.as_ptr(), r, c) } != 0 {

@@ -138,7 +138,10 @@ impl Rows {
     #[doc(alias = "PQcmdStatus")]
     pub fn command_tag(&self) -> String {
         let status = self.result.command_status();
-        let tag: Vec<&str> = status.split(' ').take_while(|w| !w.starts_with(|c: char| c.is_ascii_digit())).collect();
+        let tag: Vec<&str> = status
+            .split(' ')
+            .take_while(|w| !w.starts_with(|c: char| c.is_ascii_digit()))
+            .collect();
         tag.join(" ")
     }
 }
@@ -291,7 +294,10 @@ impl<'r> Row<'r> {
     /// The raw binary bytes of a column, `None` for SQL NULL.
     pub fn raw(&self, col: usize) -> Result<Option<&'r [u8]>> {
         if col >= self.len() {
-            return Err(Error::column(format!("{col} (the row has {} columns)", self.len())));
+            return Err(Error::column(format!(
+                "{col} (the row has {} columns)",
+                self.len()
+            )));
         }
         Ok(self.rows.result.value(self.index, col))
     }
@@ -376,7 +382,9 @@ impl OwnedRow {
 
 impl fmt::Debug for OwnedRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OwnedRow").field("columns", &self.columns()).finish()
+        f.debug_struct("OwnedRow")
+            .field("columns", &self.columns())
+            .finish()
     }
 }
 
@@ -400,10 +408,11 @@ impl RowIndex for usize {
 impl sealed::Sealed for str {}
 impl RowIndex for str {
     fn __index(&self, columns: &[Column]) -> Option<usize> {
-        columns
-            .iter()
-            .position(|c| c.name() == self)
-            .or_else(|| columns.iter().position(|c| c.name().eq_ignore_ascii_case(self)))
+        columns.iter().position(|c| c.name() == self).or_else(|| {
+            columns
+                .iter()
+                .position(|c| c.name().eq_ignore_ascii_case(self))
+        })
     }
 }
 

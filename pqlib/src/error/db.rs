@@ -97,10 +97,12 @@ impl DbError {
         let number = |code: u8| field(code).and_then(|s| s.trim().parse::<u32>().ok());
         let position = match number(ffi::PG_DIAG_STATEMENT_POSITION) {
             Some(position) => Some(ErrorPosition::Original(position)),
-            None => number(ffi::PG_DIAG_INTERNAL_POSITION).map(|position| ErrorPosition::Internal {
-                position,
-                query: field(ffi::PG_DIAG_INTERNAL_QUERY).unwrap_or_default(),
-            }),
+            None => {
+                number(ffi::PG_DIAG_INTERNAL_POSITION).map(|position| ErrorPosition::Internal {
+                    position,
+                    query: field(ffi::PG_DIAG_INTERNAL_QUERY).unwrap_or_default(),
+                })
+            }
         };
         let severity = field(ffi::PG_DIAG_SEVERITY).unwrap_or_default();
         let parsed_severity = field(ffi::PG_DIAG_SEVERITY_NONLOCALIZED)
