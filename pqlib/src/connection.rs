@@ -474,7 +474,10 @@ impl Connection {
         match status {
             ffi::ExecStatusType::PGRES_COMMAND_OK
             | ffi::ExecStatusType::PGRES_TUPLES_OK
+            | ffi::ExecStatusType::PGRES_SINGLE_TUPLE
             | ffi::ExecStatusType::PGRES_EMPTY_QUERY => Ok(result),
+            #[cfg(libpq_17)]
+            ffi::ExecStatusType::PGRES_TUPLES_CHUNK => Ok(result),
             ffi::ExecStatusType::PGRES_FATAL_ERROR | ffi::ExecStatusType::PGRES_NONFATAL_ERROR => {
                 let db = DbError::from_result(&result);
                 // FATAL ends the session even before libpq has seen the socket close.
@@ -786,6 +789,14 @@ pub(crate) struct EncodedParams {
 
 impl EncodedParams {
     pub(crate) fn new(params: &[&(dyn ToSql + Sync)], types: &[Type]) -> Result<EncodedParams> {
+        EncodedParams::from_iter(params.iter().map(|p| *p as &dyn ToSql), types)
+    }
+
+    /// Encodes each parameter as the type the statement expects, in binary.
+    pub(crate) fn from_iter<'p>(
+        params: impl ExactSizeIterator<Item = &'p dyn ToSql>,
+        types: &[Type],
+    ) -> Result<EncodedParams> {
         if params.len() > MAX_PARAMETERS {
             return Err(Error::bad_input(format!(
                 "{} parameters; the protocol allows at most {MAX_PARAMETERS}",
@@ -795,7 +806,7 @@ impl EncodedParams {
         let mut buffer = BytesMut::new();
         // Offsets first: pointers into `buffer` are taken once it has stopped growing.
         let mut spans: Vec<Option<(usize, usize)>> = Vec::with_capacity(params.len());
-        for (i, (param, ty)) in params.iter().zip(types).enumerate() {
+        for (i, (param, ty)) in params.zip(types).enumerate() {
             let start = buffer.len();
             let is_null = param
                 .to_sql_checked(ty, &mut buffer)
