@@ -64,12 +64,10 @@ impl Connection {
     /// ```
     #[doc(alias = "PQconnectdb")]
     pub fn connect(params: &str) -> Result<Connection> {
-        let conninfo =
-            CString::new(params).map_err(|e| Error::nul_byte("the connection string", e))?;
-        // SAFETY: a valid NUL-terminated string that outlives the call; libpq copies what it
-        // keeps. The returned PGconn (possibly NULL) is owned by `from_new`.
-        let ptr = unsafe { ffi::PQconnectdb(conninfo.as_ptr()) };
-        Connection::from_new(ptr)
+        // libpq's own parser: exactly PQconnectdb's syntax, but its errors are returned (with
+        // anything that may be a password masked) instead of quoting the input back.
+        let config: crate::Config = params.parse()?;
+        Connection::connect_config(&config)
     }
 
     /// Connects with the parameters of a [`Config`](crate::Config).
@@ -92,7 +90,10 @@ impl Connection {
         // SAFETY: two NULL-terminated arrays of NUL-terminated strings, all alive during the
         // call; libpq copies them. expand_dbname = 0: a dbname is a name, not a conninfo.
         let ptr = unsafe { ffi::PQconnectdbParams(keyword_ptrs.as_ptr(), value_ptrs.as_ptr(), 0) };
-        Connection::from_new(ptr)
+        Connection::from_new(ptr).map_err(|e| match config.get("password") {
+            Some(password) if !password.is_empty() => e.redact(password),
+            _ => e,
+        })
     }
 
     fn from_new(ptr: *mut ffi::PGconn) -> Result<Connection> {
@@ -189,8 +190,8 @@ impl Connection {
         let statement = statement.to_statement(self)?;
         match self.execute_prepared(&statement, params) {
             Err(e) if statement.is_cached() && is_stale_plan(&e) && self.is_idle() => {
-                // DDL changed the cached statement's result type. Outside a transaction
-                // nothing was lost, so prepare it again and retry once.
+                // DDL changed the cached statement's result type, or SQL deallocated it.
+                // Outside a transaction nothing was lost, so prepare it again and retry once.
                 let fresh = StatementCache::reprepare(self, &statement)?;
                 self.execute_prepared(&fresh, params)
             }
@@ -444,6 +445,10 @@ impl Connection {
     /// Work owed to the server before the next statement: closing statements whose last
     /// handle was dropped.
     pub(crate) fn before_query(&mut self) -> Result<()> {
+        if self.transaction_status() == TransactionStatus::InError {
+            // The server refuses everything but ROLLBACK now; deallocate after it.
+            return Ok(());
+        }
         for name in self.statements.take_closed() {
             let sql = format!("DEALLOCATE {}", name.to_string_lossy());
             let sql = CString::new(sql).map_err(|e| Error::nul_byte("a statement name", e))?;
@@ -637,6 +642,7 @@ impl Connection {
     pub fn reset(&mut self) -> Result<()> {
         // SAFETY: the connection is alive; PQreset keeps the same PGconn and notice hooks.
         unsafe { ffi::PQreset(self.conn.as_ptr()) };
+        self.notices.resume_panic();
         self.lost = false;
         self.statements.invalidate_all();
         self.types = TypeCache::default();
@@ -769,12 +775,14 @@ pub enum TransactionStatus {
     Unknown,
 }
 
-/// "cached plan must not change result type": the statement was prepared before DDL changed
-/// the tables it reads.
+/// A cached statement that cannot run as prepared: "cached plan must not change result type"
+/// (DDL changed the tables it reads), or the server no longer has it (`DEALLOCATE ALL`,
+/// `DISCARD ALL`).
 fn is_stale_plan(error: &Error) -> bool {
+    use crate::error::SqlState;
     error.as_db_error().is_some_and(|db| {
-        db.code() == &crate::error::SqlState::FEATURE_NOT_SUPPORTED
-            && db.routine() == Some("RevalidateCachedQuery")
+        (db.code() == &SqlState::FEATURE_NOT_SUPPORTED && db.routine() == Some("RevalidateCachedQuery"))
+            || db.code() == &SqlState::INVALID_SQL_STATEMENT_NAME
     })
 }
 

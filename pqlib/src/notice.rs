@@ -59,9 +59,15 @@ impl NoticeState {
     }
 
     /// Re-raises, on the caller's thread, a panic a handler raised during a libpq call.
+    /// While the thread is already unwinding (a `Drop` talking to the server), a second
+    /// panic would abort the process, so the handler's panic is logged and dropped instead.
     pub(crate) fn resume_panic(&self) {
         let payload = lock(&self.panic).take();
         if let Some(payload) = payload {
+            if std::thread::panicking() {
+                log::error!(target: "pqlib::notice", "the notice handler panicked during unwinding");
+                return;
+            }
             resume_unwind(payload);
         }
     }
@@ -102,7 +108,9 @@ extern "C" fn receive_notice(arg: *mut c_void, result: *const ffi::PGresult) {
 impl Connection {
     /// Calls `handler` for each notice or warning the server sends on this connection
     /// (`RAISE NOTICE`, implicit-commit warnings, …), replacing the previous handler.
-    /// Without one, notices go to the `log` crate (target `pqlib::notice`), not to stderr.
+    /// Without one, notices go to the `log` crate (target `pqlib::notice`), not to stderr —
+    /// except those the server sends while the connection is still being set up, which
+    /// libpq's default processor prints before pqlib's receiver is installed.
     ///
     /// If the handler panics, the panic is caught before it can unwind into libpq and is
     /// raised again on this thread when the libpq call that delivered the notice returns;

@@ -126,9 +126,16 @@ impl<'c> TransactionBuilder<'c> {
             modes.push(if read_only { "READ ONLY" } else { "READ WRITE" });
         }
         if let Some(deferrable) = self.deferrable {
-            modes.push(if deferrable { "DEFERRABLE" } else { "NOT DEFERRABLE" });
+            modes.push(if deferrable {
+                "DEFERRABLE"
+            } else {
+                "NOT DEFERRABLE"
+            });
         }
         let sql = format!("BEGIN {}", modes.join(", "));
+        if self.conn.is_closed() {
+            return Err(Error::closed("the connection is closed"));
+        }
         if self.conn.transaction_status() != TransactionStatus::Idle {
             return Err(Error::bad_input(
                 "a transaction is already open on this connection (started with SQL?); \
@@ -145,6 +152,11 @@ impl<'c> TransactionBuilder<'c> {
 }
 
 impl<'c> Transaction<'c> {
+    /// The connection this transaction runs on, for the crate's modules that call libpq on it.
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        self.conn
+    }
+
     fn savepoint(&self) -> String {
         format!("pqlib_savepoint_{}", self.depth)
     }
@@ -157,7 +169,9 @@ impl<'c> Transaction<'c> {
     pub fn commit(mut self) -> Result<()> {
         self.finished = true;
         if self.depth > 0 {
-            return self.conn.batch_execute(&format!("RELEASE SAVEPOINT {}", self.savepoint()));
+            return self
+                .conn
+                .batch_execute(&format!("RELEASE SAVEPOINT {}", self.savepoint()));
         }
         let rows = self.conn.query_typed("COMMIT", &[])?;
         if rows.command_tag() == "ROLLBACK" {
@@ -191,7 +205,8 @@ impl<'c> Transaction<'c> {
     #[doc(alias = "SAVEPOINT")]
     pub fn transaction(&mut self) -> Result<Transaction<'_>> {
         let depth = self.depth + 1;
-        self.conn.batch_execute(&format!("SAVEPOINT pqlib_savepoint_{depth}"))?;
+        self.conn
+            .batch_execute(&format!("SAVEPOINT pqlib_savepoint_{depth}"))?;
         Ok(Transaction {
             conn: self.conn,
             depth,
@@ -221,7 +236,11 @@ impl<'c> Transaction<'c> {
     }
 
     /// See [`Connection::query_one`].
-    pub fn query_one<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<OwnedRow>
+    pub fn query_one<T>(
+        &mut self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<OwnedRow>
     where
         T: ?Sized + ToStatement,
     {
@@ -241,7 +260,11 @@ impl<'c> Transaction<'c> {
     }
 
     /// See [`Connection::query_typed`].
-    pub fn query_typed(&mut self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Rows> {
+    pub fn query_typed(
+        &mut self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Rows> {
         self.conn.query_typed(sql, params)
     }
 

@@ -5,6 +5,10 @@
 //! Types that are not built in (enums, composites, domains, arrays and ranges of them) are
 //! looked up in the server's catalog the first time a connection meets their OID.
 //!
+//! The derive macros (feature `derive`) generate code that names the `postgres_types` crate,
+//! so a crate using them also depends on it directly, as users of the `postgres` crate do:
+//! `postgres-types = { version = "0.2", features = ["derive"] }` next to `pqlib`.
+//!
 //! ```no_run
 //! use pqlib::types::{FromSql, ToSql};
 //!

@@ -82,6 +82,12 @@ impl Error {
         self
     }
 
+    /// The same error with every occurrence of `secret` in its message masked.
+    pub(crate) fn redact(mut self, secret: &str) -> Error {
+        self.0.message = self.0.message.replace(secret, "********");
+        self
+    }
+
     pub(crate) fn connect(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Connect, message)
     }
