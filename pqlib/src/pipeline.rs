@@ -5,7 +5,7 @@
 //! queue of what each queued operation will produce and turns libpq's results back into typed
 //! values in the same order. Sync points ([`Pipeline::sync`]) delimit error handling: after a
 //! statement fails, the server skips every later statement up to the next sync point (each
-//! reports [`ErrorKind::PipelineAborted`](crate::error::ErrorKind::PipelineAborted)), and
+//! reports [`ErrorKind::PipelineAborted`]), and
 //! statements up to a sync point run in one implicit transaction unless the SQL says otherwise.
 
 use std::collections::VecDeque;
