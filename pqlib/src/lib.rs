@@ -31,9 +31,11 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod binary_copy;
 mod cancel;
 pub mod config;
 mod connection;
+mod copy;
 pub mod error;
 mod handle;
 pub mod large_object;
@@ -53,6 +55,7 @@ pub mod tempdb;
 pub use cancel::CancelToken;
 pub use config::Config;
 pub use connection::{Connection, MAX_PARAMETERS, TransactionStatus};
+pub use copy::{CopyInWriter, CopyOutReader};
 pub use error::{Error, Result};
 pub use large_object::{LargeObject, LargeObjectMode};
 pub use notify::{Notification, Notifications};

@@ -395,6 +395,17 @@ fn take_queued(conn: &mut Connection) -> Option<Notification> {
         .or_else(|| take_from_libpq(ptr))
 }
 
+impl Notification {
+    /// Pops libpq's queue, for the async connection task.
+    ///
+    /// # Safety
+    /// `conn` must be a live connection that no other thread uses during the call.
+    #[cfg(all(feature = "tokio", unix))]
+    pub(crate) unsafe fn take(conn: *mut ffi::PGconn) -> Option<Notification> {
+        take_from_libpq(conn)
+    }
+}
+
 /// Pops libpq's queue (parsing what input libpq has buffered, not reading the socket).
 fn take_from_libpq(conn: *mut ffi::PGconn) -> Option<Notification> {
     // SAFETY: `conn` is a live connection used by this thread only (callers hold the

@@ -278,6 +278,18 @@ impl<'c> Transaction<'c> {
         self.conn.prepare_typed(sql, types)
     }
 
+    /// See [`Connection::copy_in`].
+    #[doc(alias = "PQputCopyData")]
+    pub fn copy_in(&mut self, sql: &str) -> Result<crate::CopyInWriter<'_>> {
+        self.conn.copy_in(sql)
+    }
+
+    /// See [`Connection::copy_out`].
+    #[doc(alias = "PQgetCopyData")]
+    pub fn copy_out(&mut self, sql: &str) -> Result<crate::CopyOutReader<'_>> {
+        self.conn.copy_out(sql)
+    }
+
     /// The connection's transaction status (see [`Connection::transaction_status`]).
     pub fn transaction_status(&self) -> TransactionStatus {
         self.conn.transaction_status()
