@@ -11,9 +11,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use foreign_types::{ForeignType, foreign_type};
+use foreign_types::{ForeignType, ForeignTypeRef, foreign_type};
 use pqlib_sys as ffi;
 
+use crate::handle::PgConnRef;
 use crate::{Connection, Error, Result};
 
 /// Cancels the query running on a [`Connection`], from any thread.
@@ -97,9 +98,18 @@ impl Connection {
     /// ```
     #[doc(alias = "PQcancelCreate", alias = "PQgetCancel")]
     pub fn cancel_token(&self) -> CancelToken {
+        CancelToken::for_conn(&self.conn)
+    }
+}
+
+impl CancelToken {
+    /// A token for the session on `conn`, which must be used by this thread only for the call.
+    pub(crate) fn for_conn(conn: &PgConnRef) -> CancelToken {
+        // SAFETY: the connection is alive.
+        let pid = unsafe { ffi::PQbackendPID(conn.as_ptr()) };
         CancelToken {
-            inner: Arc::new(Inner::new(self)),
-            process_id: self.backend_pid(),
+            inner: Arc::new(Inner::new(conn)),
+            process_id: u32::try_from(pid).unwrap_or(0),
         }
     }
 }
@@ -169,11 +179,11 @@ enum Inner {
 
 #[cfg(libpq_17)]
 impl Inner {
-    fn new(connection: &Connection) -> Inner {
+    fn new(connection: &PgConnRef) -> Inner {
         // SAFETY: the connection is alive and used by this thread only (`&Connection` on a
         // `!Sync` type); PQcancelCreate copies what it needs and returns NULL (out of memory)
         // or a PGcancelConn we own: `PgCancelConn` frees it with PQcancelFinish.
-        let ptr = unsafe { ffi::PQcancelCreate(connection.conn.as_ptr()) };
+        let ptr = unsafe { ffi::PQcancelCreate(connection.as_ptr()) };
         if ptr.is_null() {
             return Inner::Failed(Failure {
                 closed: false,
@@ -189,7 +199,7 @@ impl Inner {
             // PQcancelReset would turn that into something that looks startable. Keep only the
             // message.
             return Inner::Failed(Failure {
-                closed: connection.is_closed(),
+                closed: (connection.status() != ffi::ConnStatusType::CONNECTION_OK),
                 message: cancel_error_message(&conn),
             });
         }
@@ -261,14 +271,14 @@ const ERRBUF_SIZE: usize = 256;
 
 #[cfg(not(libpq_17))]
 impl Inner {
-    fn new(connection: &Connection) -> Inner {
+    fn new(connection: &PgConnRef) -> Inner {
         // SAFETY: the connection is alive and used by this thread only (`&Connection` on a
         // `!Sync` type); PQgetCancel copies what it needs and returns NULL or a PGcancel we
         // own: `PgCancel` frees it with PQfreeCancel.
-        let ptr = unsafe { ffi::PQgetCancel(connection.conn.as_ptr()) };
+        let ptr = unsafe { ffi::PQgetCancel(connection.as_ptr()) };
         if ptr.is_null() {
             // NULL: the connection has no socket, or out of memory.
-            let closed = connection.is_closed();
+            let closed = connection.status() != ffi::ConnStatusType::CONNECTION_OK;
             let message = if closed {
                 "the connection is closed".to_owned()
             } else {

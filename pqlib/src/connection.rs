@@ -778,7 +778,7 @@ pub enum TransactionStatus {
 /// A cached statement that cannot run as prepared: "cached plan must not change result type"
 /// (DDL changed the tables it reads), or the server no longer has it (`DEALLOCATE ALL`,
 /// `DISCARD ALL`).
-fn is_stale_plan(error: &Error) -> bool {
+pub(crate) fn is_stale_plan(error: &Error) -> bool {
     use crate::error::SqlState;
     error.as_db_error().is_some_and(|db| {
         (db.code() == &SqlState::FEATURE_NOT_SUPPORTED && db.routine() == Some("RevalidateCachedQuery"))
@@ -794,6 +794,11 @@ pub(crate) struct EncodedParams {
     lengths: Vec<c_int>,
     formats: Vec<c_int>,
 }
+
+// SAFETY: every pointer in `values` points into `_storage`'s heap buffer, which this value
+// owns and which does not move when the value moves; libpq reads them only during a call
+// made by whichever thread owns the value.
+unsafe impl Send for EncodedParams {}
 
 impl EncodedParams {
     pub(crate) fn new(params: &[&(dyn ToSql + Sync)], types: &[Type]) -> Result<EncodedParams> {

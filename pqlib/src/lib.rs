@@ -52,6 +52,9 @@ mod version;
 #[cfg(all(feature = "tempdb", unix))]
 pub mod tempdb;
 
+#[cfg(all(feature = "tokio", unix))]
+pub mod tokio;
+
 pub use cancel::CancelToken;
 pub use config::Config;
 pub use connection::{Connection, MAX_PARAMETERS, TransactionStatus};

@@ -50,6 +50,11 @@ impl NoticeState {
         state
     }
 
+    /// Replaces the handler (`None`: log notices).
+    pub(crate) fn set_handler(&self, handler: Handler) {
+        *lock(&self.handler) = Some(handler);
+    }
+
     fn deliver(&self, notice: &DbError) {
         let mut handler = lock(&self.handler);
         match handler.as_mut() {
@@ -127,7 +132,7 @@ impl Connection {
     where
         F: FnMut(&DbError) + Send + 'static,
     {
-        *lock(&self.notices.handler) = Some(Box::new(handler));
+        self.notices.set_handler(Box::new(handler));
     }
 
     /// Removes the notice handler; notices go to the `log` crate again.

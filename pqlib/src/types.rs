@@ -52,7 +52,7 @@ impl TypeCache {
     }
 }
 
-const TYPE_INFO: &str = "\
+pub(crate) const TYPE_INFO: &str = "\
 SELECT t.typname, t.typtype, t.typcategory, t.typelem, t.typbasetype, t.typrelid, n.nspname, \
        COALESCE(r.rngsubtype, 0::oid), COALESCE(m.rngtypid, 0::oid) \
 FROM pg_catalog.pg_type t \
@@ -61,10 +61,10 @@ LEFT JOIN pg_catalog.pg_range r ON r.rngtypid = t.oid \
 LEFT JOIN pg_catalog.pg_range m ON m.rngmultitypid = t.oid \
 WHERE t.oid = $1";
 
-const ENUM_LABELS: &str = "\
+pub(crate) const ENUM_LABELS: &str = "\
 SELECT enumlabel::text FROM pg_catalog.pg_enum WHERE enumtypid = $1 ORDER BY enumsortorder";
 
-const COMPOSITE_FIELDS: &str = "\
+pub(crate) const COMPOSITE_FIELDS: &str = "\
 SELECT attname, atttypid FROM pg_catalog.pg_attribute \
 WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum";
 
@@ -73,35 +73,18 @@ WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum";
 /// types do recurse, through the connection's cache.
 pub(crate) fn lookup(conn: &mut Connection, oid: Oid) -> Result<Type> {
     let rows = conn.query_typed(TYPE_INFO, &[(&oid, Type::OID)])?;
-    let Some(row) = rows.get(0) else {
-        return Err(Error::client(format!("type OID {oid} is not in pg_type")));
-    };
-    let name: String = row.try_get(0)?;
-    let typtype: i8 = row.try_get(1)?;
-    let category: i8 = row.try_get(2)?;
-    let element: Oid = row.try_get(3)?;
-    let base: Oid = row.try_get(4)?;
-    let relation: Oid = row.try_get(5)?;
-    let schema: String = row.try_get(6)?;
-    let range_subtype: Oid = row.try_get(7)?;
-    let multirange_of: Oid = row.try_get(8)?;
+    let info = TypeInfo::from_rows(&rows, oid)?;
     drop(rows);
-
-    let kind = match typtype as u8 {
-        b'e' => {
+    let kind = match info.needs() {
+        Needs::Nothing(kind) => kind,
+        Needs::Labels => {
             let labels = conn.query_typed(ENUM_LABELS, &[(&oid, Type::OID)])?;
             Kind::Enum(labels.iter().map(|r| r.try_get(0)).collect::<Result<_>>()?)
         }
-        b'p' => Kind::Pseudo,
-        b'd' => Kind::Domain(conn.resolve_type(base)?),
-        b'r' => Kind::Range(conn.resolve_type(range_subtype)?),
-        b'm' => Kind::Multirange(conn.resolve_type(multirange_of)?),
-        b'c' => {
-            let fields = conn.query_typed(COMPOSITE_FIELDS, &[(&relation, Type::OID)])?;
-            let fields: Vec<(String, Oid)> = fields
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<_>>()?;
+        Needs::Fields => {
+            let rows = conn.query_typed(COMPOSITE_FIELDS, &[(&info.relation, Type::OID)])?;
+            let fields = composite_fields(&rows)?;
+            drop(rows);
             Kind::Composite(
                 fields
                     .into_iter()
@@ -109,8 +92,73 @@ pub(crate) fn lookup(conn: &mut Connection, oid: Oid) -> Result<Type> {
                     .collect::<Result<_>>()?,
             )
         }
-        _ if category as u8 == b'A' && element != 0 => Kind::Array(conn.resolve_type(element)?),
-        _ => Kind::Simple,
+        Needs::Type(oid, wrap) => wrap(conn.resolve_type(oid)?),
     };
-    Ok(Type::new(name, oid, kind, schema))
+    Ok(Type::new(info.name, oid, kind, info.schema))
+}
+
+/// One `pg_type` row: what a type is and what else must be looked up to describe it.
+pub(crate) struct TypeInfo {
+    pub(crate) name: String,
+    pub(crate) schema: String,
+    pub(crate) relation: Oid,
+    typtype: u8,
+    category: u8,
+    element: Oid,
+    base: Oid,
+    range_subtype: Oid,
+    multirange_of: Oid,
+}
+
+/// What describing a type takes beyond its `pg_type` row.
+pub(crate) enum Needs {
+    /// Nothing: this is the kind.
+    Nothing(Kind),
+    /// The enum's labels (`ENUM_LABELS`).
+    Labels,
+    /// The composite's fields (`COMPOSITE_FIELDS` on `relation`).
+    Fields,
+    /// Another type (element, base or subtype), wrapped into the kind.
+    Type(Oid, fn(Type) -> Kind),
+}
+
+impl TypeInfo {
+    pub(crate) fn from_rows(rows: &crate::Rows, oid: Oid) -> Result<TypeInfo> {
+        let Some(row) = rows.get(0) else {
+            return Err(Error::client(format!("type OID {oid} is not in pg_type")));
+        };
+        Ok(TypeInfo {
+            name: row.try_get(0)?,
+            typtype: row.try_get::<_, i8>(1)? as u8,
+            category: row.try_get::<_, i8>(2)? as u8,
+            element: row.try_get(3)?,
+            base: row.try_get(4)?,
+            relation: row.try_get(5)?,
+            schema: row.try_get(6)?,
+            range_subtype: row.try_get(7)?,
+            multirange_of: row.try_get(8)?,
+        })
+    }
+
+    pub(crate) fn needs(&self) -> Needs {
+        match self.typtype {
+            b'e' => Needs::Labels,
+            b'p' => Needs::Nothing(Kind::Pseudo),
+            b'c' => Needs::Fields,
+            b'd' => Needs::Type(self.base, Kind::Domain),
+            b'r' => Needs::Type(self.range_subtype, Kind::Range),
+            b'm' => Needs::Type(self.multirange_of, Kind::Multirange),
+            _ if self.category == b'A' && self.element != 0 => {
+                Needs::Type(self.element, Kind::Array)
+            }
+            _ => Needs::Nothing(Kind::Simple),
+        }
+    }
+}
+
+/// The (name, type OID) pairs of a `COMPOSITE_FIELDS` result.
+pub(crate) fn composite_fields(rows: &crate::Rows) -> Result<Vec<(String, Oid)>> {
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }

@@ -1,0 +1,511 @@
+//! The async client: cheap to clone, shared by many tasks; every call is a request to the
+//! connection task, which pipelines them.
+
+use std::ffi::CString;
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::driver::{Reply, Request, Work};
+use crate::connection::{EncodedParams, is_stale_plan};
+use crate::error::{Error, Result, SqlState};
+use crate::handle::PgResult;
+use crate::notice::NoticeState;
+use crate::row::{Column, OwnedRow, Rows};
+use crate::statement::{Statement, StatementCache, StatementRef, ToStatement};
+use crate::types::{
+    COMPOSITE_FIELDS, ENUM_LABELS, Field, Kind, Needs, Oid, TYPE_INFO, ToSql, Type, TypeCache,
+    TypeInfo, composite_fields,
+};
+
+/// An async PostgreSQL client over libpq, made by [`connect`](super::connect).
+///
+/// `Client` is `Clone + Send + Sync`: clones share one connection, and statements from
+/// concurrent tasks are pipelined on it (sent without waiting for each other's results),
+/// each in its own sync segment so that one task's error never affects another's statement.
+/// Method names and behaviour follow `tokio_postgres::Client`.
+///
+/// Dropping a query's future at any point is safe: the connection task still reads that
+/// statement's results (and discards them), so later queries get their own answers.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), pqlib::Error> {
+/// let (client, connection) = pqlib::tokio::connect("host=localhost user=postgres").await?;
+/// tokio::spawn(connection);
+/// let handles: Vec<_> = (0..10i32)
+///     .map(|i| {
+///         let client = client.clone();
+///         tokio::spawn(async move { client.query_one("SELECT $1::int4 * 2", &[&i]).await })
+///     })
+///     .collect();
+/// for (i, handle) in handles.into_iter().enumerate() {
+///     let n: i32 = handle.await.unwrap()?.get(0);
+///     assert_eq!(n, 2 * i as i32);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sender: mpsc::UnboundedSender<Request>,
+    statements: Mutex<StatementCache>,
+    types: Mutex<TypeCache>,
+    notices: Arc<NoticeState>,
+    cancel: crate::CancelToken,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Client {
+    pub(crate) fn new(
+        sender: mpsc::UnboundedSender<Request>,
+        notices: Arc<NoticeState>,
+        cancel: crate::CancelToken,
+    ) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                sender,
+                statements: Mutex::new(StatementCache::default()),
+                types: Mutex::new(TypeCache::default()),
+                notices,
+                cancel,
+            }),
+        }
+    }
+
+    /// Sends a request and waits for its results.
+    async fn request(&self, work: Work) -> Reply {
+        self.deallocate_dropped();
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .sender
+            .send(Request {
+                work,
+                reply,
+                detached: false,
+            })
+            .map_err(|_| Error::closed("the connection task has ended"))?;
+        answer
+            .await
+            .map_err(|_| Error::closed("the connection task ended before answering"))?
+    }
+
+    /// Sends a request whose answer nobody waits for; it runs even so.
+    fn detached(&self, work: Work) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.inner.sender.send(Request {
+            work,
+            reply,
+            detached: true,
+        });
+    }
+
+    /// Statements whose last handle was dropped are deallocated ahead of the next request.
+    fn deallocate_dropped(&self) {
+        let names = lock(&self.inner.statements).take_closed();
+        for name in names {
+            let sql = format!("DEALLOCATE {}", name.to_string_lossy());
+            if let Ok(sql) = CString::new(sql) {
+                let params = EncodedParams::new(&[], &[]).expect("no parameters encode");
+                self.detached(Work::ExecuteTyped {
+                    sql,
+                    types: Vec::new(),
+                    params,
+                });
+            }
+        }
+    }
+
+    /// Whether the connection task has ended (the connection is closed).
+    pub fn is_closed(&self) -> bool {
+        self.inner.sender.is_closed()
+    }
+
+    /// A token to cancel the statement running on this connection; see
+    /// [`CancelToken`](super::CancelToken).
+    pub fn cancel_token(&self) -> super::CancelToken {
+        super::CancelToken(self.inner.cancel.clone())
+    }
+
+    /// Prepares a statement; see [`Connection::prepare`](crate::Connection::prepare).
+    ///
+    /// ```no_run
+    /// # async fn run(client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
+    /// let stmt = client.prepare("SELECT $1::text").await?;
+    /// let row = client.query_one(&stmt, &[&"hi"]).await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "PQsendPrepare")]
+    pub async fn prepare(&self, sql: &str) -> Result<Statement> {
+        self.prepare_inner(sql, &[], false).await
+    }
+
+    /// Prepares a statement with (some) parameter types given.
+    pub async fn prepare_typed(&self, sql: &str, types: &[Type]) -> Result<Statement> {
+        self.prepare_inner(sql, types, false).await
+    }
+
+    async fn prepare_inner(&self, sql: &str, types: &[Type], cached: bool) -> Result<Statement> {
+        let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        if types.len() > crate::MAX_PARAMETERS {
+            return Err(Error::bad_input(format!(
+                "{} parameter types; the most is 65535",
+                types.len()
+            )));
+        }
+        let name = lock(&self.inner.statements).next_name();
+        let work = Work::Prepare {
+            name: name.clone(),
+            sql: sql_c,
+            types: types.iter().map(Type::oid).collect(),
+        };
+        let mut results = self.request(work).await?;
+        let description = results
+            .pop()
+            .ok_or_else(|| Error::client("a prepare returned no description"))?;
+        let mut params = Vec::with_capacity(description.nparams());
+        for i in 0..description.nparams() {
+            params.push(self.resolve_type(description.param_type(i)).await?);
+        }
+        let columns = self.columns(&description).await?;
+        Ok(lock(&self.inner.statements).make(name, sql, params, columns, cached))
+    }
+
+    async fn columns(&self, result: &PgResult) -> Result<Arc<[Column]>> {
+        let mut columns = Vec::with_capacity(result.nfields());
+        for i in 0..result.nfields() {
+            let type_ = self.resolve_type(result.field_type(i)).await?;
+            columns.push(Column::new(result, i, type_));
+        }
+        Ok(columns.into())
+    }
+
+    /// The `Type` for an OID, looked up in the catalog (once per connection) if not built in.
+    fn resolve_type(&self, oid: Oid) -> Pin<Box<dyn Future<Output = Result<Type>> + Send + '_>> {
+        Box::pin(async move {
+            if let Some(ty) = Type::from_oid(oid) {
+                return Ok(ty);
+            }
+            if let Some(ty) = lock(&self.inner.types).get(oid) {
+                return Ok(ty);
+            }
+            let info = TypeInfo::from_rows(
+                &self.query_typed(TYPE_INFO, &[(&oid, Type::OID)]).await?,
+                oid,
+            )?;
+            let kind = match info.needs() {
+                Needs::Nothing(kind) => kind,
+                Needs::Labels => {
+                    let rows = self.query_typed(ENUM_LABELS, &[(&oid, Type::OID)]).await?;
+                    Kind::Enum(rows.iter().map(|r| r.try_get(0)).collect::<Result<_>>()?)
+                }
+                Needs::Fields => {
+                    let rows = self
+                        .query_typed(COMPOSITE_FIELDS, &[(&info.relation, Type::OID)])
+                        .await?;
+                    let mut fields = Vec::new();
+                    for (name, field_oid) in composite_fields(&rows)? {
+                        fields.push(Field::new(name, self.resolve_type(field_oid).await?));
+                    }
+                    Kind::Composite(fields)
+                }
+                Needs::Type(other, wrap) => wrap(self.resolve_type(other).await?),
+            };
+            let ty = Type::new(info.name, oid, kind, info.schema);
+            lock(&self.inner.types).insert(oid, ty.clone());
+            Ok(ty)
+        })
+    }
+
+    async fn statement<T: ?Sized + ToStatement>(&self, statement: &T) -> Result<Statement> {
+        match statement.__statement_ref() {
+            StatementRef::Prepared(statement) => Ok(statement.clone()),
+            StatementRef::Sql(sql) => {
+                if let Some(statement) = lock(&self.inner.statements).lookup(sql) {
+                    return Ok(statement);
+                }
+                let statement = self.prepare_inner(sql, &[], true).await?;
+                lock(&self.inner.statements).insert(statement.clone());
+                Ok(statement)
+            }
+        }
+    }
+
+    async fn execute_statement(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Rows> {
+        if !lock(&self.inner.statements).owns(statement) {
+            return Err(Error::bad_input(
+                "the statement was prepared on another connection",
+            ));
+        }
+        if params.len() != statement.params().len() {
+            return Err(Error::bad_input(format!(
+                "the statement has {} parameters but {} were given",
+                statement.params().len(),
+                params.len()
+            )));
+        }
+        let params = EncodedParams::new(params, statement.params())?;
+        let work = Work::Execute {
+            name: statement.c_name().clone(),
+            params,
+        };
+        let mut results = self.request(work).await?;
+        let result = results
+            .pop()
+            .ok_or_else(|| Error::client("a statement returned no result"))?;
+        Ok(Rows::new(
+            result,
+            statement.columns_arc(),
+            self.inner.notices.clone(),
+        ))
+    }
+
+    /// Runs a statement and returns its rows; see [`Connection::query`](crate::Connection::query).
+    ///
+    /// ```no_run
+    /// # async fn run(client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
+    /// let rows = client.query("SELECT generate_series(1, $1)", &[&3i32]).await?;
+    /// assert_eq!(rows.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "PQsendQueryPrepared")]
+    pub async fn query<T>(&self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Rows>
+    where
+        T: ?Sized + ToStatement,
+    {
+        let statement = self.statement(statement).await?;
+        match self.execute_statement(&statement, params).await {
+            Err(e) if statement.is_cached() && is_stale_plan(&e) => {
+                // DDL changed the cached statement (or SQL deallocated it): prepare it again
+                // and retry once. Inside a transaction the failure already aborted it; then the
+                // original error is the one to report.
+                lock(&self.inner.statements).forget(&statement);
+                let fresh = self.statement(statement.sql()).await?;
+                self.execute_statement(&fresh, params)
+                    .await
+                    .map_err(|retry| {
+                        if retry.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) {
+                            e
+                        } else {
+                            retry
+                        }
+                    })
+            }
+            other => other,
+        }
+    }
+
+    /// Runs a statement and returns the number of rows it affected.
+    #[doc(alias = "PQcmdTuples")]
+    pub async fn execute<T>(&self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<u64>
+    where
+        T: ?Sized + ToStatement,
+    {
+        Ok(self.query(statement, params).await?.rows_affected())
+    }
+
+    /// Runs a statement expected to return exactly one row.
+    pub async fn query_one<T>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<OwnedRow>
+    where
+        T: ?Sized + ToStatement,
+    {
+        let rows = self.query(statement, params).await?;
+        match rows.len() {
+            1 => Ok(OwnedRow::new(rows)),
+            n => Err(Error::row_count(format!(
+                "query_one expected exactly one row, got {n}"
+            ))),
+        }
+    }
+
+    /// Runs a statement expected to return at most one row.
+    pub async fn query_opt<T>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<OwnedRow>>
+    where
+        T: ?Sized + ToStatement,
+    {
+        let rows = self.query(statement, params).await?;
+        match rows.len() {
+            0 => Ok(None),
+            1 => Ok(Some(OwnedRow::new(rows))),
+            n => Err(Error::row_count(format!(
+                "query_opt expected at most one row, got {n}"
+            ))),
+        }
+    }
+
+    /// Runs a statement with explicitly typed parameters in one round trip, without preparing.
+    #[doc(alias = "PQsendQueryParams")]
+    pub async fn query_typed(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Rows> {
+        let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        let (values, types): (Vec<&(dyn ToSql + Sync)>, Vec<Type>) = params.iter().cloned().unzip();
+        let encoded = EncodedParams::new(&values, &types)?;
+        let work = Work::ExecuteTyped {
+            sql,
+            types: types.iter().map(Type::oid).collect(),
+            params: encoded,
+        };
+        let mut results = self.request(work).await?;
+        let result = results
+            .pop()
+            .ok_or_else(|| Error::client("a statement returned no result"))?;
+        let columns = self.columns(&result).await?;
+        Ok(Rows::new(result, columns, self.inner.notices.clone()))
+    }
+
+    /// Runs statements separated by semicolons with the simple query protocol. The connection
+    /// task lets the pipeline drain first, since libpq allows this protocol only outside
+    /// pipeline mode.
+    ///
+    /// ```no_run
+    /// # async fn run(client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
+    /// client.batch_execute("CREATE TEMP TABLE t (x int); INSERT INTO t VALUES (1)").await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "PQsendQuery")]
+    pub async fn batch_execute(&self, sql: &str) -> Result<()> {
+        let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        self.request(Work::Simple { sql }).await.map(drop)
+    }
+
+    /// Starts a transaction; see [`Transaction`].
+    ///
+    /// Statements other clones of this client send meanwhile run inside it too: they share
+    /// the connection, as with `tokio_postgres`.
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
+        self.batch_execute("BEGIN").await?;
+        Ok(Transaction {
+            client: self,
+            depth: 0,
+            finished: false,
+        })
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An async transaction: rolled back if dropped without [`commit`](Transaction::commit)
+/// (the rollback is queued on the connection without waiting). Nested transactions are
+/// savepoints. Query methods come from [`Client`] through `Deref`.
+///
+/// ```no_run
+/// # async fn run(mut client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
+/// let mut tx = client.transaction().await?;
+/// tx.execute("INSERT INTO t VALUES ($1)", &[&1i32]).await?;
+/// let mut savepoint = tx.transaction().await?;
+/// savepoint.execute("INSERT INTO t VALUES ($1)", &[&2i32]).await?;
+/// savepoint.rollback().await?;
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+pub struct Transaction<'a> {
+    client: &'a mut Client,
+    depth: u32,
+    finished: bool,
+}
+
+impl Transaction<'_> {
+    /// Commits (or releases the savepoint). A transaction in which a statement failed is
+    /// rolled back by the server instead; that is an error here.
+    pub async fn commit(mut self) -> Result<()> {
+        self.finished = true;
+        if self.depth > 0 {
+            return self
+                .client
+                .batch_execute(&format!("RELEASE SAVEPOINT pqlib_savepoint_{}", self.depth))
+                .await;
+        }
+        let rows = self.client.query_typed("COMMIT", &[]).await?;
+        if rows.command_tag() == "ROLLBACK" {
+            return Err(Error::client(
+                "COMMIT rolled the transaction back because a statement in it had failed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rolls back (or back to the savepoint).
+    pub async fn rollback(mut self) -> Result<()> {
+        self.finished = true;
+        self.client.batch_execute(&self.rollback_sql()).await
+    }
+
+    fn rollback_sql(&self) -> String {
+        match self.depth {
+            0 => "ROLLBACK".to_owned(),
+            n => format!(
+                "ROLLBACK TO SAVEPOINT pqlib_savepoint_{n}; RELEASE SAVEPOINT pqlib_savepoint_{n}"
+            ),
+        }
+    }
+
+    /// Starts a nested transaction: a savepoint.
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
+        let depth = self.depth + 1;
+        self.client
+            .batch_execute(&format!("SAVEPOINT pqlib_savepoint_{depth}"))
+            .await?;
+        Ok(Transaction {
+            client: &mut *self.client,
+            depth,
+            finished: false,
+        })
+    }
+}
+
+impl Deref for Transaction<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.client
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            if let Ok(sql) = CString::new(self.rollback_sql()) {
+                self.client.detached(Work::Simple { sql });
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("depth", &self.depth)
+            .finish()
+    }
+}

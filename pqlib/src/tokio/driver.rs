@@ -1,0 +1,572 @@
+//! The connection task: the one owner of the `PGconn`, in non-blocking pipeline mode.
+//!
+//! Clients send requests through a channel; the task queues each on libpq followed by its own
+//! sync point (so one caller's error never aborts another's statement), flushes when the
+//! socket is writable, and hands results back in order when it is readable. Statements from
+//! many tasks therefore share round trips without waiting for each other. A request whose
+//! caller has gone away (its future dropped) is still read to the end, so the protocol state
+//! never depends on what callers do.
+
+use std::collections::VecDeque;
+use std::ffi::{CString, c_int};
+use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use foreign_types::ForeignType;
+use pqlib_sys as ffi;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connection::EncodedParams;
+use crate::error::{DbError, Error, ErrorKind, Result, Severity};
+use crate::handle::{PgConn, PgResult};
+use crate::notice::NoticeState;
+use crate::notify::Notification;
+use crate::types::Oid;
+
+/// How many rounds of sending, flushing and reading one poll may do before it yields, so that
+/// a large result streaming in cannot starve the other tasks of a single-threaded runtime
+/// (each read takes what the socket has, which can be megabytes).
+const POLL_BUDGET: usize = 2;
+
+/// Something the server sent that is not the answer to a request.
+#[derive(Debug)]
+#[non_exhaustive]
+// Messages are rare and short-lived; the unboxed notice keeps tokio_postgres' shape.
+#[allow(clippy::large_enum_variant)]
+pub enum AsyncMessage {
+    /// A notice or warning (`RAISE NOTICE`, …).
+    Notice(DbError),
+    /// A notification from `NOTIFY` on a channel this connection `LISTEN`s to.
+    Notification(Notification),
+}
+
+/// What a request asks libpq to send.
+pub(crate) enum Work {
+    /// `PQsendQueryPrepared`.
+    Execute {
+        name: CString,
+        params: EncodedParams,
+    },
+    /// `PQsendQueryParams`.
+    ExecuteTyped {
+        sql: CString,
+        types: Vec<Oid>,
+        params: EncodedParams,
+    },
+    /// `PQsendPrepare` then `PQsendDescribePrepared`.
+    Prepare {
+        name: CString,
+        sql: CString,
+        types: Vec<Oid>,
+    },
+    /// The simple query protocol (`PQsendQuery`), which needs the pipeline paused.
+    Simple { sql: CString },
+}
+
+/// The successful results of a request (NULL separators and sync points left out), or the
+/// first error.
+pub(crate) type Reply = Result<Vec<PgResult>>;
+
+pub(crate) struct Request {
+    pub(crate) work: Work,
+    pub(crate) reply: oneshot::Sender<Reply>,
+    /// Runs even though nobody waits for the answer (a rollback from a dropped transaction,
+    /// a deallocation).
+    pub(crate) detached: bool,
+}
+
+/// A request on the wire, waiting for its results.
+struct InFlight {
+    reply: oneshot::Sender<Reply>,
+    results: Vec<PgResult>,
+    error: Option<Error>,
+    /// NULL results still to come: one after each operation's results.
+    nulls_left: usize,
+    /// Whether a sync point ends it (pipelined requests) or its last NULL does (simple ones).
+    sync: bool,
+}
+
+/// The connection's socket, for tokio's reactor. libpq owns and closes the descriptor.
+pub(crate) struct Socket(pub(crate) RawFd);
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Drives a connection: send, flush, read, route results. Spawn it (`tokio::spawn`) and keep
+/// it running while the [`Client`](super::Client) is used; it resolves once every client is
+/// dropped and all answers are in, or with the error that broke the connection.
+///
+/// To see notices and notifications, poll [`Connection::poll_message`] instead of awaiting
+/// the future (which logs notices and drops notifications), e.g. through
+/// `futures::stream::poll_fn`.
+#[must_use = "the connection does nothing unless it is polled (spawn it)"]
+pub struct Connection {
+    /// Declared (so dropped) before `conn`: deregistered while libpq's socket is still open.
+    socket: AsyncFd<Socket>,
+    conn: PgConn,
+    requests: mpsc::UnboundedReceiver<Request>,
+    /// A request taken from the channel that has to wait for the pipeline to drain.
+    held: Option<Request>,
+    in_flight: VecDeque<InFlight>,
+    in_pipeline: bool,
+    needs_flush: bool,
+    clients_gone: bool,
+    messages: VecDeque<AsyncMessage>,
+    notices: Arc<Mutex<VecDeque<DbError>>>,
+    _notice_state: Arc<NoticeState>,
+    failed: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        conn: PgConn,
+        socket: AsyncFd<Socket>,
+        requests: mpsc::UnboundedReceiver<Request>,
+        notice_state: Arc<NoticeState>,
+        notices: Arc<Mutex<VecDeque<DbError>>>,
+    ) -> Result<Connection> {
+        let ptr = conn.as_ptr();
+        // SAFETY: the connection is alive, connected and idle; this task is its only user.
+        let ok =
+            unsafe { ffi::PQsetnonblocking(ptr, 1) == 0 && ffi::PQenterPipelineMode(ptr) == 1 };
+        if !ok {
+            return Err(Error::connect(conn.error_message()));
+        }
+        Ok(Connection {
+            socket,
+            conn,
+            requests,
+            held: None,
+            in_flight: VecDeque::new(),
+            in_pipeline: true,
+            needs_flush: false,
+            clients_gone: false,
+            messages: VecDeque::new(),
+            notices,
+            _notice_state: notice_state,
+            failed: false,
+        })
+    }
+
+    /// Drives the connection and returns the next notice or notification, or `None` once the
+    /// connection is done (every client dropped, every answer delivered).
+    pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<AsyncMessage>>> {
+        let driven = self.poll_drive(cx);
+        if let Some(message) = self.messages.pop_front() {
+            return Poll::Ready(Some(Ok(message)));
+        }
+        match driven {
+            Poll::Ready(Ok(())) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.failed {
+            return Poll::Ready(Ok(()));
+        }
+        match self.drive(cx) {
+            Poll::Ready(Err(e)) => {
+                self.fail(&e);
+                Poll::Ready(Err(e))
+            }
+            other => other,
+        }
+    }
+
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        for _ in 0..POLL_BUDGET {
+            let mut progress = self.take_requests(cx)?;
+            if self.needs_flush {
+                if let Poll::Ready(flushed) = self.poll_flush(cx) {
+                    flushed?;
+                    progress = true;
+                }
+            }
+            if let Poll::Ready(ready) = self.socket.poll_read_ready(cx) {
+                // Kept ready for now: whether it may be cleared is known only after reading.
+                ready
+                    .map_err(|e| Error::closed(format!("socket: {e}")))?
+                    .retain_ready();
+                self.read()?;
+                if !self.readable_now() {
+                    // Drained: forget the readiness so the next poll waits for the reactor.
+                    if let Poll::Ready(Ok(mut guard)) = self.socket.poll_read_ready(cx) {
+                        guard.clear_ready();
+                    }
+                }
+                progress = true;
+            }
+            if self.clients_gone && self.in_flight.is_empty() && self.held.is_none() {
+                return Poll::Ready(Ok(()));
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Still busy: let other tasks run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Sends what clients asked for, as far as the pipeline allows.
+    fn take_requests(&mut self, cx: &mut Context<'_>) -> Result<bool> {
+        let mut progress = false;
+        loop {
+            let request = match self.held.take() {
+                Some(request) => request,
+                None if self.clients_gone => return Ok(progress),
+                None => match self.requests.poll_recv(cx) {
+                    Poll::Ready(Some(request)) => request,
+                    Poll::Ready(None) => {
+                        self.clients_gone = true;
+                        return Ok(progress);
+                    }
+                    Poll::Pending => return Ok(progress),
+                },
+            };
+            if request.reply.is_closed() && !request.detached {
+                // The caller is gone and nothing was sent: nothing to do.
+                continue;
+            }
+            if matches!(request.work, Work::Simple { .. }) {
+                if !self.in_flight.is_empty() {
+                    // The simple protocol needs pipeline mode off, which needs it drained.
+                    self.held = Some(request);
+                    return Ok(progress);
+                }
+                self.set_pipeline(false)?;
+            } else if !self.in_pipeline {
+                if !self.in_flight.is_empty() {
+                    self.held = Some(request);
+                    return Ok(progress);
+                }
+                self.set_pipeline(true)?;
+            }
+            self.send(request)?;
+            progress = true;
+        }
+    }
+
+    fn set_pipeline(&mut self, on: bool) -> Result<()> {
+        if self.in_pipeline == on {
+            return Ok(());
+        }
+        let ptr = self.conn.as_ptr();
+        // SAFETY: the connection is alive and idle (nothing in flight).
+        let ok = unsafe {
+            if on {
+                ffi::PQenterPipelineMode(ptr)
+            } else {
+                ffi::PQexitPipelineMode(ptr)
+            }
+        };
+        if ok != 1 {
+            return Err(self.connection_error());
+        }
+        self.in_pipeline = on;
+        Ok(())
+    }
+
+    fn send(&mut self, request: Request) -> Result<()> {
+        let ptr = self.conn.as_ptr();
+        let (sent, nulls, sync) = match &request.work {
+            Work::Execute { name, params } => {
+                let p = params;
+                // SAFETY: the connection is alive; the name is NUL-terminated and each array
+                // in `params` has `count()` entries, alive for the call (libpq copies them).
+                let ok = unsafe {
+                    ffi::PQsendQueryPrepared(
+                        ptr,
+                        name.as_ptr(),
+                        p.count(),
+                        p.values(),
+                        p.lengths(),
+                        p.formats(),
+                        1,
+                    )
+                };
+                (ok == 1, 1, true)
+            }
+            Work::ExecuteTyped { sql, types, params } => {
+                let p = params;
+                // SAFETY: as above; `types` has `count()` entries too.
+                let ok = unsafe {
+                    ffi::PQsendQueryParams(
+                        ptr,
+                        sql.as_ptr(),
+                        p.count(),
+                        types.as_ptr(),
+                        p.values(),
+                        p.lengths(),
+                        p.formats(),
+                        1,
+                    )
+                };
+                (ok == 1, 1, true)
+            }
+            Work::Prepare { name, sql, types } => {
+                let count = c_int::try_from(types.len()).unwrap_or(c_int::MAX);
+                // SAFETY: the connection is alive; strings are NUL-terminated and `types`
+                // has `count` entries, all alive for the calls.
+                let ok = unsafe {
+                    ffi::PQsendPrepare(ptr, name.as_ptr(), sql.as_ptr(), count, types.as_ptr()) == 1
+                        && ffi::PQsendDescribePrepared(ptr, name.as_ptr()) == 1
+                };
+                (ok, 2, true)
+            }
+            Work::Simple { sql } => {
+                // SAFETY: the connection is alive, out of pipeline mode and idle.
+                let ok = unsafe { ffi::PQsendQuery(ptr, sql.as_ptr()) };
+                (ok == 1, 1, false)
+            }
+        };
+        // Each pipelined request is its own sync segment: errors stay with their caller.
+        let synced = !sync || self.send_sync();
+        if !sent || !synced {
+            let error = self.connection_error();
+            if error.kind() == ErrorKind::Closed || sent {
+                // Half a request on the wire (or none possible any more): the stream is lost.
+                return Err(error);
+            }
+            let _ = request.reply.send(Err(error));
+            return Ok(());
+        }
+        self.in_flight.push_back(InFlight {
+            reply: request.reply,
+            results: Vec::new(),
+            error: None,
+            nulls_left: nulls,
+            sync,
+        });
+        self.needs_flush = true;
+        Ok(())
+    }
+
+    fn send_sync(&mut self) -> bool {
+        let ptr = self.conn.as_ptr();
+        // SAFETY: the connection is alive and in pipeline mode. PQsendPipelineSync (17+)
+        // only queues; PQpipelineSync also tries to flush, which in non-blocking mode
+        // never waits.
+        #[cfg(libpq_17)]
+        let ok = unsafe { ffi::PQsendPipelineSync(ptr) };
+        #[cfg(not(libpq_17))]
+        // SAFETY: as above.
+        let ok = unsafe { ffi::PQpipelineSync(ptr) };
+        ok == 1
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        loop {
+            // SAFETY: the connection is alive; in non-blocking mode PQflush never waits.
+            match unsafe { ffi::PQflush(self.conn.as_ptr()) } {
+                0 => {
+                    self.needs_flush = false;
+                    return Poll::Ready(Ok(()));
+                }
+                1 => match self.socket.poll_write_ready(cx) {
+                    // libpq hit EAGAIN, so the readiness tokio remembers is stale.
+                    Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(Error::closed(format!("socket: {e}"))));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                _ => return Poll::Ready(Err(self.connection_error())),
+            }
+        }
+    }
+
+    /// Reads what the socket has and hands out every complete result.
+    fn read(&mut self) -> Result<()> {
+        let ptr = self.conn.as_ptr();
+        // SAFETY: the connection is alive; non-blocking, so this only takes what is there.
+        if unsafe { ffi::PQconsumeInput(ptr) } == 0 {
+            return Err(self.connection_error());
+        }
+        while !self.in_flight.is_empty() {
+            // SAFETY: the connection is alive; PQisBusy only parses buffered input.
+            if unsafe { ffi::PQisBusy(ptr) } != 0 {
+                break;
+            }
+            // SAFETY: not busy, so PQgetResult returns without waiting; `on_result` owns
+            // (or frees) what it returns.
+            let result = unsafe { ffi::PQgetResult(ptr) };
+            self.on_result(result)?;
+        }
+        // SAFETY: the connection is alive; each PGnotify is freed inside Notification's owner.
+        while let Some(notification) = unsafe { Notification::take(ptr) } {
+            self.messages
+                .push_back(AsyncMessage::Notification(notification));
+        }
+        let notices = std::mem::take(&mut *self.notices.lock().unwrap_or_else(|p| p.into_inner()));
+        self.messages
+            .extend(notices.into_iter().map(AsyncMessage::Notice));
+        if self.is_bad() {
+            return Err(self.connection_error());
+        }
+        Ok(())
+    }
+
+    fn on_result(&mut self, ptr: *mut ffi::PGresult) -> Result<()> {
+        let Some(front) = self.in_flight.front_mut() else {
+            drop(PgResult::from_returned(ptr));
+            return Ok(());
+        };
+        match PgResult::from_returned(ptr) {
+            None => {
+                front.nulls_left = front.nulls_left.saturating_sub(1);
+                if front.nulls_left == 0 && !front.sync {
+                    self.complete();
+                }
+            }
+            Some(result) => match result.status() {
+                ffi::ExecStatusType::PGRES_PIPELINE_SYNC => self.complete(),
+                ffi::ExecStatusType::PGRES_TUPLES_OK
+                | ffi::ExecStatusType::PGRES_COMMAND_OK
+                | ffi::ExecStatusType::PGRES_EMPTY_QUERY => front.results.push(result),
+                ffi::ExecStatusType::PGRES_PIPELINE_ABORTED => {
+                    front.error.get_or_insert_with(Error::pipeline_aborted);
+                }
+                ffi::ExecStatusType::PGRES_FATAL_ERROR
+                | ffi::ExecStatusType::PGRES_NONFATAL_ERROR => {
+                    let db = DbError::from_result(&result);
+                    let fatal = matches!(
+                        db.parsed_severity(),
+                        Some(Severity::Fatal | Severity::Panic)
+                    );
+                    let error = if db.code().code().is_empty() {
+                        Error::client(db.message().to_owned())
+                    } else if fatal {
+                        Error::db(db).into_closed()
+                    } else {
+                        Error::db(db)
+                    };
+                    let closed = error.kind() == ErrorKind::Closed;
+                    front.error.get_or_insert(error);
+                    if closed {
+                        return Err(Error::closed("the server ended the session"));
+                    }
+                }
+                ffi::ExecStatusType::PGRES_COPY_IN => {
+                    front.error.get_or_insert_with(copy_refused);
+                    // SAFETY: the connection is alive and in COPY IN; this ends it.
+                    unsafe {
+                        ffi::PQputCopyEnd(
+                            self.conn.as_ptr(),
+                            c"COPY is not supported through batch_execute".as_ptr(),
+                        )
+                    };
+                    self.needs_flush = true;
+                }
+                other => {
+                    front.error.get_or_insert_with(|| {
+                        Error::client(format!("result status {} is not supported here", other.0))
+                    });
+                    if other == ffi::ExecStatusType::PGRES_COPY_OUT
+                        || other == ffi::ExecStatusType::PGRES_COPY_BOTH
+                    {
+                        return Err(Error::client(
+                            "COPY TO STDOUT is not supported through batch_execute",
+                        ));
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// The front request has all its results: answer its caller (if still there).
+    fn complete(&mut self) {
+        if let Some(done) = self.in_flight.pop_front() {
+            let reply = match done.error {
+                Some(error) => Err(error),
+                None => Ok(done.results),
+            };
+            let _ = done.reply.send(reply);
+        }
+    }
+
+    /// Fails everything in flight or queued with `error`'s kind of message; nothing more
+    /// will be sent on this connection.
+    fn fail(&mut self, error: &Error) {
+        self.failed = true;
+        let message = error.to_string();
+        for request in self.in_flight.drain(..) {
+            let _ = request.reply.send(Err(Error::closed(message.clone())));
+        }
+        if let Some(request) = self.held.take() {
+            let _ = request.reply.send(Err(Error::closed(message.clone())));
+        }
+        self.requests.close();
+        while let Ok(request) = self.requests.try_recv() {
+            let _ = request.reply.send(Err(Error::closed(message.clone())));
+        }
+    }
+
+    fn is_bad(&self) -> bool {
+        self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD
+    }
+
+    fn connection_error(&self) -> Error {
+        let message = self.conn.error_message();
+        if self.is_bad() {
+            Error::closed(message)
+        } else {
+            Error::client(message)
+        }
+    }
+
+    /// Whether the socket still has bytes to read (so tokio's readiness must not be cleared).
+    fn readable_now(&self) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.socket.get_ref().0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a zero timeout never waits.
+        let n = unsafe { libc::poll(&mut fd, 1, 0) };
+        n > 0 && fd.revents & libc::POLLIN != 0
+    }
+}
+
+fn copy_refused() -> Error {
+    Error::bad_input("the statement started a COPY; COPY is not supported through batch_execute")
+}
+
+impl Future for Connection {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        loop {
+            match this.poll_message(cx) {
+                Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => {
+                    log::info!(target: "pqlib::notice", "{notice}");
+                }
+                Poll::Ready(Some(Ok(AsyncMessage::Notification(_)))) => {}
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("in_flight", &self.in_flight.len())
+            .field("in_pipeline", &self.in_pipeline)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,513 @@
+//! The tokio client against a real server: queries, pipelining, cancellation safety,
+//! transactions, notifications, and a runtime that is never blocked.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pqlib::error::{ErrorKind, SqlState};
+use pqlib::tokio::{AsyncMessage, Client, Connection};
+use pqlib::types::Type;
+
+async fn connect() -> (Client, tokio::task::JoinHandle<()>) {
+    let (client, connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
+    let driver = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("connection ended: {e}");
+        }
+    });
+    (client, driver)
+}
+
+#[tokio::test]
+async fn basic_queries() {
+    let (mut client, _driver) = connect().await;
+    client
+        .batch_execute(
+            "CREATE TEMP TABLE t (id int4 PRIMARY KEY, name text); INSERT INTO t VALUES (1, 'a')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .execute("INSERT INTO t VALUES ($1, $2)", &[&2i32, &"b"])
+            .await
+            .unwrap(),
+        1
+    );
+    let rows = client
+        .query("SELECT id, name FROM t ORDER BY id", &[])
+        .await
+        .unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.get("name")).collect();
+    assert_eq!(names, ["a", "b"]);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    assert!(
+        client
+            .query_opt("SELECT 1 FROM t WHERE id = 99", &[])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let typed = client
+        .query_typed("SELECT $1 || '!'", &[(&"x", Type::TEXT)])
+        .await
+        .unwrap();
+    assert_eq!(typed.get(0).unwrap().get::<_, &str>(0), "x!");
+    let stmt = client
+        .prepare("SELECT name FROM t WHERE id = $1")
+        .await
+        .unwrap();
+    assert_eq!(stmt.params(), &[Type::INT4]);
+    let name: String = client.query_one(&stmt, &[&1i32]).await.unwrap().get(0);
+    assert_eq!(name, "a");
+    let e = client
+        .execute("INSERT INTO t VALUES (1, 'dup')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNIQUE_VIOLATION));
+
+    // Transactions: dropped → rolled back; nested → savepoints.
+    {
+        let tx = client.transaction().await.unwrap();
+        tx.execute("DELETE FROM t", &[]).await.unwrap();
+    }
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let mut tx = client.transaction().await.unwrap();
+    tx.execute("INSERT INTO t VALUES (3, 'c')", &[])
+        .await
+        .unwrap();
+    {
+        let sp = tx.transaction().await.unwrap();
+        sp.execute("INSERT INTO t VALUES (4, 'd')", &[])
+            .await
+            .unwrap();
+        sp.rollback().await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let ids: Vec<i32> = client
+        .query("SELECT id FROM t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn custom_types_are_looked_up_asynchronously() {
+    let (client, _driver) = connect().await;
+    client
+        .batch_execute(
+            "DROP TYPE IF EXISTS async_mood CASCADE; CREATE TYPE async_mood AS ENUM ('ok', 'meh')",
+        )
+        .await
+        .unwrap();
+    let rows = client
+        .query("SELECT 'ok'::async_mood, ARRAY['meh'::async_mood]", &[])
+        .await
+        .unwrap();
+    let columns = rows.columns();
+    assert_eq!(columns[0].type_().name(), "async_mood");
+    assert!(matches!(columns[0].type_().kind(), pqlib::types::Kind::Enum(v) if v.len() == 2));
+    assert!(matches!(
+        columns[1].type_().kind(),
+        pqlib::types::Kind::Array(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queries_share_round_trips_and_keep_their_own_results() {
+    let (client, _driver) = connect().await;
+    // Warm the statement cache so every task runs the same prepared statement.
+    client
+        .query_one("SELECT $1::int4 + 0 * pg_backend_pid()", &[&0i32])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..1000i32)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                if i % 97 == 13 {
+                    // Errors are isolated to the statement that failed.
+                    let e = client
+                        .query_one("SELECT 1 / ($1::int4 - $1::int4)", &[&i])
+                        .await
+                        .unwrap_err();
+                    assert_eq!(e.code(), Some(&SqlState::DIVISION_BY_ZERO));
+                    return None;
+                }
+                let n: i32 = client
+                    .query_one("SELECT $1::int4 + 0 * pg_backend_pid()", &[&i])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(n, i);
+                Some(n)
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for task in tasks {
+        if task.await.unwrap().is_some() {
+            answered += 1;
+        }
+    }
+    let pipelined = started.elapsed();
+    assert!(answered > 980);
+
+    // The same statements one after another, each waiting for its round trip.
+    let started = Instant::now();
+    for i in 0..1000i32 {
+        let _: i32 = client
+            .query_one("SELECT $1::int4 + 0 * pg_backend_pid()", &[&i])
+            .await
+            .unwrap()
+            .get(0);
+    }
+    let sequential = started.elapsed();
+    eprintln!("1000 queries: concurrent {pipelined:?}, sequential {sequential:?}");
+}
+
+#[tokio::test]
+async fn dropped_futures_never_desynchronise_the_connection() {
+    let (client, _driver) = connect().await;
+    // A deterministic pseudo-random schedule of futures dropped before, during and after
+    // their statements were sent, mixed with ones that complete.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..300i64 {
+        let value = round * 7;
+        match next() % 4 {
+            0 => {
+                // Dropped before being polled: nothing sent.
+                drop(client.query_one("SELECT $1::int8", &[&value]));
+            }
+            1 => {
+                // Dropped after a random, short time: before send, mid-flight, or done.
+                let sleep_ms = (next() % 3) as f64;
+                let params: [&(dyn pqlib::types::ToSql + Sync); 2] = [&value, &sleep_ms];
+                let fut = client.query_one("SELECT $1::int8, pg_sleep($2::float8 / 1000)", &params);
+                let _ = tokio::time::timeout(Duration::from_micros(next() % 2000), fut).await;
+            }
+            2 => {
+                let slow = client.query("SELECT g FROM generate_series(1, 20000) g", &[]);
+                let _ = tokio::time::timeout(Duration::from_micros(next() % 500), slow).await;
+            }
+            _ => {}
+        }
+        // Every later answer must be its own.
+        let got: i64 = client
+            .query_one("SELECT $1::int8", &[&value])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(got, value, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn cancel_from_another_task() {
+    let (client, _driver) = connect().await;
+    let (observer, _observer_driver) = connect().await;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let token = client.cancel_token();
+    let sleeper = {
+        let client = client.clone();
+        tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(60)").await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let active: bool = observer
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active')",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if active {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sleep never started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    token.cancel_query().await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED));
+    let n: i32 = client
+        .query_one("SELECT 1::int4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn notifications_and_notices_arrive_as_messages() {
+    let (client, mut connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
+    let (sender, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        futures_util::pin_mut!(stream);
+        use futures_util::StreamExt;
+        while let Some(message) = stream.next().await {
+            if sender.send(message).is_err() {
+                break;
+            }
+        }
+    });
+    client.batch_execute("LISTEN async_events").await.unwrap();
+    client
+        .batch_execute("DO $$ BEGIN RAISE NOTICE 'hello from plpgsql'; END $$")
+        .await
+        .unwrap();
+    let (other, _other_driver) = connect().await;
+    other
+        .batch_execute("NOTIFY async_events, 'payload ✓'")
+        .await
+        .unwrap();
+    let (mut notice, mut notification) = (None, None);
+    while notice.is_none() || notification.is_none() {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+            .await
+            .expect("a message within 10 s")
+            .expect("the driver is running")
+            .unwrap();
+        match message {
+            AsyncMessage::Notice(n) => notice = Some(n),
+            AsyncMessage::Notification(n) => notification = Some(n),
+            _ => {}
+        }
+    }
+    assert_eq!(notice.unwrap().message(), "hello from plpgsql");
+    let notification = notification.unwrap();
+    assert_eq!(
+        (notification.channel(), notification.payload()),
+        ("async_events", "payload ✓")
+    );
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_large_result_never_starves_the_runtime() {
+    let (client, _driver) = connect().await;
+    let running = Arc::new(AtomicBool::new(true));
+    let worst_gap_us = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let (running, worst) = (running.clone(), worst_gap_us.clone());
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            while running.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let gap = last.elapsed().as_micros() as u64;
+                worst.fetch_max(gap, Ordering::Relaxed);
+                last = Instant::now();
+            }
+        })
+    };
+    // About 100 MB: 100k rows of 1 kB.
+    let rows = client
+        .query(
+            "SELECT g, repeat('x', 1000) FROM generate_series(1, 100000) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    running.store(false, Ordering::Relaxed);
+    ticker.await.unwrap();
+    assert_eq!(rows.len(), 100_000);
+    let worst = Duration::from_micros(worst_gap_us.load(Ordering::Relaxed));
+    eprintln!("worst ticker gap while 100 MB streamed: {worst:?}");
+    assert!(
+        worst < Duration::from_millis(250),
+        "the ticker was starved for {worst:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_terminated_backend_fails_queries_cleanly() {
+    let (client, driver) = connect().await;
+    let (killer, _killer_driver) = connect().await;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let _: bool = killer
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    let error = tokio::time::timeout(Duration::from_secs(10), client.query_one("SELECT 1", &[]))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
+    tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(client.is_closed());
+    let error = client.query_one("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Closed);
+}
+
+#[tokio::test]
+async fn connect_timeout_moves_on_from_a_silent_host() {
+    // A listening socket that never answers: the TCP connection succeeds, the startup
+    // packet gets no reply.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let Some(cluster) = common::cluster() else {
+        return;
+    };
+    let conninfo = format!(
+        "host=127.0.0.1,{} port={silent_port},{} user=postgres dbname=postgres connect_timeout=2",
+        cluster.socket_dir.display(),
+        cluster.port
+    );
+    let started = Instant::now();
+    let (client, connection) = pqlib::tokio::connect(&conninfo).await.unwrap();
+    tokio::spawn(connection);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(8),
+        "{elapsed:?}"
+    );
+    let n: i32 = client
+        .query_one("SELECT 5::int4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5);
+    drop(silent);
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<Client>();
+    fn send<T: Send>() {}
+    send::<Connection>();
+}
+
+/// A loopback TCP proxy that delays every chunk by `delay` in each direction: a network with
+/// a round-trip time of at least twice that.
+async fn latency_proxy(target_port: u16, delay: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", target_port))
+                .await
+                .unwrap();
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            let pump = |mut from: tokio::net::tcp::OwnedReadHalf,
+                        mut to: tokio::net::tcp::OwnedWriteHalf| async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match from.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    tokio::time::sleep(delay).await;
+                    if to.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::spawn(pump(client_read, server_write));
+            tokio::spawn(pump(server_read, client_write));
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelining_saves_round_trips_on_a_slow_network() {
+    let Some(cluster) = common::cluster() else {
+        return;
+    };
+    let delay = Duration::from_millis(5);
+    let port = latency_proxy(cluster.port, delay).await;
+    let conninfo = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let (client, connection) = pqlib::tokio::connect(&conninfo).await.unwrap();
+    tokio::spawn(connection);
+    let rtt = 2 * delay;
+    client.query_one("SELECT $1::int4", &[&0i32]).await.unwrap();
+
+    // 50 sequential statements: at least one round trip each.
+    let started = Instant::now();
+    for i in 0..50i32 {
+        let _: i32 = client
+            .query_one("SELECT $1::int4", &[&i])
+            .await
+            .unwrap()
+            .get(0);
+    }
+    let sequential_per_query = started.elapsed() / 50;
+    assert!(
+        sequential_per_query >= rtt,
+        "the proxy adds {rtt:?} per round trip"
+    );
+
+    // 1000 concurrent statements.
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..1000i32)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .query_one("SELECT $1::int4", &[&i])
+                    .await
+                    .map(|r| r.get::<_, i32>(0))
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap().unwrap(), i as i32);
+    }
+    let concurrent = started.elapsed();
+    let round_trips = concurrent.as_secs_f64() / sequential_per_query.as_secs_f64();
+    eprintln!(
+        "1000 concurrent queries through a {rtt:?} RTT proxy: {concurrent:?} (≈ {round_trips:.0} round trips; sequential {sequential_per_query:?} each)"
+    );
+    assert!(
+        round_trips < 100.0,
+        "1000 statements took {round_trips:.0} round-trip times"
+    );
+}
