@@ -47,11 +47,11 @@ use crate::error::{Error, Result};
 use crate::types::{BorrowToSql, FromSql, IsNull, ToSql, Type, WrongType};
 
 /// The binary COPY signature that starts the header.
-const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+pub(crate) const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 /// Header flag bit 16: each row has an OID field first (tables `WITH OIDS`, gone since
 /// PostgreSQL 12).
-const HAS_OIDS: i32 = 1 << 16;
+pub(crate) const HAS_OIDS: i32 = 1 << 16;
 
 /// Writes rows of typed values into a `COPY … FROM STDIN (FORMAT binary)`.
 ///
@@ -211,7 +211,7 @@ pub struct BinaryCopyOutIter<'c> {
 }
 
 /// Appends one row to `buf`, or nothing if a value fails.
-fn encode_row<P, I>(buf: &mut BytesMut, types: &[Type], values: I) -> Result<()>
+pub(crate) fn encode_row<P, I>(buf: &mut BytesMut, types: &[Type], values: I) -> Result<()>
 where
     P: BorrowToSql,
     I: IntoIterator<Item = P>,
@@ -263,7 +263,7 @@ where
 }
 
 /// Appends the header: signature, flags, no extension.
-fn encode_header(buf: &mut BytesMut) {
+pub(crate) fn encode_header(buf: &mut BytesMut) {
     buf.reserve(SIGNATURE.len() + 8);
     buf.put_slice(SIGNATURE);
     buf.put_i32(0); // flags
@@ -285,7 +285,7 @@ enum OutState {
 }
 
 /// What the start of the buffered data holds.
-enum Scan {
+pub(crate) enum Scan {
     /// The trailer (a field count of -1).
     Trailer,
     /// A whole row of this many bytes.
@@ -439,7 +439,7 @@ impl<R: BufRead> Decoder<R> {
 
 /// A row from one whole, checked tuple: its bytes and, after them, where each field
 /// starts, in one allocation.
-fn make_row(types: &Arc<[Type]>, tuple: &[u8]) -> BinaryCopyOutRow {
+pub(crate) fn make_row(types: &Arc<[Type]>, tuple: &[u8]) -> BinaryCopyOutRow {
     let fields = types.len();
     let mut data = Vec::with_capacity(tuple.len() + 4 * fields);
     data.extend_from_slice(tuple);
@@ -458,7 +458,7 @@ fn make_row(types: &Arc<[Type]>, tuple: &[u8]) -> BinaryCopyOutRow {
 }
 
 /// Finds where the row at the start of `buf` ends, checking its field count and lengths.
-fn scan(buf: &[u8], columns: usize) -> Result<Scan> {
+pub(crate) fn scan(buf: &[u8], columns: usize) -> Result<Scan> {
     let Some(&[a, b]) = buf.get(..2) else {
         if buf.is_empty() {
             return Err(invalid("the COPY data ended without the binary trailer"));

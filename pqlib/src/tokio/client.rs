@@ -84,6 +84,11 @@ impl Client {
     }
 
     /// Sends a request and waits for its results.
+    pub(crate) async fn request_work(&self, work: Work) -> Reply {
+        self.request(work).await
+    }
+
+    /// Sends a request and waits for its results.
     async fn request(&self, work: Work) -> Reply {
         self.deallocate_dropped();
         let (reply, answer) = oneshot::channel();

@@ -65,6 +65,51 @@ pub(crate) enum Work {
     },
     /// The simple query protocol (`PQsendQuery`), which needs the pipeline paused.
     Simple { sql: CString },
+    /// A `COPY` statement, also outside pipeline mode (libpq allows no COPY in it); once the
+    /// server is in COPY mode the data flows through `target`.
+    Copy { sql: CString, target: CopyTarget },
+}
+
+/// Where a COPY's data comes from or goes to.
+pub(crate) enum CopyTarget {
+    /// COPY FROM STDIN: chunks from the client's sink.
+    In(futures_channel::mpsc::Receiver<CopyInMessage>),
+    /// COPY TO STDOUT: chunks to the client's stream.
+    Out(futures_channel::mpsc::Sender<Result<bytes::Bytes>>),
+}
+
+/// What a `CopyInSink` sends to the connection task.
+pub(crate) enum CopyInMessage {
+    Data(bytes::Bytes),
+    /// The end of the data: the answer is the number of rows copied.
+    Finish(oneshot::Sender<Result<u64>>),
+}
+
+/// The connection task's side of a COPY in progress.
+enum CopyState {
+    /// Sending the client's chunks; `pending` could not be queued yet.
+    In {
+        data: futures_channel::mpsc::Receiver<CopyInMessage>,
+        pending: Option<bytes::Bytes>,
+        error: Option<Error>,
+    },
+    /// `PQputCopyEnd` is to be sent (`Err` message: abort) and then the final result read.
+    Ending {
+        abort: Option<&'static std::ffi::CStr>,
+        sent: bool,
+        reply: Option<oneshot::Sender<Result<u64>>>,
+        rows: Option<u64>,
+        error: Option<Error>,
+    },
+    /// Receiving data for the client's stream (`None`: nobody listens; discard).
+    Out {
+        sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
+    },
+    /// COPY OUT data is over: reading the final result for the stream.
+    OutEnding {
+        sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
+        error: Option<Error>,
+    },
 }
 
 /// The successful results of a request (NULL separators and sync points left out), or the
@@ -88,6 +133,8 @@ struct InFlight {
     nulls_left: usize,
     /// Whether a sync point ends it (pipelined requests) or its last NULL does (simple ones).
     sync: bool,
+    /// For a COPY request: where its data goes once the server is in COPY mode.
+    copy: Option<CopyTarget>,
 }
 
 /// The connection's socket, for tokio's reactor. libpq owns and closes the descriptor.
@@ -116,6 +163,7 @@ pub struct Connection {
     held: Option<Request>,
     in_flight: VecDeque<InFlight>,
     in_pipeline: bool,
+    copy: Option<CopyState>,
     needs_flush: bool,
     clients_gone: bool,
     messages: VecDeque<AsyncMessage>,
@@ -146,6 +194,7 @@ impl Connection {
             held: None,
             in_flight: VecDeque::new(),
             in_pipeline: true,
+            copy: None,
             needs_flush: false,
             clients_gone: false,
             messages: VecDeque::new(),
@@ -184,7 +233,11 @@ impl Connection {
 
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         for _ in 0..POLL_BUDGET {
-            let mut progress = self.take_requests(cx)?;
+            let mut progress = if self.copy.is_some() {
+                self.poll_copy(cx)?
+            } else {
+                self.take_requests(cx)?
+            };
             if self.needs_flush {
                 if let Poll::Ready(flushed) = self.poll_flush(cx) {
                     flushed?;
@@ -205,7 +258,11 @@ impl Connection {
                 }
                 progress = true;
             }
-            if self.clients_gone && self.in_flight.is_empty() && self.held.is_none() {
+            if self.clients_gone
+                && self.in_flight.is_empty()
+                && self.held.is_none()
+                && self.copy.is_none()
+            {
                 return Poll::Ready(Ok(()));
             }
             if !progress {
@@ -237,7 +294,7 @@ impl Connection {
                 // The caller is gone and nothing was sent: nothing to do.
                 continue;
             }
-            if matches!(request.work, Work::Simple { .. }) {
+            if matches!(request.work, Work::Simple { .. } | Work::Copy { .. }) {
                 if !self.in_flight.is_empty() {
                     // The simple protocol needs pipeline mode off, which needs it drained.
                     self.held = Some(request);
@@ -278,7 +335,9 @@ impl Connection {
 
     fn send(&mut self, request: Request) -> Result<()> {
         let ptr = self.conn.as_ptr();
-        let (sent, nulls, sync) = match &request.work {
+        let Request { work, reply, .. } = request;
+        let mut copy = None;
+        let (sent, nulls, sync) = match &work {
             Work::Execute { name, params } => {
                 let p = params;
                 // SAFETY: the connection is alive; the name is NUL-terminated and each array
@@ -328,7 +387,15 @@ impl Connection {
                 let ok = unsafe { ffi::PQsendQuery(ptr, sql.as_ptr()) };
                 (ok == 1, 1, false)
             }
+            Work::Copy { sql, .. } => {
+                // SAFETY: as for Simple.
+                let ok = unsafe { ffi::PQsendQuery(ptr, sql.as_ptr()) };
+                (ok == 1, 1, false)
+            }
         };
+        if let Work::Copy { target, .. } = work {
+            copy = Some(target);
+        }
         // Each pipelined request is its own sync segment: errors stay with their caller.
         let synced = !sync || self.send_sync();
         if !sent || !synced {
@@ -337,15 +404,16 @@ impl Connection {
                 // Half a request on the wire (or none possible any more): the stream is lost.
                 return Err(error);
             }
-            let _ = request.reply.send(Err(error));
+            let _ = reply.send(Err(error));
             return Ok(());
         }
         self.in_flight.push_back(InFlight {
-            reply: request.reply,
+            reply,
             results: Vec::new(),
             error: None,
             nulls_left: nulls,
             sync,
+            copy,
         });
         self.needs_flush = true;
         Ok(())
@@ -457,26 +525,58 @@ impl Connection {
                     }
                 }
                 ffi::ExecStatusType::PGRES_COPY_IN => {
-                    front.error.get_or_insert_with(copy_refused);
-                    // SAFETY: the connection is alive and in COPY IN; this ends it.
-                    unsafe {
-                        ffi::PQputCopyEnd(
-                            self.conn.as_ptr(),
-                            c"COPY is not supported through batch_execute".as_ptr(),
-                        )
+                    let target = front.copy.take();
+                    let Some(done) = self.in_flight.pop_front() else {
+                        return Ok(());
                     };
-                    self.needs_flush = true;
+                    match target {
+                        Some(CopyTarget::In(data)) => {
+                            let _ = done.reply.send(Ok(Vec::new()));
+                            self.copy = Some(CopyState::In {
+                                data,
+                                pending: None,
+                                error: None,
+                            });
+                        }
+                        _ => {
+                            let _ = done
+                                .reply
+                                .send(Err(copy_refused("COPY FROM STDIN", "copy_in")));
+                            self.copy = Some(CopyState::Ending {
+                                abort: Some(c"COPY FROM STDIN is not supported through this call"),
+                                sent: false,
+                                reply: None,
+                                rows: None,
+                                error: None,
+                            });
+                        }
+                    }
+                }
+                ffi::ExecStatusType::PGRES_COPY_OUT => {
+                    let target = front.copy.take();
+                    let Some(done) = self.in_flight.pop_front() else {
+                        return Ok(());
+                    };
+                    match target {
+                        Some(CopyTarget::Out(sink)) => {
+                            let _ = done.reply.send(Ok(Vec::new()));
+                            self.copy = Some(CopyState::Out { sink: Some(sink) });
+                        }
+                        _ => {
+                            // Read and discard the data, so the connection stays in step.
+                            let _ = done
+                                .reply
+                                .send(Err(copy_refused("COPY TO STDOUT", "copy_out")));
+                            self.copy = Some(CopyState::Out { sink: None });
+                        }
+                    }
                 }
                 other => {
                     front.error.get_or_insert_with(|| {
                         Error::client(format!("result status {} is not supported here", other.0))
                     });
-                    if other == ffi::ExecStatusType::PGRES_COPY_OUT
-                        || other == ffi::ExecStatusType::PGRES_COPY_BOTH
-                    {
-                        return Err(Error::client(
-                            "COPY TO STDOUT is not supported through batch_execute",
-                        ));
+                    if other == ffi::ExecStatusType::PGRES_COPY_BOTH {
+                        return Err(Error::client("COPY BOTH (replication) is not supported"));
                     }
                 }
             },
@@ -512,6 +612,198 @@ impl Connection {
         }
     }
 
+    /// Moves a COPY along: client chunks to libpq, libpq's chunks to the client, and the
+    /// final result. Returns whether anything happened.
+    fn poll_copy(&mut self, cx: &mut Context<'_>) -> Result<bool> {
+        use futures_core::Stream;
+        use futures_sink::Sink;
+        let ptr = self.conn.as_ptr();
+        let mut progress = false;
+        loop {
+            let Some(state) = self.copy.as_mut() else {
+                return Ok(progress);
+            };
+            match state {
+                CopyState::In {
+                    data,
+                    pending,
+                    error,
+                } => {
+                    if let Some(chunk) = pending.take() {
+                        let len = c_int::try_from(chunk.len()).unwrap_or(c_int::MAX);
+                        // SAFETY: the connection is alive and in COPY IN; `chunk` has `len`
+                        // readable bytes for the call (libpq copies them).
+                        match unsafe { ffi::PQputCopyData(ptr, chunk.as_ptr().cast(), len) } {
+                            1 => {
+                                self.needs_flush = true;
+                                progress = true;
+                            }
+                            0 => {
+                                // libpq's buffer is full: flush first, then try again.
+                                *pending = Some(chunk);
+                                self.needs_flush = true;
+                                return Ok(progress);
+                            }
+                            _ => {
+                                error.get_or_insert_with(|| {
+                                    Error::client(self.conn.error_message())
+                                });
+                            }
+                        }
+                    }
+                    match Pin::new(&mut *data).poll_next(cx) {
+                        Poll::Pending => return Ok(progress),
+                        Poll::Ready(Some(CopyInMessage::Data(chunk))) => {
+                            if error.is_none() {
+                                *pending = Some(chunk);
+                            }
+                            progress = true;
+                        }
+                        Poll::Ready(Some(CopyInMessage::Finish(reply))) => {
+                            let error = error.take();
+                            self.copy = Some(CopyState::Ending {
+                                abort: error
+                                    .as_ref()
+                                    .map(|_| c"the client failed to send COPY data"),
+                                sent: false,
+                                reply: Some(reply),
+                                rows: None,
+                                error,
+                            });
+                            progress = true;
+                        }
+                        Poll::Ready(None) => {
+                            // The sink was dropped without finish: abort the COPY.
+                            self.copy = Some(CopyState::Ending {
+                                abort: Some(
+                                    c"COPY aborted by the client: the CopyInSink was dropped",
+                                ),
+                                sent: false,
+                                reply: None,
+                                rows: None,
+                                error: None,
+                            });
+                            progress = true;
+                        }
+                    }
+                }
+                CopyState::Ending {
+                    abort,
+                    sent,
+                    reply,
+                    rows,
+                    error,
+                } => {
+                    if !*sent {
+                        let message = abort.map_or(std::ptr::null(), |m| m.as_ptr());
+                        // SAFETY: the connection is alive and in COPY IN; the message is NULL
+                        // (success) or a static NUL-terminated string.
+                        match unsafe { ffi::PQputCopyEnd(ptr, message) } {
+                            1 => {
+                                *sent = true;
+                                self.needs_flush = true;
+                                progress = true;
+                            }
+                            0 => {
+                                self.needs_flush = true;
+                                return Ok(progress);
+                            }
+                            _ => return Err(self.connection_error()),
+                        }
+                    }
+                    // SAFETY: the connection is alive; PQisBusy only parses buffered input.
+                    if unsafe { ffi::PQisBusy(ptr) } != 0 {
+                        return Ok(progress);
+                    }
+                    // SAFETY: not busy, so this returns at once; the result is owned below.
+                    match PgResult::from_returned(unsafe { ffi::PQgetResult(ptr) }) {
+                        Some(result) => {
+                            if result.status() == ffi::ExecStatusType::PGRES_COMMAND_OK {
+                                *rows = Some(result.rows_affected());
+                            } else if error.is_none() {
+                                *error = Some(result_error(&result));
+                            }
+                            progress = true;
+                        }
+                        None => {
+                            let answer = match (error.take(), *rows) {
+                                (Some(e), _) => Err(e),
+                                (None, Some(rows)) => Ok(rows),
+                                (None, None) => Err(Error::client("COPY ended without a result")),
+                            };
+                            if let Some(reply) = reply.take() {
+                                let _ = reply.send(answer);
+                            }
+                            self.copy = None;
+                            return Ok(true);
+                        }
+                    }
+                }
+                CopyState::Out { sink } => {
+                    if let Some(s) = sink.as_mut() {
+                        match Pin::new(&mut *s).poll_ready(cx) {
+                            Poll::Pending => return Ok(progress),
+                            Poll::Ready(Ok(())) => {}
+                            // The stream was dropped: keep reading, discard the data.
+                            Poll::Ready(Err(_)) => *sink = None,
+                        }
+                    }
+                    let mut buffer: *mut std::ffi::c_char = std::ptr::null_mut();
+                    // SAFETY: the connection is alive and in COPY OUT; async = 1 never waits.
+                    // A returned buffer is freed by PqBuffer.
+                    let n = unsafe { ffi::PQgetCopyData(ptr, &mut buffer, 1) };
+                    // SAFETY: `buffer` is NULL or libpq memory holding `n` bytes.
+                    let chunk = unsafe {
+                        crate::handle::PqBuffer::from_raw(buffer, usize::try_from(n).unwrap_or(0))
+                    };
+                    match n {
+                        0 => return Ok(progress),
+                        n if n > 0 => {
+                            if let (Some(s), Some(chunk)) = (sink.as_mut(), chunk) {
+                                let bytes = bytes::Bytes::copy_from_slice(chunk.as_bytes());
+                                if Pin::new(&mut *s).start_send(Ok(bytes)).is_err() {
+                                    *sink = None;
+                                }
+                            }
+                            progress = true;
+                        }
+                        -1 => {
+                            let sink = sink.take();
+                            self.copy = Some(CopyState::OutEnding { sink, error: None });
+                            progress = true;
+                        }
+                        _ => return Err(self.connection_error()),
+                    }
+                }
+                CopyState::OutEnding { sink, error } => {
+                    // SAFETY: the connection is alive; PQisBusy only parses buffered input.
+                    if unsafe { ffi::PQisBusy(ptr) } != 0 {
+                        return Ok(progress);
+                    }
+                    // SAFETY: not busy, so this returns at once; the result is owned below.
+                    match PgResult::from_returned(unsafe { ffi::PQgetResult(ptr) }) {
+                        Some(result) => {
+                            if result.status() != ffi::ExecStatusType::PGRES_COMMAND_OK
+                                && error.is_none()
+                            {
+                                *error = Some(result_error(&result));
+                            }
+                            progress = true;
+                        }
+                        None => {
+                            if let (Some(mut s), Some(e)) = (sink.take(), error.take()) {
+                                // The stream's last item: the error that ended the COPY.
+                                let _ = s.try_send(Err(e));
+                            }
+                            self.copy = None;
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn is_bad(&self) -> bool {
         self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD
     }
@@ -538,8 +830,20 @@ impl Connection {
     }
 }
 
-fn copy_refused() -> Error {
-    Error::bad_input("the statement started a COPY; COPY is not supported through batch_execute")
+fn copy_refused(what: &str, method: &str) -> Error {
+    Error::bad_input(format!(
+        "the statement started a {what}; use {method} for it"
+    ))
+}
+
+/// The error of a failed result (a server error, or one libpq made).
+fn result_error(result: &PgResult) -> Error {
+    let db = DbError::from_result(result);
+    if db.code().code().is_empty() {
+        Error::client(db.message().to_owned())
+    } else {
+        Error::db(db)
+    }
 }
 
 impl Future for Connection {

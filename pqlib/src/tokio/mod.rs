@@ -24,10 +24,12 @@
 
 mod client;
 mod connect;
+mod copy;
 mod driver;
 
 pub use client::{Client, Transaction};
 pub use connect::{connect, connect_config};
+pub use copy::{BinaryCopyInWriter, BinaryCopyOutStream, CopyInSink, CopyOutStream};
 pub use driver::{AsyncMessage, Connection};
 
 /// Cancels the statement running on an async connection, from any task or thread.

@@ -1,0 +1,211 @@
+//! COPY through the async client: sink and stream, binary helpers, failures and aborts, with
+//! concurrent statements before and after.
+
+mod common;
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use pqlib::error::{ErrorKind, SqlState};
+use pqlib::tokio::{BinaryCopyInWriter, BinaryCopyOutStream, Client};
+use pqlib::types::Type;
+
+async fn connect() -> Client {
+    let (client, connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn table(client: &Client, name: &str) {
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id int4 PRIMARY KEY, note text)"
+        ))
+        .await
+        .unwrap();
+}
+
+async fn count(client: &Client, name: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {name}") as &str, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn text_copy_in_and_out_round_trip() {
+    let client = connect().await;
+    table(&client, "acopy_text").await;
+    // Statements queued before the COPY finish first; the COPY waits for them.
+    let before = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .query_one("SELECT pg_sleep(0.05), 1::int4", &[])
+                .await
+        })
+    };
+    let mut sink = client.copy_in("COPY acopy_text FROM STDIN").await.unwrap();
+    for chunk in 0..100 {
+        let mut data = String::new();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            data.push_str(&format!("{i}\tnote {i}\n"));
+        }
+        sink.send(Bytes::from(data)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 100_000);
+    before.await.unwrap().unwrap();
+    assert_eq!(count(&client, "acopy_text").await, 100_000);
+
+    let mut stream = client
+        .copy_out("COPY (SELECT id, note FROM acopy_text ORDER BY id) TO STDOUT")
+        .await
+        .unwrap();
+    let mut lines = 0;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        lines += chunk.iter().filter(|&&b| b == b'\n').count();
+        if bytes.len() < 64 {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    assert_eq!(lines, 100_000);
+    assert!(bytes.starts_with(b"0\tnote 0\n1\tnote 1\n"));
+    // Back to pipelined statements.
+    let n: i32 = client
+        .query_one("SELECT 7::int4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 7);
+}
+
+#[tokio::test]
+async fn a_failing_copy_in_reports_at_finish_and_leaves_the_client_usable() {
+    let client = connect().await;
+    table(&client, "acopy_dup").await;
+    let mut sink = client.copy_in("COPY acopy_dup FROM STDIN").await.unwrap();
+    sink.send(Bytes::from_static(b"1\ta\n1\tb\n"))
+        .await
+        .unwrap();
+    let error = sink.finish().await.unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::UNIQUE_VIOLATION));
+    assert_eq!(count(&client, "acopy_dup").await, 0);
+}
+
+#[tokio::test]
+async fn a_dropped_sink_aborts_the_copy() {
+    let client = connect().await;
+    table(&client, "acopy_abort").await;
+    {
+        let mut sink = client.copy_in("COPY acopy_abort FROM STDIN").await.unwrap();
+        sink.send(Bytes::from_static(b"1\ta\n")).await.unwrap();
+    }
+    assert_eq!(count(&client, "acopy_abort").await, 0);
+    let mut sink = client.copy_in("COPY acopy_abort FROM STDIN").await.unwrap();
+    sink.send(Bytes::from_static(b"2\tb\n")).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn copy_out_errors_and_early_drops() {
+    let client = connect().await;
+    let mut stream = client
+        .copy_out("COPY (SELECT 1 / (g - 5000) FROM generate_series(1, 10000) g) TO STDOUT")
+        .await
+        .unwrap();
+    let mut last = None;
+    while let Some(item) = stream.next().await {
+        last = Some(item);
+    }
+    assert_eq!(
+        last.unwrap().unwrap_err().code(),
+        Some(&SqlState::DIVISION_BY_ZERO)
+    );
+
+    let mut stream = client
+        .copy_out("COPY (SELECT generate_series(1, 200000)) TO STDOUT")
+        .await
+        .unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
+    drop(stream);
+    let n: i32 = client
+        .query_one("SELECT 8::int4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 8);
+}
+
+#[tokio::test]
+async fn the_wrong_direction_or_no_copy_is_bad_input() {
+    let client = connect().await;
+    table(&client, "acopy_dir").await;
+    let e = client
+        .copy_in("COPY acopy_dir TO STDOUT")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput);
+    let e = client
+        .copy_out("COPY acopy_dir FROM STDIN")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput);
+    let e = client.copy_in("SELECT 1").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput);
+    let n: i32 = client
+        .query_one("SELECT 9::int4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 9);
+}
+
+#[tokio::test]
+async fn binary_copy_round_trip() {
+    let client = connect().await;
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS acopy_bin; CREATE TABLE acopy_bin (id int4, note text, x float8, at timestamptz)",
+        )
+        .await
+        .unwrap();
+    let types = [Type::INT4, Type::TEXT, Type::FLOAT8, Type::TIMESTAMPTZ];
+    let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let sink = client
+        .copy_in("COPY acopy_bin FROM STDIN (FORMAT binary)")
+        .await
+        .unwrap();
+    let mut writer = BinaryCopyInWriter::new(sink, &types);
+    for i in 0..10_000i32 {
+        let note = (i % 3 != 0).then(|| format!("note ✓ {i}"));
+        writer
+            .write(&[&i, &note, &(f64::from(i) / 4.0), &now])
+            .await
+            .unwrap();
+    }
+    assert_eq!(writer.finish().await.unwrap(), 10_000);
+
+    let stream = client
+        .copy_out("COPY (SELECT * FROM acopy_bin ORDER BY id) TO STDOUT (FORMAT binary)")
+        .await
+        .unwrap();
+    let mut rows = BinaryCopyOutStream::new(stream, &types);
+    let mut i = 0i32;
+    while let Some(row) = rows.next().await {
+        let row = row.unwrap();
+        assert_eq!(row.get::<i32>(0), i);
+        let note: Option<&str> = row.get(1);
+        assert_eq!(
+            note.map(str::to_owned),
+            (i % 3 != 0).then(|| format!("note ✓ {i}"))
+        );
+        assert_eq!(row.get::<f64>(2), f64::from(i) / 4.0);
+        assert_eq!(row.get::<SystemTime>(3), now);
+        i += 1;
+    }
+    assert_eq!(i, 10_000);
+}
