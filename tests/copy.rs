@@ -682,3 +682,96 @@ fn copy_out_backend_terminated() {
     drop(reader);
     assert!(conn.query_one("SELECT 1", &[]).is_err());
 }
+
+fn all_byte_values() -> Vec<u8> {
+    (0..=255u8).collect()
+}
+
+#[test]
+fn all_256_byte_values_in_text_copy() {
+    let mut conn = connect();
+    fresh_table(&mut conn, "copy_bytes_text", "id int4, data bytea");
+    let hex: String = all_byte_values()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut writer = conn.copy_in("COPY copy_bytes_text FROM STDIN").unwrap();
+    // In COPY text, a backslash is escaped: `\\x…` is the bytea hex form `\x…`.
+    writer
+        .write_all(format!("1\t\\\\x{hex}\n").as_bytes())
+        .unwrap();
+    assert_eq!(writer.finish().unwrap(), 1);
+    let stored: Vec<u8> = conn
+        .query_one("SELECT data FROM copy_bytes_text", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, all_byte_values());
+
+    let mut out = String::new();
+    conn.copy_out("COPY copy_bytes_text (data) TO STDOUT")
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, format!("\\\\x{hex}\n"));
+}
+
+#[test]
+fn all_256_byte_values_in_binary_copy() {
+    let mut conn = connect();
+    fresh_table(&mut conn, "copy_bytes_binary", "data bytea");
+    let writer = conn
+        .copy_in("COPY copy_bytes_binary FROM STDIN (FORMAT binary)")
+        .unwrap();
+    let mut writer = BinaryCopyInWriter::new(writer, &[Type::BYTEA]);
+    let bytes = all_byte_values();
+    writer.write(&[&bytes]).unwrap();
+    // Each single byte as its own value too, including 0x00 and 0xff.
+    for b in 0..=255u8 {
+        writer.write(&[&vec![b]]).unwrap();
+    }
+    assert_eq!(writer.finish().unwrap(), 257);
+    let reader = conn
+        .copy_out("COPY copy_bytes_binary TO STDOUT (FORMAT binary)")
+        .unwrap();
+    let rows: Vec<Vec<u8>> = BinaryCopyOutIter::new(reader, &[Type::BYTEA])
+        .map(|row| row.unwrap().get::<Vec<u8>>(0))
+        .collect();
+    assert_eq!(rows[0], bytes);
+    assert_eq!(rows[1..].iter().map(|r| r[0]).collect::<Vec<_>>(), bytes);
+}
+
+#[test]
+fn rows_larger_than_10_mib() {
+    let mut conn = connect();
+    fresh_table(&mut conn, "copy_big_rows", "id int4, body text");
+    let body: String = "0123456789abcdef".repeat(12 << 16); // 12 MiB
+    let mut writer = conn.copy_in("COPY copy_big_rows FROM STDIN").unwrap();
+    for id in 0..2 {
+        writer.write_all(format!("{id}\t").as_bytes()).unwrap();
+        writer.write_all(body.as_bytes()).unwrap();
+        writer.write_all(b"\n").unwrap();
+    }
+    assert_eq!(writer.finish().unwrap(), 2);
+
+    let mut reader = conn
+        .copy_out("COPY (SELECT body FROM copy_big_rows ORDER BY id) TO STDOUT")
+        .unwrap();
+    let mut line = String::new();
+    for _ in 0..2 {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line.len(), body.len() + 1);
+        assert!(line[..body.len()] == body);
+    }
+    drop(reader);
+
+    let reader = conn
+        .copy_out("COPY (SELECT body FROM copy_big_rows) TO STDOUT (FORMAT binary)")
+        .unwrap();
+    for row in BinaryCopyOutIter::new(reader, &[Type::TEXT]) {
+        let row = row.unwrap();
+        let text: &str = row.get(0);
+        assert_eq!(text.len(), body.len());
+    }
+    assert_usable(&mut conn);
+}
