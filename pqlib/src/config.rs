@@ -784,6 +784,9 @@ impl FromStr for Config {
     fn from_str(s: &str) -> Result<Config, Error> {
         let conninfo = CString::new(s).map_err(|e| Error::nul_byte("the connection string", e))?;
         let options = ConninfoOptions::parse(&conninfo).map_err(|message| {
+            if let Some(error) = unsupported_keyword(&message) {
+                return error;
+            }
             let message = if may_hold_secret(s) {
                 mask_quoted(&message)
             } else {
@@ -960,6 +963,21 @@ impl fmt::Display for Config {
     }
 }
 
+/// libpq's "invalid connection option" for a keyword a newer libpq knows, as the same
+/// `Unsupported` error `validate` gives.
+fn unsupported_keyword(message: &str) -> Option<Error> {
+    let keyword = message
+        .trim()
+        .strip_prefix("invalid connection option \"")?
+        .split('"')
+        .next()?;
+    let major = newer_keyword_major(keyword)?;
+    Some(Error::unsupported(format!(
+        "connection option {keyword:?} needs libpq {major} or newer; this program runs libpq {}",
+        crate::version()
+    )))
+}
+
 /// The libpq release that introduced a connection keyword newer than the oldest supported
 /// libpq (14), so that using it with an older one says what to upgrade instead of
 /// "invalid connection option".
@@ -995,6 +1013,17 @@ mod tests {
             assert!(e.to_string().contains("needs libpq 16"), "{e}");
         }
     }
+    #[test]
+    fn parsing_a_keyword_of_a_newer_libpq_is_unsupported() {
+        let parsed = "host=a load_balance_hosts=random".parse::<Config>();
+        if cfg!(libpq_16) {
+            assert!(parsed.is_ok(), "{parsed:?}");
+        } else {
+            let e = parsed.unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Unsupported, "{e}");
+        }
+    }
+
 
     use super::*;
     use crate::error::ErrorKind;

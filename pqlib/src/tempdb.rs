@@ -91,6 +91,10 @@ pub enum TempClusterErrorKind {
     Io,
     /// `initdb` failed; the message includes its output.
     Initdb,
+    /// `pg_basebackup` failed to copy the primary for a
+    /// [`standby_of`](TempClusterBuilder::standby_of) cluster; the message includes its
+    /// output.
+    BaseBackup,
     /// The server exited or did not accept connections in time; the message includes the end
     /// of its log.
     Start,
@@ -180,6 +184,8 @@ pub struct TempClusterBuilder {
     tls: Option<TlsFiles>,
     bin_dir: Option<PathBuf>,
     start_timeout: Duration,
+    /// For [`standby_of`](Self::standby_of): the primary's conninfo.
+    primary: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +203,7 @@ impl Default for TempClusterBuilder {
             tls: None,
             bin_dir: None,
             start_timeout: DEFAULT_START_TIMEOUT,
+            primary: None,
         }
     }
 }
@@ -291,6 +298,39 @@ impl TempClusterBuilder {
         self
     }
 
+    /// Makes the cluster a streaming replica of `primary` instead of a new one: its data
+    /// directory is a `pg_basebackup --write-recovery-conf` copy of the primary's (settings,
+    /// `pg_hba.conf` and TLS files included), and the server starts as a hot standby that
+    /// streams WAL from the primary over its unix socket. Lines given with
+    /// [`config`](Self::config), [`hba`](Self::hba) and [`tls`](Self::tls) apply on top.
+    ///
+    /// The primary's binaries are used unless [`bin_dir`](Self::bin_dir) is given, and it
+    /// must allow replication connections from its socket, as `initdb`'s `pg_hba.conf`
+    /// does. [`start`](Self::start) returns once the standby accepts (read-only)
+    /// connections, which says nothing about how far replication has got. Promote it with
+    /// `SELECT pg_promote()`.
+    ///
+    /// ```no_run
+    /// use pqlib::tempdb::TempCluster;
+    ///
+    /// let primary = TempCluster::start()?;
+    /// let standby = TempCluster::builder().standby_of(&primary).start()?;
+    /// let conninfo = format!(
+    ///     "host={0},{0} port={1},{2} target_session_attrs=read-write",
+    ///     primary.host(),
+    ///     standby.port(),
+    ///     primary.port()
+    /// );
+    /// # Ok::<(), pqlib::tempdb::TempClusterError>(())
+    /// ```
+    pub fn standby_of(mut self, primary: &TempCluster) -> Self {
+        self.primary = Some(primary.conninfo());
+        if self.bin_dir.is_none() {
+            self.bin_dir = Some(primary.bin_dir().to_owned());
+        }
+        self
+    }
+
     /// Creates the cluster and starts the server, returning once it accepts connections.
     ///
     /// On failure nothing is left behind: a started server is stopped and the directory is
@@ -342,7 +382,10 @@ impl TempClusterBuilder {
             server: None,
             removed: false,
         };
-        cluster.initdb()?;
+        match &self.primary {
+            Some(primary) => cluster.base_backup(primary, self.start_timeout)?,
+            None => cluster.initdb()?,
+        }
         self.configure(&cluster)?;
         for _ in 0..START_ATTEMPTS {
             let port = next_port()
@@ -632,6 +675,57 @@ impl TempCluster {
                 output.status,
                 self.owner_note(),
                 last_lines(&text)
+            ),
+        ))
+    }
+
+    /// Fills the data directory with a base backup of the server at `primary` and configures
+    /// it to stream from there (`standby.signal`, `primary_conninfo`).
+    fn base_backup(&self, primary: &str, timeout: Duration) -> Result<(), TempClusterError> {
+        let program = self.bin_dir.join("pg_basebackup");
+        // Output goes to a file: a pipe nobody reads while waiting could fill and block it.
+        let log_path = self.root.join("pg_basebackup.log");
+        let log = File::create(&log_path)
+            .map_err(|e| TempClusterError::io(format!("creating {}", log_path.display()), e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| TempClusterError::io("duplicating the log file descriptor", e))?;
+        let mut command = Command::new(&program);
+        command
+            .arg("--pgdata")
+            .arg(&self.data_dir)
+            .arg(format!("--dbname={primary}"))
+            // A fast checkpoint: the default spreads it over minutes.
+            .args(["--checkpoint=fast", "--write-recovery-conf", "--no-sync"])
+            .stdout(log)
+            .stderr(log_err);
+        self.prepare(&mut command);
+        let mut child = command.spawn().map_err(|e| {
+            TempClusterError::io(
+                format!("could not run {}{}", program.display(), self.owner_note()),
+                e,
+            )
+        })?;
+        let failure = match wait_timeout(&mut child, timeout) {
+            Ok(true) => match child.wait() {
+                Ok(status) if status.success() => return Ok(()),
+                Ok(status) => format!("pg_basebackup failed ({status})"),
+                Err(e) => return Err(TempClusterError::io("waiting for pg_basebackup", e)),
+            },
+            Ok(false) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                format!("pg_basebackup did not finish within {timeout:?}")
+            }
+            Err(e) => return Err(TempClusterError::io("waiting for pg_basebackup", e)),
+        };
+        let output = fs::read_to_string(&log_path).unwrap_or_default();
+        Err(TempClusterError::new(
+            TempClusterErrorKind::BaseBackup,
+            format!(
+                "{failure}{} copying {primary}:\n{}",
+                self.owner_note(),
+                last_lines(&output)
             ),
         ))
     }

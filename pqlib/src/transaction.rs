@@ -268,6 +268,17 @@ impl<'c> Transaction<'c> {
         self.conn.query_typed(sql, params)
     }
 
+    /// See [`Connection::query_raw`].
+    pub fn query_raw<T, P, I>(&mut self, statement: &T, params: I) -> Result<crate::RowStream<'_>>
+    where
+        T: ?Sized + ToStatement,
+        P: crate::types::BorrowToSql,
+        I: IntoIterator<Item = P>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        self.conn.query_raw(statement, params)
+    }
+
     /// See [`Connection::prepare`].
     pub fn prepare(&mut self, sql: &str) -> Result<Statement> {
         self.conn.prepare(sql)
