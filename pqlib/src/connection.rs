@@ -708,6 +708,15 @@ impl Connection {
         if text.as_bytes().contains(&0) {
             return Err(Error::bad_input("the text to escape contains a NUL byte"));
         }
+        // libpq escapes in the client encoding; some (BIG5, GBK) let a multibyte lead byte
+        // swallow a quote (cf. CVE-2025-1094). Text here is always UTF-8, so escape only then.
+        let encoding = self.client_encoding();
+        if encoding != "UTF8" {
+            return Err(Error::bad_input(format!(
+                "escaping needs client_encoding UTF8 (pqlib's setting), but the session was \
+                 switched to {encoding}"
+            )));
+        }
         // SAFETY: the connection is alive; `text` is read for exactly `len` bytes (libpq
         // stops early only at a NUL, which we excluded).
         let ptr = unsafe { function(self.conn.as_ptr(), text.as_ptr().cast(), text.len()) };

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod auth;
 pub mod binary_copy;
 mod cancel;
 pub mod config;
@@ -45,6 +46,7 @@ pub mod pipeline;
 mod row;
 mod row_stream;
 mod statement;
+pub mod tls;
 mod transaction;
 pub mod types;
 mod version;
@@ -54,6 +56,7 @@ pub mod tempdb;
 
 #[cfg(all(feature = "tokio", unix))]
 pub mod tokio;
+
 
 pub use cancel::CancelToken;
 pub use config::Config;

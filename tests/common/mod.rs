@@ -262,3 +262,63 @@ pub fn wait_until_active(observer: &mut pqlib::Connection, pid: i32) {
         thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// Values dropped when the test binary exits (see [`drop_at_exit`]).
+#[cfg(unix)]
+static AT_EXIT: Mutex<Vec<Box<dyn std::any::Any + Send>>> = Mutex::new(Vec::new());
+
+/// Keeps `value` alive until the test binary exits, then drops it: for a fixture shared by
+/// the tests of one binary (a [`TempCluster`] with its own settings, the files it uses),
+/// which a `static` would never drop. Values are dropped in reverse order of registration.
+#[cfg(unix)]
+pub fn drop_at_exit<T: Send + 'static>(value: T) {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    AT_EXIT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Box::new(value));
+    REGISTER.call_once(|| {
+        // SAFETY: `drop_registered` takes no arguments, returns nothing and never unwinds,
+        // as an atexit handler must; the Once registers it once.
+        if unsafe { libc::atexit(drop_registered) } != 0 {
+            eprintln!("could not register the exit handler: test fixtures will be left behind");
+        }
+    });
+}
+
+#[cfg(unix)]
+extern "C" fn drop_registered() {
+    let _ = std::panic::catch_unwind(|| {
+        let values = std::mem::take(&mut *AT_EXIT.lock().unwrap_or_else(PoisonError::into_inner));
+        for value in values.into_iter().rev() {
+            drop(value);
+        }
+    });
+}
+
+/// Starts a child process of this test binary that runs only test `name` (which acts when
+/// `flag` is set in its environment), with every `PG*` variable and `DATABASE_URL` removed
+/// and `vars` set, and waits for it (at most 120 s). Returns whether it succeeded and printed
+/// `CHILD OK`, and its output.
+pub fn run_child_test(name: &str, flag: &str, vars: &[(&str, String)]) -> (bool, String) {
+    let mut command = Command::new(std::env::current_exe().expect("the test binary's path"));
+    command.args([
+        "--exact",
+        name,
+        "--nocapture",
+        "--include-ignored",
+        "--test-threads=1",
+    ]);
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("PG") || key_text == "DATABASE_URL" {
+            command.env_remove(&key);
+        }
+    }
+    command.env(flag, "1").stdin(Stdio::null());
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    let (status, output) = run_bounded(command, Duration::from_secs(120));
+    (status.success() && output.contains("CHILD OK"), output)
+}
