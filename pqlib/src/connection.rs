@@ -104,7 +104,9 @@ impl Connection {
         // also when connecting failed).
         let conn = unsafe { PgConn::from_ptr(ptr) };
         if conn.status() != ffi::ConnStatusType::CONNECTION_OK {
-            return Err(Error::connect(conn.error_message()));
+            let error = Error::connect(conn.error_message());
+            crate::trace::connected("", "", "", Err(&error));
+            return Err(error);
         }
         let notices = NoticeState::install(&conn);
         let mut connection = Connection {
@@ -116,6 +118,15 @@ impl Connection {
             lost: false,
         };
         connection.require_utf8()?;
+        #[cfg(feature = "tracing")]
+        {
+            let text = |getter: unsafe extern "C" fn(*const ffi::PGconn) -> *mut c_char| {
+                // SAFETY: the connection is alive; the strings are owned by libpq and copied.
+                unsafe { lossy_string(getter(connection.conn.as_ptr())) }.unwrap_or_default()
+            };
+            let (host, port, dbname) = (text(ffi::PQhost), text(ffi::PQport), text(ffi::PQdb));
+            crate::trace::connected(&host, &port, &dbname, Ok(connection.backend_pid()));
+        }
         Ok(connection)
     }
 
@@ -146,6 +157,7 @@ impl Connection {
     /// ```
     #[doc(alias = "PQexec")]
     pub fn batch_execute(&mut self, sql: &str) -> Result<()> {
+        let _span = crate::trace::statement("batch_execute", sql);
         self.before_query()?;
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         // SAFETY: the connection is alive and `sql` is NUL-terminated for the call.
@@ -188,7 +200,8 @@ impl Connection {
     {
         self.before_query()?;
         let statement = statement.to_statement(self)?;
-        match self.execute_prepared(&statement, params) {
+        let _span = crate::trace::statement("query", statement.sql());
+        let result = match self.execute_prepared(&statement, params) {
             Err(e) if statement.is_cached() && is_stale_plan(&e) && self.is_idle() => {
                 // DDL changed the cached statement's result type, or SQL deallocated it.
                 // Outside a transaction nothing was lost, so prepare it again and retry once.
@@ -202,7 +215,9 @@ impl Connection {
                 Err(e)
             }
             ok => ok,
-        }
+        };
+        crate::trace::statement_done(result.as_ref().map_or(0, Rows::len), result.as_ref().err());
+        result
     }
 
     /// Runs a statement expected to return exactly one row; any other count is an error of
@@ -274,6 +289,7 @@ impl Connection {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Rows> {
+        let _span = crate::trace::statement("query_typed", sql);
         self.before_query()?;
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         let (values, types): (Vec<&(dyn ToSql + Sync)>, Vec<Type>) = params.iter().cloned().unzip();
@@ -790,7 +806,8 @@ pub enum TransactionStatus {
 pub(crate) fn is_stale_plan(error: &Error) -> bool {
     use crate::error::SqlState;
     error.as_db_error().is_some_and(|db| {
-        (db.code() == &SqlState::FEATURE_NOT_SUPPORTED && db.routine() == Some("RevalidateCachedQuery"))
+        (db.code() == &SqlState::FEATURE_NOT_SUPPORTED
+            && db.routine() == Some("RevalidateCachedQuery"))
             || db.code() == &SqlState::INVALID_SQL_STATEMENT_NAME
     })
 }

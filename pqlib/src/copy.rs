@@ -80,6 +80,7 @@ impl Connection {
     #[doc(alias = "COPY")]
     #[doc(alias = "PQputCopyData")]
     pub fn copy_in(&mut self, sql: &str) -> Result<CopyInWriter<'_>> {
+        crate::trace::copy("in", sql);
         match self.start_copy(sql, "copy_in")? {
             ffi::ExecStatusType::PGRES_COPY_IN => Ok(CopyInWriter {
                 conn: self,
@@ -122,6 +123,7 @@ impl Connection {
     #[doc(alias = "COPY")]
     #[doc(alias = "PQgetCopyData")]
     pub fn copy_out(&mut self, sql: &str) -> Result<CopyOutReader<'_>> {
+        crate::trace::copy("out", sql);
         match self.start_copy(sql, "copy_out")? {
             ffi::ExecStatusType::PGRES_COPY_OUT => Ok(CopyOutReader {
                 conn: self,
@@ -266,12 +268,14 @@ impl CopyInWriter<'_> {
         };
         let results = end_results(self.conn);
         self.conn.notices.resume_panic();
-        match (sent.and(ended), results) {
+        let outcome = match (sent.and(ended), results) {
             // The server's own report says most (e.g. which constraint a row broke).
             (_, Err(e)) if e.as_db_error().is_some() => Err(e),
             (Err(e), _) => Err(e),
             (Ok(()), results) => results,
-        }
+        };
+        crate::trace::copy_done(outcome.as_ref().copied());
+        outcome
     }
 
     /// Hands the buffered data to libpq once there is enough of it.

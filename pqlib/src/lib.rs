@@ -46,6 +46,7 @@ pub mod pipeline;
 mod row;
 mod row_stream;
 mod statement;
+mod trace;
 pub mod tls;
 mod transaction;
 pub mod types;

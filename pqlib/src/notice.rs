@@ -11,7 +11,7 @@ use foreign_types::ForeignTypeRef;
 use pqlib_sys as ffi;
 
 use crate::Connection;
-use crate::error::{DbError, Severity};
+use crate::error::DbError;
 use crate::handle::{PgConnRef, PgResultRef};
 
 type Handler = Box<dyn FnMut(&DbError) + Send>;
@@ -79,12 +79,7 @@ impl NoticeState {
 }
 
 fn log_notice(notice: &DbError) {
-    let level = match notice.parsed_severity() {
-        Some(Severity::Warning) => log::Level::Warn,
-        Some(Severity::Notice | Severity::Info) => log::Level::Info,
-        _ => log::Level::Debug,
-    };
-    log::log!(target: "pqlib::notice", level, "{notice}");
+    crate::trace::notice(notice);
 }
 
 /// The C-ABI notice receiver.
