@@ -16,6 +16,7 @@ fn main() {
         .collect();
     println!("cargo::rustc-check-cfg=cfg({})", names.join(", "));
     println!("cargo::rustc-check-cfg=cfg(pqlib_vendored)");
+    println!("cargo::rustc-check-cfg=cfg(docsrs)");
     for m in MINIMUM_MAJOR + 1..=major.min(NEWEST_CFG_MAJOR) {
         println!("cargo::rustc-cfg=libpq_{m}");
     }

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
 
 fn run(env: &BuildEnv) -> Result<(), String> {
     println!("cargo::rerun-if-changed=build");
+    println!("cargo::rustc-check-cfg=cfg(docsrs)");
     println!("cargo::rerun-if-changed={}", PREGENERATED);
 
     let libpq = probe::find_libpq(env)?;

@@ -12,8 +12,7 @@
 //! let version = unsafe { pqlib_sys::PQlibVersion() };
 //! println!("libpq {version}");
 //! ```
-#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]
-#![allow(clippy::all, rustdoc::all)]
+#![deny(missing_docs)]
 
 // Linking the crate pulls in the static libpq that pq-src compiled.
 #[cfg(feature = "vendored")]
@@ -22,7 +21,14 @@ extern crate pq_src;
 /// The C stream type taken by `PQprint`, `PQdisplayTuples` and `PQtrace`.
 pub use libc::FILE;
 
-include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+/// The generated items: libpq's documentation is its manual, not doc comments.
+#[allow(missing_docs, non_camel_case_types, non_snake_case, non_upper_case_globals)]
+#[allow(clippy::all, rustdoc::all)]
+mod bindings {
+    use super::FILE;
+    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+}
+pub use bindings::*;
 
 /// The libpq version read from the headers at build time, in `PQlibVersion()` format
 /// (`major * 10000 + minor`).

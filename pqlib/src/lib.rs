@@ -29,6 +29,7 @@
 //! panics; a panic is re-raised on the calling thread after libpq returns, never unwound
 //! through C.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod auth;
