@@ -39,7 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     // Parameters travel in binary; the statement is prepared once and cached.
-    let people = [(1, "Ada", Some(9.5)), (2, "Grace", None), (3, "Edsger", Some(7.25))];
+    let people = [
+        (1, "Ada", Some(9.5)),
+        (2, "Grace", None),
+        (3, "Edsger", Some(7.25)),
+    ];
     for (id, name, score) in &people {
         conn.execute(
             "INSERT INTO quickstart_people (id, name, score) VALUES ($1, $2, $3)",
@@ -49,7 +53,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("inserted {} people", people.len());
 
     // `&str` values borrow libpq's result: no copy, and they cannot outlive `rows`.
-    let rows = conn.query("SELECT id, name, score FROM quickstart_people ORDER BY id", &[])?;
+    let rows = conn.query(
+        "SELECT id, name, score FROM quickstart_people ORDER BY id",
+        &[],
+    )?;
     for row in &rows {
         let id: i32 = row.get("id");
         let name: &str = row.get("name");
@@ -63,12 +70,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tx.execute("DELETE FROM quickstart_people", &[])?;
         println!("inside the transaction: {} people", count(&mut tx)?);
     }
-    let after: i64 = conn.query_one("SELECT count(*) FROM quickstart_people", &[])?.get(0);
+    let after: i64 = conn
+        .query_one("SELECT count(*) FROM quickstart_people", &[])?
+        .get(0);
     println!("after rolling it back: {after} people");
 
     // A unique violation is an error with a SQLSTATE, and the connection stays usable.
     let err = conn
-        .execute("INSERT INTO quickstart_people (id, name) VALUES (1, 'again')", &[])
+        .execute(
+            "INSERT INTO quickstart_people (id, name) VALUES (1, 'again')",
+            &[],
+        )
         .unwrap_err();
     println!("duplicate id: {err}");
 
@@ -86,5 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn count(tx: &mut pqlib::Transaction<'_>) -> Result<i64, Error> {
-    Ok(tx.query_one("SELECT count(*) FROM quickstart_people", &[])?.get(0))
+    Ok(tx
+        .query_one("SELECT count(*) FROM quickstart_people", &[])?
+        .get(0))
 }

@@ -511,3 +511,61 @@ async fn pipelining_saves_round_trips_on_a_slow_network() {
         "1000 statements took {round_trips:.0} round-trip times"
     );
 }
+
+#[tokio::test]
+async fn the_connect_future_is_send() {
+    let conninfo = common::conninfo();
+    // tokio::spawn needs a Send future: the whole connect runs inside one.
+    let (client, connection) = tokio::spawn(async move { pqlib::tokio::connect(&conninfo).await })
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::spawn(connection);
+    let n: i32 = client
+        .query_one("SELECT 3::int4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}
+
+#[tokio::test]
+async fn a_lost_connection_dropped_late_never_disturbs_a_newer_one() {
+    let (a, mut a_connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
+    // A's task hands its Connection back when it ends, so that it outlives the failure.
+    let a_task = tokio::spawn(async move {
+        let result = (&mut a_connection).await;
+        (result, a_connection)
+    });
+    let (killer, _killer_driver) = connect().await;
+    let pid: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let _: bool = killer
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(a.query_one("SELECT 1", &[]).await.is_err());
+    // libpq has closed A's socket, but A's Connection (and its registration) lives on.
+    let (result, a_connection) = tokio::time::timeout(Duration::from_secs(10), a_task)
+        .await
+        .expect("A's task ends")
+        .unwrap();
+    assert!(result.is_err());
+    // B may well get the descriptor number A's socket had.
+    let (b, b_connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
+    tokio::spawn(b_connection);
+    let n: i32 = b.query_one("SELECT 1::int4", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    drop(a_connection);
+    drop(a);
+    let n: i32 = tokio::time::timeout(Duration::from_secs(10), b.query_one("SELECT 2::int4", &[]))
+        .await
+        .expect("B keeps working after A is dropped")
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}

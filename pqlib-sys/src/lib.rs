@@ -22,7 +22,12 @@ extern crate pq_src;
 pub use libc::FILE;
 
 /// The generated items: libpq's documentation is its manual, not doc comments.
-#[allow(missing_docs, non_camel_case_types, non_snake_case, non_upper_case_globals)]
+#[allow(
+    missing_docs,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals
+)]
 #[allow(clippy::all, rustdoc::all)]
 mod bindings {
     use super::FILE;

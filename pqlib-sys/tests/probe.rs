@@ -420,7 +420,5 @@ fn the_vendored_version_constant_matches_the_pq_src_pin() {
         "pq-src pin changed"
     );
     // pq-src 0.3.14 is 0.3.14+libpq-18.6.
-    assert!(
-        build_version.contains("pubconstVENDORED:Version=Version{major:18,minor:6,};")
-    );
+    assert!(build_version.contains("pubconstVENDORED:Version=Version{major:18,minor:6,};"));
 }

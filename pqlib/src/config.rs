@@ -1024,7 +1024,6 @@ mod tests {
         }
     }
 
-
     use super::*;
     use crate::error::ErrorKind;
 

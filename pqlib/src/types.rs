@@ -10,6 +10,8 @@
 //! `postgres-types = { version = "0.2", features = ["derive"] }` next to `pqlib`.
 //!
 //! ```no_run
+//! # #[cfg(feature = "derive")]
+//! # mod example {
 //! use pqlib::types::{FromSql, ToSql};
 //!
 //! #[derive(Debug, ToSql, FromSql, PartialEq)]
@@ -20,13 +22,14 @@
 //!     #[postgres(name = "sad")]
 //!     Sad,
 //! }
-//! # #[cfg(feature = "derive")]
-//! # fn main() -> Result<(), pqlib::Error> {
+//!
+//! # pub fn run() -> Result<(), pqlib::Error> {
 //! let mut conn = pqlib::Connection::connect("")?;
 //! conn.batch_execute("CREATE TYPE mood AS ENUM ('happy', 'sad')")?;
 //! let mood: Mood = conn.query_one("SELECT $1::mood", &[&Mood::Happy])?.get(0);
 //! # Ok(()) }
-//! # #[cfg(not(feature = "derive"))] fn main() {}
+//! # }
+//! # fn main() {}
 //! ```
 
 use std::collections::HashMap;

@@ -322,3 +322,505 @@ pub fn run_child_test(name: &str, flag: &str, vars: &[(&str, String)]) -> (bool,
     let (status, output) = run_bounded(command, Duration::from_secs(120));
     (status.success() && output.contains("CHILD OK"), output)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection (tests/faults.rs, tests/faults_async.rs, tests/bad_input.rs, tests/soak.rs).
+
+/// Runs `f` on a thread of its own and returns its value, failing the test if it takes longer
+/// than `limit`: the test reports a hang instead of becoming one (the stuck thread is left
+/// behind and ends with the test binary).
+pub fn bounded<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            let _ = worker.join();
+            value
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not finish within {limit:?}")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // The closure panicked: re-raise its panic here.
+            match worker.join() {
+                Err(payload) => std::panic::resume_unwind(payload),
+                Ok(()) => unreachable!("the worker sent nothing and did not panic"),
+            }
+        }
+    }
+}
+
+/// Resident and peak resident memory of this process in bytes (`VmRSS`, `VmHWM`).
+#[cfg(target_os = "linux")]
+pub fn memory_status() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[cfg(unix)]
+/// Terminates backend `pid` with `pg_terminate_backend` from a connection of its own and
+/// waits (at most 10 s) until the backend has exited.
+pub fn terminate_backend(pid: u32) {
+    let mut killer = pqlib::Connection::connect(&conninfo()).expect("connecting the killer");
+    let pid = i32::try_from(pid).expect("a backend pid fits in int4");
+    let gone: bool = killer
+        .query_one("SELECT pg_terminate_backend($1, 10000)", &[&pid])
+        .expect("pg_terminate_backend")
+        .get(0);
+    assert!(gone, "backend {pid} did not exit within 10 s");
+}
+
+#[cfg(unix)]
+/// Where a [`Proxy`] forwards connections to.
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    /// A TCP port on 127.0.0.1.
+    Tcp(u16),
+    /// A unix socket (reachable from another network namespace, unlike a TCP port).
+    Unix(PathBuf),
+    /// Nowhere: connections are accepted and held, and nothing is ever sent back.
+    Silent,
+}
+
+#[cfg(unix)]
+#[derive(Default)]
+struct ProxyShared {
+    stalled: std::sync::atomic::AtomicBool,
+    stopped: std::sync::atomic::AtomicBool,
+    /// Every socket the proxy holds, for `cut` and `Drop`.
+    sockets: Mutex<Vec<std::net::TcpStream>>,
+    unix_sockets: Mutex<Vec<std::os::unix::net::UnixStream>>,
+    accepted: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(unix)]
+/// A TCP proxy on 127.0.0.1 written for the fault tests: it forwards bytes both ways until
+/// told to [`stall`](Proxy::stall) (stop moving bytes, keeping the sockets open) or to
+/// [`cut`](Proxy::cut) (shut every socket down). Its threads end when it is dropped.
+pub struct Proxy {
+    port: u16,
+    shared: std::sync::Arc<ProxyShared>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+#[cfg(unix)]
+impl Proxy {
+    pub fn start(upstream: Upstream) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let shared = std::sync::Arc::new(ProxyShared::default());
+        // Non-blocking, polled: waking a blocked accept would need a connection, which a
+        // dead network (see `drop_all_packets`) does not let through.
+        listener.set_nonblocking(true).unwrap();
+        let acceptor = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                while !shared.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            client.set_nonblocking(false).unwrap();
+                            shared
+                                .accepted
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            Proxy::serve(&shared, client, &upstream);
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        Proxy {
+            port,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    fn serve(shared: &std::sync::Arc<ProxyShared>, client: std::net::TcpStream, to: &Upstream) {
+        let Ok(client_copy) = client.try_clone() else {
+            return;
+        };
+        shared.sockets.lock().unwrap().push(client_copy);
+        let (server_read, server_write): (
+            Box<dyn std::io::Read + Send>,
+            Box<dyn std::io::Write + Send>,
+        ) = match to {
+            Upstream::Silent => return,
+            Upstream::Tcp(port) => {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", *port)) else {
+                    return;
+                };
+                server
+                    .set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                shared
+                    .sockets
+                    .lock()
+                    .unwrap()
+                    .push(server.try_clone().unwrap());
+                (Box::new(server.try_clone().unwrap()), Box::new(server))
+            }
+            Upstream::Unix(path) => {
+                let Ok(server) = std::os::unix::net::UnixStream::connect(path) else {
+                    return;
+                };
+                server
+                    .set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                shared
+                    .unix_sockets
+                    .lock()
+                    .unwrap()
+                    .push(server.try_clone().unwrap());
+                (Box::new(server.try_clone().unwrap()), Box::new(server))
+            }
+        };
+        client
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let client_read: Box<dyn std::io::Read + Send> = Box::new(client.try_clone().unwrap());
+        let client_write: Box<dyn std::io::Write + Send> = Box::new(client);
+        for (from, to) in [(client_read, server_write), (server_read, client_write)] {
+            let shared = shared.clone();
+            thread::spawn(move || Proxy::pump(&shared, from, to));
+        }
+    }
+
+    /// Moves bytes from `from` to `to` until either side closes or the proxy stops; while
+    /// stalled, reads nothing (polling the flag every few milliseconds).
+    fn pump(
+        shared: &ProxyShared,
+        mut from: Box<dyn std::io::Read + Send>,
+        mut to: Box<dyn std::io::Write + Send>,
+    ) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut buf = vec![0u8; 64 * 1024];
+        while !shared.stopped.load(SeqCst) {
+            if shared.stalled.load(SeqCst) {
+                thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// How many connections the proxy has accepted.
+    pub fn accepted(&self) -> usize {
+        self.shared
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A conninfo that reaches the server through the proxy.
+    pub fn conninfo(&self, extra: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres {extra}",
+            self.port
+        )
+    }
+
+    /// Stops forwarding bytes (in both directions) but keeps every socket open.
+    pub fn stall(&self) {
+        self.shared
+            .stalled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forwards bytes again (for connections made after a stall).
+    pub fn resume(&self) {
+        self.shared
+            .stalled
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Shuts down every socket the proxy holds: both peers see the connection end.
+    pub fn cut(&self) {
+        for socket in self.shared.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+        for socket in self.shared.unix_sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut();
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+#[cfg(unix)]
+/// Runs test `name` of this binary in a child process inside a new network namespace of its
+/// own (`unshare --net`), with `flag` set, `DATABASE_URL` pointing at this binary's server
+/// over its unix socket (which other network namespaces reach), and waits at most 120 s.
+///
+/// Inside, the test may drop every packet on its private loopback interface
+/// ([`drop_all_packets`]) without touching anything else on the machine. Returns `None` when
+/// network namespaces cannot be made here (not root, no `unshare`).
+pub fn run_child_in_netns(name: &str, flag: &str) -> Option<(bool, String)> {
+    let probe = Command::new("unshare")
+        .args(["--net", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(probe, Ok(status) if status.success()) {
+        return None;
+    }
+    let mut command = Command::new("unshare");
+    command
+        .arg("--net")
+        .arg("--")
+        .arg(std::env::current_exe().expect("the test binary's path"))
+        .args([
+            "--exact",
+            name,
+            "--nocapture",
+            "--include-ignored",
+            "--test-threads=1",
+        ]);
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("PG") || key_text == "DATABASE_URL" {
+            command.env_remove(&key);
+        }
+    }
+    command
+        .env(flag, "1")
+        .env("DATABASE_URL", conninfo())
+        .stdin(Stdio::null());
+    let (status, output) = run_bounded(command, Duration::from_secs(120));
+    Some((status.success() && output.contains("CHILD OK"), output))
+}
+
+#[cfg(unix)]
+/// In a child made by [`run_child_in_netns`]: brings the namespace's loopback interface up.
+pub fn netns_loopback_up() {
+    let status = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("running ip");
+    assert!(status.success(), "ip link set lo up failed");
+}
+
+#[cfg(unix)]
+/// In a child made by [`run_child_in_netns`]: from now on every packet on the namespace's
+/// loopback interface is dropped (a `pfifo` queue of length 0), as when a network path dies
+/// without either peer closing its socket. The kernel neither acknowledges data nor answers
+/// keepalive probes any more.
+pub fn drop_all_packets() {
+    let status = Command::new("tc")
+        .args(["qdisc", "add", "dev", "lo", "root", "pfifo", "limit", "0"])
+        .status()
+        .expect("running tc");
+    assert!(
+        status.success(),
+        "tc qdisc add dev lo root pfifo limit 0 failed"
+    );
+}
+
+#[cfg(unix)]
+/// In a child made by [`run_child_in_netns`]: takes the namespace's loopback interface down,
+/// so nothing sent on it arrives any more. Unlike [`drop_all_packets`] (a local queue drop,
+/// which the kernel treats as congestion and retries without counting), a probe that cannot
+/// be routed counts as sent and unanswered: the way keepalives see a dead peer.
+#[cfg(unix)]
+pub fn loopback_down() {
+    let status = Command::new("ip")
+        .args(["link", "set", "lo", "down"])
+        .status()
+        .expect("running ip");
+    assert!(status.success(), "ip link set lo down failed");
+}
+
+/// Waits (at most 5 s) until the TCP socket `fd` has no unacknowledged data (`TCP_INFO`'s
+/// `tcpi_unacked` is 0): a delayed ACK still pending when packets start being dropped would
+/// otherwise leave data unacknowledged, and retransmissions (not keepalives) would decide
+/// when the connection dies.
+#[cfg(target_os = "linux")]
+pub fn wait_until_acked(fd: std::os::fd::RawFd) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // SAFETY: tcp_info is plain data; all zeroes is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: `info` and `len` are valid for writing; the kernel writes at most `len`
+        // bytes. A closed or non-TCP fd only makes the call fail.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "getsockopt(TCP_INFO): {}",
+            std::io::Error::last_os_error()
+        );
+        if info.tcpi_unacked == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} segments still unacknowledged after 5 s",
+            info.tcpi_unacked
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The path of the unix socket of this binary's server (`None` for an external server that is
+/// only known by conninfo).
+pub fn unix_socket_path() -> Option<PathBuf> {
+    let info = cluster()?;
+    Some(info.socket_dir.join(format!(".s.PGSQL.{}", info.port)))
+}
+
+/// A server restarted by [`restart_cluster`] on a stopped [`TempCluster`]'s data directory;
+/// stopped (fast shutdown) when dropped, which must happen before the `TempCluster` is
+/// dropped (it removes the directory).
+#[cfg(unix)]
+pub struct RestartedServer {
+    child: std::process::Child,
+}
+
+#[cfg(unix)]
+impl RestartedServer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+#[cfg(unix)]
+impl Drop for RestartedServer {
+    fn drop(&mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: signalling our own unreaped child.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Stops `cluster`'s server with `signal` (`SIGINT`: fast shutdown, `SIGQUIT`: immediate
+/// shutdown) and waits (at most 30 s) until it has exited, which the removal of its
+/// `postmaster.pid` shows. The `TempCluster` still owns the (exited) process and reaps it
+/// when dropped.
+#[cfg(unix)]
+pub fn stop_cluster_with(cluster: &TempCluster, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(cluster.pid()).unwrap();
+    // SAFETY: the postmaster is a child of this process that nobody has reaped (TempCluster
+    // reaps it only when dropped), so the pid is still ours.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "signalling the postmaster"
+    );
+    let pid_file = cluster.data_dir().join("postmaster.pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pid_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop within 30 s"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts a server again on the data directory, port and socket directory of `cluster`,
+/// stopped before with [`stop_cluster_with`], as its owner; waits (at most 60 s: after an
+/// immediate shutdown it recovers first) until it accepts connections.
+#[cfg(unix)]
+pub fn restart_cluster(cluster: &TempCluster) -> RestartedServer {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let owner = std::fs::metadata(cluster.data_dir()).expect("the data directory");
+    let log = std::fs::File::create(cluster.socket_dir().join("restarted.log")).unwrap();
+    let mut command = Command::new(cluster.bin_dir().join("postgres"));
+    command
+        .arg("-D")
+        .arg(cluster.data_dir())
+        .args(["-c", &format!("port={}", cluster.port())])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args([
+            "-c",
+            &format!("unix_socket_directories={}", cluster.socket_dir().display()),
+        ])
+        .current_dir(cluster.socket_dir())
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        command.uid(owner.uid()).gid(owner.gid());
+    }
+    let mut server = RestartedServer {
+        child: command.spawn().expect("restarting postgres"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ping_ok(&cluster.conninfo()) {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let log = std::fs::read_to_string(cluster.socket_dir().join("restarted.log"));
+            panic!("the restarted server exited ({status}): {log:?}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted server did not accept connections within 60 s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    server
+}

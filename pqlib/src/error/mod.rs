@@ -243,5 +243,26 @@ impl StdError for Error {
     }
 }
 
+/// An I/O error from a COPY reader or writer carries the pqlib [`Error`] that caused it; that
+/// error comes back out. Any other I/O error becomes a client error with it as the source.
+///
+/// ```no_run
+/// use std::io::Write;
+/// # fn run(conn: &mut pqlib::Connection) -> Result<(), pqlib::Error> {
+/// let mut copy = conn.copy_in("COPY t FROM STDIN")?;
+/// copy.write_all(b"1\n")?; // io::Error → pqlib::Error
+/// copy.finish()?;
+/// # Ok(()) }
+/// ```
+impl From<std::io::Error> for Error {
+    fn from(error: std::io::Error) -> Error {
+        if error.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            let inner = error.into_inner().expect("checked above");
+            return *inner.downcast::<Error>().expect("checked above");
+        }
+        Error::client(format!("I/O error: {error}")).with_source(error)
+    }
+}
+
 /// `Result` with pqlib's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -90,6 +90,16 @@ impl Client {
 
     /// Sends a request and waits for its results.
     async fn request(&self, work: Work) -> Reply {
+        self.send_request(work, false).await
+    }
+
+    /// Sends a request that runs even if this future is dropped before the connection task
+    /// gets to it (a COMMIT or ROLLBACK must not silently vanish), and waits for its results.
+    async fn request_must_run(&self, work: Work) -> Reply {
+        self.send_request(work, true).await
+    }
+
+    async fn send_request(&self, work: Work, detached: bool) -> Reply {
         self.deallocate_dropped();
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -97,7 +107,7 @@ impl Client {
             .send(Request {
                 work,
                 reply,
-                detached: false,
+                detached,
             })
             .map_err(|_| Error::closed("the connection task has ended"))?;
         answer
@@ -129,6 +139,12 @@ impl Client {
                 });
             }
         }
+    }
+
+    /// Runs simple-protocol SQL that must reach the server even if the caller stops waiting.
+    async fn simple_must_run(&self, sql: &str) -> Result<Vec<PgResult>> {
+        let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        self.request_must_run(Work::Simple { sql }).await
     }
 
     /// Whether the connection task has ended (the connection is closed).
@@ -445,14 +461,16 @@ impl Transaction<'_> {
     /// rolled back by the server instead; that is an error here.
     pub async fn commit(mut self) -> Result<()> {
         self.finished = true;
-        if self.depth > 0 {
-            return self
-                .client
-                .batch_execute(&format!("RELEASE SAVEPOINT pqlib_savepoint_{}", self.depth))
-                .await;
-        }
-        let rows = self.client.query_typed("COMMIT", &[]).await?;
-        if rows.command_tag() == "ROLLBACK" {
+        let sql = match self.depth {
+            0 => "COMMIT".to_owned(),
+            n => format!("RELEASE SAVEPOINT pqlib_savepoint_{n}"),
+        };
+        let results = self.client.simple_must_run(&sql).await?;
+        let tag = results
+            .last()
+            .map(|r| r.command_status())
+            .unwrap_or_default();
+        if tag == "ROLLBACK" {
             return Err(Error::client(
                 "COMMIT rolled the transaction back because a statement in it had failed",
             ));
@@ -463,7 +481,10 @@ impl Transaction<'_> {
     /// Rolls back (or back to the savepoint).
     pub async fn rollback(mut self) -> Result<()> {
         self.finished = true;
-        self.client.batch_execute(&self.rollback_sql()).await
+        self.client
+            .simple_must_run(&self.rollback_sql())
+            .await
+            .map(drop)
     }
 
     fn rollback_sql(&self) -> String {

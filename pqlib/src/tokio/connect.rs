@@ -147,7 +147,7 @@ async fn finish(conn: PgConn, timeout: Option<Duration>) -> Result<(Client, Conn
                 .push_back(notice.clone());
         }));
     }
-    let socket = handshake(&conn, timeout).await?;
+    let (conn, socket) = handshake(conn, timeout).await?;
     let (sender, receiver) = mpsc::unbounded_channel();
     let client = Client::new(
         sender,
@@ -226,16 +226,17 @@ fn connect_timeout(options: &[(String, String)]) -> Option<Duration> {
 /// Runs `PQconnectPoll` to completion, waiting for the socket in between. The socket is
 /// registered with the reactor only while waiting: libpq may close it (and open another) in
 /// any `PQconnectPoll` call.
-async fn handshake(conn: &PgConn, timeout: Option<Duration>) -> Result<AsyncFd<Socket>> {
-    let ptr = conn.as_ptr();
+///
+/// The future owns the connection and holds no raw pointer across an await, so it is `Send`.
+async fn handshake(conn: PgConn, timeout: Option<Duration>) -> Result<(PgConn, AsyncFd<Socket>)> {
     let mut attempt_started = tokio::time::Instant::now();
     let mut attempt_socket = -1;
     let mut timed_out = false;
     loop {
         // SAFETY: the connection is alive and still connecting.
-        let status = unsafe { ffi::PQconnectPoll(ptr) };
+        let status = unsafe { ffi::PQconnectPoll(conn.as_ptr()) };
         // SAFETY: as above.
-        let fd = unsafe { ffi::PQsocket(ptr) };
+        let fd = unsafe { ffi::PQsocket(conn.as_ptr()) };
         if status == ffi::PostgresPollingStatusType::PGRES_POLLING_FAILED || fd < 0 {
             let message = conn.error_message();
             return Err(Error::connect(match (timed_out, timeout) {
@@ -251,7 +252,10 @@ async fn handshake(conn: &PgConn, timeout: Option<Duration>) -> Result<AsyncFd<S
             attempt_started = tokio::time::Instant::now();
         }
         let wait = match status {
-            ffi::PostgresPollingStatusType::PGRES_POLLING_OK => return register(fd),
+            ffi::PostgresPollingStatusType::PGRES_POLLING_OK => {
+                let socket = register(fd)?;
+                return Ok((conn, socket));
+            }
             ffi::PostgresPollingStatusType::PGRES_POLLING_READING => Interest::READABLE,
             ffi::PostgresPollingStatusType::PGRES_POLLING_WRITING => Interest::WRITABLE,
             other => {
@@ -292,11 +296,13 @@ async fn handshake(conn: &PgConn, timeout: Option<Duration>) -> Result<AsyncFd<S
     }
 }
 
+/// Registers a duplicate of libpq's socket with the reactor. Owning its own descriptor, the
+/// registration can never outlive it, nor (if libpq closes its socket and the number is
+/// reused) deregister someone else's descriptor that got the same number.
 fn register(fd: std::os::fd::RawFd) -> Result<AsyncFd<Socket>> {
-    // SAFETY: `fd` is libpq's open socket. It stays open while the AsyncFd lives: during a
-    // connect step the AsyncFd is dropped before libpq runs again; afterwards the connection
-    // task drops it before the PGconn (see `driver::Connection`), and a broken connection
-    // closes the socket inside the same poll that then drops the registration.
-    unsafe { AsyncFd::register_with_interest(Socket(fd), Interest::READABLE | Interest::WRITABLE) }
+    let socket = Socket::duplicate(fd)
+        .map_err(|e| Error::connect(format!("duplicating the socket: {e}")))?;
+    // SAFETY: the descriptor is `socket`'s own (a dup), open until the AsyncFd drops it.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE) }
         .map_err(|e| Error::connect(format!("registering the socket: {}", e.into_parts().1)))
 }

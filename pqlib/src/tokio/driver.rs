@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::ffi::{CString, c_int};
 use std::future::Future;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -137,12 +137,21 @@ struct InFlight {
     copy: Option<CopyTarget>,
 }
 
-/// The connection's socket, for tokio's reactor. libpq owns and closes the descriptor.
-pub(crate) struct Socket(pub(crate) RawFd);
+/// A duplicate of the connection's socket, for tokio's reactor: readiness is the same (one
+/// socket, two descriptors), and the registration's descriptor is ours to close.
+pub(crate) struct Socket(OwnedFd);
+
+impl Socket {
+    pub(crate) fn duplicate(fd: RawFd) -> std::io::Result<Socket> {
+        // SAFETY: `fd` is libpq's open socket, borrowed for this call only.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        borrowed.try_clone_to_owned().map(Socket)
+    }
+}
 
 impl AsRawFd for Socket {
     fn as_raw_fd(&self) -> RawFd {
-        self.0
+        self.0.as_raw_fd()
     }
 }
 
@@ -599,6 +608,8 @@ impl Connection {
     /// will be sent on this connection.
     fn fail(&mut self, error: &Error) {
         self.failed = true;
+        // Closed first, so that nothing new can be queued while the rest are answered.
+        self.requests.close();
         let message = error.to_string();
         for request in self.in_flight.drain(..) {
             let _ = request.reply.send(Err(Error::closed(message.clone())));
@@ -606,7 +617,6 @@ impl Connection {
         if let Some(request) = self.held.take() {
             let _ = request.reply.send(Err(Error::closed(message.clone())));
         }
-        self.requests.close();
         while let Ok(request) = self.requests.try_recv() {
             let _ = request.reply.send(Err(Error::closed(message.clone())));
         }
@@ -820,7 +830,7 @@ impl Connection {
     /// Whether the socket still has bytes to read (so tokio's readiness must not be cleared).
     fn readable_now(&self) -> bool {
         let mut fd = libc::pollfd {
-            fd: self.socket.get_ref().0,
+            fd: self.socket.get_ref().as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
