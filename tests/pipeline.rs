@@ -343,3 +343,30 @@ fn a_terminated_backend_ends_the_pipeline_with_a_closed_error() {
         1
     );
 }
+
+#[test]
+fn closing_a_prepared_statement_inside_a_pipeline() {
+    let mut conn = connect();
+    let statement = conn.prepare("SELECT $1::int4 + 100").unwrap();
+    let name_count = |conn: &mut Connection| -> i64 {
+        conn.query_one(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement = 'SELECT $1::int4 + 100'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(name_count(&mut conn), 1);
+    let mut p = conn.pipeline().unwrap();
+    p.query(&statement, &[&1i32]).unwrap();
+    p.close(&statement).unwrap();
+    p.query(&statement, &[&2i32]).unwrap();
+    p.sync().unwrap();
+    assert_eq!(int(&rows(p.next_result())), 101);
+    assert!(p.next_result().unwrap().is_ok(), "the close");
+    let error = p.next_result().unwrap().unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::INVALID_SQL_STATEMENT_NAME));
+    assert!(p.next_result().unwrap().unwrap().is_sync());
+    p.finish().unwrap();
+    assert_eq!(name_count(&mut conn), 0);
+}

@@ -267,6 +267,60 @@ impl Pipeline<'_> {
         self.send_prepare(sql, false)
     }
 
+    /// Queues closing (deallocating) a prepared statement on the server; its result is a
+    /// [`PipelineResult::Rows`] with no rows. The statement is forgotten by the connection's
+    /// cache; running it afterwards is a server error.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let statement = conn.prepare("SELECT 1")?;
+    /// let mut pipeline = conn.pipeline()?;
+    /// pipeline.query(&statement, &[])?;
+    /// pipeline.close(&statement)?;
+    /// pipeline.sync()?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQsendClosePrepared")]
+    pub fn close(&mut self, statement: &Statement) -> Result<()> {
+        if !self.conn.statements.owns(statement) {
+            return Err(Error::bad_input(
+                "the statement was prepared on another connection",
+            ));
+        }
+        self.ensure_usable()?;
+        self.conn.statements.forget(statement);
+        // SAFETY: the connection is alive and in pipeline mode; the name is NUL-terminated.
+        #[cfg(libpq_17)]
+        let sent = unsafe {
+            ffi::PQsendClosePrepared(self.conn.conn.as_ptr(), statement.c_name().as_ptr())
+        };
+        #[cfg(not(libpq_17))]
+        let sent = {
+            // Before libpq 17 there is no Close message: DEALLOCATE is a statement of its own.
+            let sql = format!("DEALLOCATE {}", statement.c_name().to_string_lossy());
+            let sql = CString::new(sql).map_err(|e| Error::nul_byte("a statement name", e))?;
+            // SAFETY: the connection is alive and in pipeline mode; no parameters.
+            unsafe {
+                ffi::PQsendQueryParams(
+                    self.conn.conn.as_ptr(),
+                    sql.as_ptr(),
+                    0,
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    1,
+                )
+            }
+        };
+        self.sent(
+            sent,
+            Expect::Rows {
+                columns: Some(Arc::from(Vec::new())),
+            },
+        )
+    }
+
     /// Marks a sync point: the server commits the implicit transaction (if any), ends error
     /// skipping, and sends everything queued so far. Its result is a [`PipelineResult::Sync`].
     #[doc(alias = "PQpipelineSync")]
@@ -352,11 +406,11 @@ impl Pipeline<'_> {
             )));
         }
         self.finished = true;
-        self.close()
+        self.shut_down()
     }
 
     /// Syncs unsynced work, reads and discards what is left, and leaves pipeline mode.
-    fn close(&mut self) -> Result<()> {
+    fn shut_down(&mut self) -> Result<()> {
         if !self.broken && !self.conn.is_closed() {
             if self.unsynced {
                 self.sync()?;
@@ -588,7 +642,7 @@ impl Drop for Pipeline<'_> {
     fn drop(&mut self) {
         if !self.finished {
             // Nobody to report to; a connection left unusable shows it in its status.
-            let _ = self.close();
+            let _ = self.shut_down();
         }
     }
 }
