@@ -130,25 +130,28 @@ impl PgResultRef {
     }
 
     /// The raw bytes of one value, or `None` for SQL NULL. The slice borrows the result's
-    /// memory: it lives exactly as long as `&self`. Callers keep `row < ntuples()` and
-    /// `col < nfields()` (libpq would otherwise print a notice and return "").
-    pub(crate) fn value(&self, row: usize, col: usize) -> Option<&[u8]> {
-        assert!(
-            row < self.ntuples() && col < self.nfields(),
-            "value index in range"
-        );
+    /// memory: it lives exactly as long as `&self`.
+    ///
+    /// # Safety
+    /// `row < ntuples()` and `col < nfields()`. (Out of range, libpq would print a notice
+    /// and return ""; callers know their bounds from counts read once, so the hot path makes
+    /// no extra calls to check them.)
+    pub(crate) unsafe fn value_unchecked(&self, row: usize, col: usize) -> Option<&[u8]> {
         let (r, c) = (row as c_int, col as c_int);
-        // SAFETY: the result is alive for &self and the indices are in range.
-        if unsafe { ffi::PQgetisnull(self.as_ptr(), r, c) } != 0 {
-            return None;
-        }
-        // SAFETY: as above. PQgetvalue points into the PGresult, valid until PQclear, which
-        // cannot happen while &self is borrowed; PQgetlength is its exact length (binary
-        // values may contain NUL bytes).
+        // SAFETY: the result is alive for &self and the indices are in range (the caller's
+        // contract). PQgetlength is 0 for NULL, so PQgetisnull is only asked about empty
+        // values. PQgetvalue points into the PGresult, valid until PQclear, which cannot
+        // happen while &self is borrowed; the length is exact (binary values contain NULs).
         unsafe {
+            let len = ffi::PQgetlength(self.as_ptr(), r, c);
+            if len == 0 && ffi::PQgetisnull(self.as_ptr(), r, c) != 0 {
+                return None;
+            }
             let ptr = ffi::PQgetvalue(self.as_ptr(), r, c);
-            let len = usize::try_from(ffi::PQgetlength(self.as_ptr(), r, c)).unwrap_or(0);
-            Some(std::slice::from_raw_parts(ptr.cast::<u8>(), len))
+            Some(std::slice::from_raw_parts(
+                ptr.cast::<u8>(),
+                usize::try_from(len).unwrap_or(0),
+            ))
         }
     }
 
@@ -160,9 +163,20 @@ impl PgResultRef {
 
     /// The command tag's row count (`PQcmdTuples`): 0 when the command reports none.
     pub(crate) fn rows_affected(&self) -> u64 {
-        // SAFETY: the result is alive; PQcmdTuples returns a string owned by the result.
-        let text = unsafe { lossy_string(ffi::PQcmdTuples(self.as_ptr())) };
-        text.and_then(|t| t.parse().ok()).unwrap_or(0)
+        // SAFETY: the result is alive; PQcmdTuples returns a NUL-terminated string owned by
+        // the result, read here without copying.
+        let digits = unsafe {
+            let ptr = ffi::PQcmdTuples(self.as_ptr());
+            if ptr.is_null() {
+                &[][..]
+            } else {
+                CStr::from_ptr(ptr).to_bytes()
+            }
+        };
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
     }
 }
 

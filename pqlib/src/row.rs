@@ -74,6 +74,9 @@ impl Column {
 /// ```
 pub struct Rows {
     result: PgResult,
+    /// `PQntuples` and `PQnfields`, read once: every value index is checked against them.
+    len: usize,
+    width: usize,
     columns: Arc<[Column]>,
     /// libpq copied the connection's notice hook into this result; keep its state alive.
     _notices: Arc<NoticeState>,
@@ -83,6 +86,8 @@ impl Rows {
     pub(crate) fn new(result: PgResult, columns: Arc<[Column]>, notices: Arc<NoticeState>) -> Rows {
         debug_assert_eq!(result.nfields(), columns.len());
         Rows {
+            len: result.ntuples(),
+            width: result.nfields(),
             result,
             columns,
             _notices: notices,
@@ -92,7 +97,7 @@ impl Rows {
     /// The number of rows.
     #[doc(alias = "PQntuples")]
     pub fn len(&self) -> usize {
-        self.result.ntuples()
+        self.len
     }
 
     /// Whether there are no rows.
@@ -286,20 +291,28 @@ impl<'r> Row<'r> {
                 Box::new(WrongType::new::<T>(ty.clone())),
             ));
         }
-        let raw = self.rows.result.value(self.index, col);
+        if col >= self.rows.width {
+            return Err(Error::column(format!(
+                "{index} (the result has {} columns)",
+                self.rows.width
+            )));
+        }
+        // SAFETY: `index < len` (rows are only made for indexes below it), `col < width`.
+        let raw = unsafe { self.rows.result.value_unchecked(self.index, col) };
         T::from_sql_nullable(ty, raw)
             .map_err(|e| Error::conversion(format!("column {index} of type {ty}"), e))
     }
 
     /// The raw binary bytes of a column, `None` for SQL NULL.
     pub fn raw(&self, col: usize) -> Result<Option<&'r [u8]>> {
-        if col >= self.len() {
+        if col >= self.len() || col >= self.rows.width {
             return Err(Error::column(format!(
                 "{col} (the row has {} columns)",
                 self.len()
             )));
         }
-        Ok(self.rows.result.value(self.index, col))
+        // SAFETY: as in `try_get`: `col` was checked above, `index` on construction.
+        Ok(unsafe { self.rows.result.value_unchecked(self.index, col) })
     }
 }
 
