@@ -1,7 +1,8 @@
 //! Events for `tracing` subscribers (feature `tracing`): connections, statements, COPY and
 //! pipelines, under targets `pqlib::connect`, `pqlib::query`, `pqlib::copy`,
 //! `pqlib::pipeline`. SQL text is recorded at debug level; parameter values never are.
-//! Without the feature every function here compiles to nothing.
+//! Without the feature every function here compiles to nothing. With it, and no `tracing`
+//! subscriber installed, the events reach the `log` crate instead (tracing's `log` feature).
 
 /// A statement being run: a debug-level span around it, if tracing is on.
 #[must_use]
