@@ -55,8 +55,8 @@ impl Client {
         })
     }
 
-    /// Starts a `COPY … TO STDOUT` and returns its data as a stream of chunks (one row each,
-    /// as the server sends them). An error that ends the COPY is the stream's last item.
+    /// Starts a `COPY … TO STDOUT` and returns its data as a stream of chunks of whole rows
+    /// (up to about 64 KiB of what has arrived). An error that ends the COPY is the stream's last item.
     /// Dropping the stream early makes the connection task read and discard the rest.
     ///
     /// ```no_run

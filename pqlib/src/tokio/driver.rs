@@ -27,6 +27,9 @@ use crate::notice::NoticeState;
 use crate::notify::Notification;
 use crate::types::Oid;
 
+/// COPY OUT rows already received are handed to the stream in chunks of about this size.
+const COPY_OUT_BATCH: usize = 64 * 1024;
+
 /// How many rounds of sending, flushing and reading one poll may do before it yields, so that
 /// a large result streaming in cannot starve the other tasks of a single-threaded runtime
 /// (each read takes what the socket has, which can be megabytes).
@@ -758,31 +761,54 @@ impl Connection {
                             Poll::Ready(Err(_)) => *sink = None,
                         }
                     }
-                    let mut buffer: *mut std::ffi::c_char = std::ptr::null_mut();
-                    // SAFETY: the connection is alive and in COPY OUT; async = 1 never waits.
-                    // A returned buffer is freed by PqBuffer.
-                    let n = unsafe { ffi::PQgetCopyData(ptr, &mut buffer, 1) };
-                    // SAFETY: `buffer` is NULL or libpq memory holding `n` bytes.
-                    let chunk = unsafe {
-                        crate::handle::PqBuffer::from_raw(buffer, usize::try_from(n).unwrap_or(0))
-                    };
-                    match n {
-                        0 => return Ok(progress),
-                        n if n > 0 => {
-                            if let (Some(s), Some(chunk)) = (sink.as_mut(), chunk) {
-                                let bytes = bytes::Bytes::copy_from_slice(chunk.as_bytes());
-                                if Pin::new(&mut *s).start_send(Ok(bytes)).is_err() {
-                                    *sink = None;
+                    // Rows come one per libpq buffer; gather what is already here into one
+                    // chunk, so the stream pays per 64 KiB rather than per row.
+                    let mut batch = bytes::BytesMut::new();
+                    let mut ended = false;
+                    loop {
+                        let mut buffer: *mut std::ffi::c_char = std::ptr::null_mut();
+                        // SAFETY: the connection is alive and in COPY OUT; async = 1 never
+                        // waits. A returned buffer is freed by PqBuffer.
+                        let n = unsafe { ffi::PQgetCopyData(ptr, &mut buffer, 1) };
+                        // SAFETY: `buffer` is NULL or libpq memory holding `n` bytes.
+                        let chunk = unsafe {
+                            crate::handle::PqBuffer::from_raw(
+                                buffer,
+                                usize::try_from(n).unwrap_or(0),
+                            )
+                        };
+                        match n {
+                            0 => break,
+                            -1 => {
+                                ended = true;
+                                break;
+                            }
+                            n if n > 0 => {
+                                if let Some(chunk) = chunk {
+                                    batch.extend_from_slice(chunk.as_bytes());
+                                }
+                                if batch.len() >= COPY_OUT_BATCH {
+                                    break;
                                 }
                             }
-                            progress = true;
+                            _ => return Err(self.connection_error()),
                         }
-                        -1 => {
-                            let sink = sink.take();
-                            self.copy = Some(CopyState::OutEnding { sink, error: None });
-                            progress = true;
+                    }
+                    let got_data = !batch.is_empty();
+                    if got_data {
+                        if let Some(s) = sink.as_mut() {
+                            if Pin::new(&mut *s).start_send(Ok(batch.freeze())).is_err() {
+                                *sink = None;
+                            }
                         }
-                        _ => return Err(self.connection_error()),
+                        progress = true;
+                    }
+                    if ended {
+                        let sink = sink.take();
+                        self.copy = Some(CopyState::OutEnding { sink, error: None });
+                        progress = true;
+                    } else if !got_data {
+                        return Ok(progress);
                     }
                 }
                 CopyState::OutEnding { sink, error } => {
