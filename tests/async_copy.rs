@@ -6,7 +6,7 @@ mod common;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+
 use pqlib::error::{ErrorKind, SqlState};
 use pqlib::tokio::{BinaryCopyInWriter, BinaryCopyOutStream, Client};
 use pqlib::types::Type;

@@ -31,7 +31,6 @@ impl Client {
     /// it): other statements on this client wait until the COPY is over.
     ///
     /// ```no_run
-    /// use futures_util::SinkExt;
     /// # async fn run(client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
     /// let mut sink = client.copy_in("COPY t (a, b) FROM STDIN").await?;
     /// sink.send(bytes::Bytes::from_static(b"1\tone\n2\ttwo\n")).await?;
@@ -60,7 +59,6 @@ impl Client {
     /// Dropping the stream early makes the connection task read and discard the rest.
     ///
     /// ```no_run
-    /// use futures_util::StreamExt;
     /// # async fn run(client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
     /// let mut stream = client.copy_out("COPY t TO STDOUT").await?;
     /// while let Some(chunk) = stream.next().await {
@@ -101,6 +99,12 @@ pub struct CopyInSink {
 }
 
 impl CopyInSink {
+    /// Sends one chunk of COPY data (waiting while the connection task is behind); the same
+    /// as `SinkExt::send`.
+    pub async fn send(&mut self, chunk: Bytes) -> Result<()> {
+        futures_util_lite::send(self, chunk).await
+    }
+
     /// Ends the data and waits for the server's verdict: the number of rows copied, or the
     /// error (a constraint violation, malformed data) that made the COPY fail.
     pub async fn finish(mut self) -> Result<u64> {
@@ -158,6 +162,13 @@ fn lost() -> Error {
 #[derive(Debug)]
 pub struct CopyOutStream {
     receiver: futures_channel::mpsc::Receiver<Result<Bytes>>,
+}
+
+impl CopyOutStream {
+    /// The next chunk, or `None` at the end; the same as `StreamExt::next`.
+    pub async fn next(&mut self) -> Option<Result<Bytes>> {
+        poll_stream(self).await
+    }
 }
 
 impl Stream for CopyOutStream {
