@@ -70,7 +70,7 @@ fn chunks_are_owned_results() {
     assert_eq!(total, 5000);
     // Chunks outlive the stream and the connection's next query.
     conn.batch_execute("SELECT 1").unwrap();
-    let last: i32 = chunks.last().unwrap().iter().last().unwrap().get(0);
+    let last: i32 = chunks.last().unwrap().iter().next_back().unwrap().get(0);
     assert_eq!(last, 5000);
     if pqlib::version().major >= 17 {
         assert_eq!(

@@ -314,6 +314,17 @@ impl<'c> BinaryCopyOutIter<'c> {
     }
 }
 
+/// The binary COPY parser of [`BinaryCopyOutIter`] over any buffered reader, for fuzzing
+/// and tests.
+#[doc(hidden)]
+pub fn __decode<R: BufRead>(
+    reader: R,
+    types: &[Type],
+) -> impl Iterator<Item = Result<BinaryCopyOutRow>> {
+    let mut decoder = Decoder::new(reader, types);
+    std::iter::from_fn(move || decoder.next())
+}
+
 impl<R: BufRead> Decoder<R> {
     fn new(reader: R, types: &[Type]) -> Decoder<R> {
         Decoder {

@@ -461,6 +461,11 @@ impl Connection {
     /// Work owed to the server before the next statement: closing statements whose last
     /// handle was dropped.
     pub(crate) fn before_query(&mut self) -> Result<()> {
+        if self.lost {
+            return Err(Error::closed(
+                "the server ended this session; reset() or reconnect",
+            ));
+        }
         if self.transaction_status() == TransactionStatus::InError {
             // The server refuses everything but ROLLBACK now; deallocate after it.
             return Ok(());
@@ -500,21 +505,11 @@ impl Connection {
             #[cfg(libpq_17)]
             ffi::ExecStatusType::PGRES_TUPLES_CHUNK => Ok(result),
             ffi::ExecStatusType::PGRES_FATAL_ERROR | ffi::ExecStatusType::PGRES_NONFATAL_ERROR => {
-                let db = DbError::from_result(&result);
-                // FATAL ends the session even before libpq has seen the socket close.
-                let fatal = matches!(
-                    db.parsed_severity(),
-                    Some(Severity::Fatal | Severity::Panic)
-                );
-                if fatal || self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
+                let error = self.classify_error(&result);
+                if error.is_closed() {
                     self.lost = true;
-                    return Err(Error::db(db).into_closed());
                 }
-                if db.code().code().is_empty() {
-                    // Made by libpq, not sent by the server: a client-side failure.
-                    return Err(Error::client(db.message().to_owned()));
-                }
-                Err(Error::db(db))
+                Err(error)
             }
             ffi::ExecStatusType::PGRES_COPY_IN
             | ffi::ExecStatusType::PGRES_COPY_OUT
@@ -530,6 +525,33 @@ impl Connection {
                 other.0
             ))),
         }
+    }
+
+    /// The error an error result stands for. A FATAL server error ends the session even
+    /// before libpq has seen the socket close; an error libpq made itself (no SQLSTATE) may
+    /// be a lost connection it has not noticed yet (e.g. after an immediate shutdown), so
+    /// the socket is read once before deciding.
+    pub(crate) fn classify_error(&self, result: &PgResultRef) -> Error {
+        let db = DbError::from_result(result);
+        let fatal = matches!(
+            db.parsed_severity(),
+            Some(Severity::Fatal | Severity::Panic)
+        );
+        if fatal || self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
+            return Error::db(db).into_closed();
+        }
+        if db.code().code().is_empty() {
+            // SAFETY: the connection is alive; PQconsumeInput only reads what is there.
+            unsafe { ffi::PQconsumeInput(self.conn.as_ptr()) };
+            let message = db.message().to_owned();
+            if self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD
+                || message.contains("server closed the connection unexpectedly")
+            {
+                return Error::closed(message);
+            }
+            return Error::client(message);
+        }
+        Error::db(db)
     }
 
     /// Leaves a COPY that a plain query started, so the connection stays usable.

@@ -34,7 +34,7 @@ use foreign_types::ForeignType;
 use pqlib_sys as ffi;
 
 use crate::Connection;
-use crate::error::{DbError, Error, Result};
+use crate::error::{Error, Result};
 use crate::handle::{PgResult, PgResultRef, PqBuffer};
 
 /// How much a [`CopyInWriter`] gathers before handing it to libpq, and the largest piece it
@@ -755,13 +755,5 @@ fn end_results(conn: &mut Connection) -> Result<u64> {
 
 /// The error an error result stands for (as `Connection::check` makes it).
 fn result_error(conn: &Connection, result: &PgResultRef) -> Error {
-    let db = DbError::from_result(result);
-    if conn.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
-        return Error::db(db).into_closed();
-    }
-    if db.code().code().is_empty() {
-        // Made by libpq, not sent by the server: a client-side failure.
-        return Error::client(db.message().to_owned());
-    }
-    Error::db(db)
+    conn.classify_error(result)
 }

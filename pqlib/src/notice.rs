@@ -31,6 +31,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl NoticeState {
+    /// State for a result that no connection made (`PQmakeEmptyPGresult` with a NULL
+    /// connection): nothing can call the receiver through it.
+    pub(crate) fn detached() -> Arc<NoticeState> {
+        Arc::new(NoticeState {
+            handler: Mutex::new(None),
+            panic: Mutex::new(None),
+        })
+    }
+
     /// Installs the trampoline on a new connection, with no handler (notices are logged).
     pub(crate) fn install(conn: &PgConnRef) -> Arc<NoticeState> {
         let state = Arc::new(NoticeState {

@@ -423,6 +423,20 @@ impl Pipeline<'_> {
                 }
             }
         }
+        if self.broken || self.conn.is_closed() {
+            // Whatever libpq still holds is of no use, but it must be read before libpq lets
+            // the connection leave pipeline mode.
+            for _ in 0..64 {
+                // SAFETY: the connection is alive; results are freed by PgResult. On a dead
+                // connection PQgetResult returns NULL (or a final error) without waiting.
+                let result = unsafe { ffi::PQgetResult(self.conn.conn.as_ptr()) };
+                match PgResult::from_returned(result) {
+                    Some(result) => drop(result),
+                    None if self.conn.conn.status() == ffi::ConnStatusType::CONNECTION_BAD => break,
+                    None => {}
+                }
+            }
+        }
         // SAFETY: the connection is alive; this fails (0) only with results still pending or
         // on a broken connection, both reported below.
         if unsafe { ffi::PQexitPipelineMode(self.conn.conn.as_ptr()) } != 1 {

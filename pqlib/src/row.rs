@@ -94,6 +94,34 @@ impl Rows {
         }
     }
 
+    /// Wraps a `PGresult` built without a server (`PQmakeEmptyPGresult(NULL, …)`,
+    /// `PQsetResultAttrs`, `PQsetvalue`), for fuzzing and tests. Each column gets the
+    /// built-in type of its OID, or a simple type named `unknown_OID`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a valid, non-NULL `PGresult` not used elsewhere afterwards: the `Rows`
+    /// owns it and frees it with `PQclear`. It must carry no notice hook pointing to Rust
+    /// state (results made with a NULL connection carry none).
+    #[doc(hidden)]
+    pub unsafe fn __from_raw_result(ptr: *mut pqlib_sys::PGresult) -> Rows {
+        use foreign_types::ForeignType;
+        assert!(!ptr.is_null(), "a NULL PGresult");
+        // SAFETY: per this function's contract, a valid result whose ownership passes here.
+        let result = unsafe { PgResult::from_ptr(ptr) };
+        let columns: Arc<[Column]> = (0..result.nfields())
+            .map(|i| {
+                let oid = result.field_type(i);
+                let type_ = Type::from_oid(oid).unwrap_or_else(|| {
+                    let name = format!("unknown_{oid}");
+                    Type::new(name, oid, crate::types::Kind::Simple, "public".into())
+                });
+                Column::new(&result, i, type_)
+            })
+            .collect();
+        Rows::new(result, columns, NoticeState::detached())
+    }
+
     /// The number of rows.
     #[doc(alias = "PQntuples")]
     pub fn len(&self) -> usize {

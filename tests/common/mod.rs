@@ -714,6 +714,42 @@ pub fn wait_until_acked(fd: std::os::fd::RawFd) {
     }
 }
 
+/// The TCP sockets of this process whose peer is 127.0.0.1:`port` (found by trying
+/// `getpeername` on each open descriptor): the client side of connections to a [`Proxy`],
+/// for APIs that do not expose their socket.
+#[cfg(target_os = "linux")]
+pub fn sockets_connected_to(port: u16) -> Vec<std::os::fd::RawFd> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: sockaddr_in is plain data; all zeroes is a valid value.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `addr` and `len` are valid for writing; the kernel writes at most `len`
+        // bytes; a descriptor that is not a connected socket only makes the call fail.
+        let rc = unsafe {
+            libc::getpeername(fd, (&mut addr as *mut libc::sockaddr_in).cast(), &mut len)
+        };
+        if rc == 0
+            && i32::from(addr.sin_family) == libc::AF_INET
+            && u16::from_be(addr.sin_port) == port
+            && u32::from_be(addr.sin_addr.s_addr) == u32::from(std::net::Ipv4Addr::LOCALHOST)
+        {
+            found.push(fd);
+        }
+    }
+    found
+}
+
 /// The path of the unix socket of this binary's server (`None` for an external server that is
 /// only known by conninfo).
 pub fn unix_socket_path() -> Option<PathBuf> {

@@ -78,7 +78,10 @@ impl Client {
             })
             .await?;
         not_a_copy(started)?;
-        Ok(CopyOutStream { receiver })
+        Ok(CopyOutStream {
+            receiver,
+            ended: false,
+        })
     }
 }
 
@@ -162,6 +165,9 @@ fn lost() -> Error {
 #[derive(Debug)]
 pub struct CopyOutStream {
     receiver: futures_channel::mpsc::Receiver<Result<Bytes>>,
+    /// The connection task sent the last item (an empty chunk marks a complete COPY; data
+    /// chunks are never empty). A channel that closes before it means the COPY was cut off.
+    ended: bool,
 }
 
 impl CopyOutStream {
@@ -175,7 +181,27 @@ impl Stream for CopyOutStream {
     type Item = Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
-        Pin::new(&mut self.receiver).poll_next(cx)
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(Pin::new(&mut self.receiver).poll_next(cx));
+        Poll::Ready(match item {
+            Some(Ok(chunk)) if chunk.is_empty() => {
+                self.ended = true;
+                None
+            }
+            Some(Err(e)) => {
+                self.ended = true;
+                Some(Err(e))
+            }
+            Some(data) => Some(data),
+            None => {
+                self.ended = true;
+                Some(Err(Error::closed(
+                    "the connection was lost during the COPY",
+                )))
+            }
+        })
     }
 }
 

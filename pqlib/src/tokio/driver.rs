@@ -108,6 +108,12 @@ enum CopyState {
     Out {
         sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
     },
+    /// The COPY OUT is over: its last stream item (the error, or the empty end marker) waits
+    /// for room in the channel.
+    OutDelivering {
+        sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
+        last: Option<Result<bytes::Bytes>>,
+    },
     /// COPY OUT data is over: reading the final result for the stream.
     OutEnding {
         sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
@@ -811,6 +817,21 @@ impl Connection {
                         return Ok(progress);
                     }
                 }
+                CopyState::OutDelivering { sink, last } => {
+                    if let Some(s) = sink.as_mut() {
+                        match Pin::new(&mut *s).poll_ready(cx) {
+                            Poll::Pending => return Ok(progress),
+                            Poll::Ready(Ok(())) => {
+                                if let Some(item) = last.take() {
+                                    let _ = Pin::new(&mut *s).start_send(item);
+                                }
+                            }
+                            Poll::Ready(Err(_)) => {}
+                        }
+                    }
+                    self.copy = None;
+                    return Ok(true);
+                }
                 CopyState::OutEnding { sink, error } => {
                     // SAFETY: the connection is alive; PQisBusy only parses buffered input.
                     if unsafe { ffi::PQisBusy(ptr) } != 0 {
@@ -827,12 +848,16 @@ impl Connection {
                             progress = true;
                         }
                         None => {
-                            if let (Some(mut s), Some(e)) = (sink.take(), error.take()) {
-                                // The stream's last item: the error that ended the COPY.
-                                let _ = s.try_send(Err(e));
-                            }
-                            self.copy = None;
-                            return Ok(true);
+                            // The stream's last item: the error that ended the COPY, or the
+                            // empty chunk that marks a complete one. Delivered with room in
+                            // the channel; a stream that never sees either reports the loss.
+                            let last = error.take().map_or(Ok(bytes::Bytes::new()), Err);
+                            let sink = sink.take();
+                            self.copy = Some(CopyState::OutDelivering {
+                                sink,
+                                last: Some(last),
+                            });
+                            progress = true;
                         }
                     }
                 }
