@@ -8,8 +8,8 @@
 # Targets (fuzz/fuzz_targets/): config (Config parsing/printing), escape (escape_literal,
 # escape_identifier on a connection to a fake server), from_sql (FromSql through Row::try_get
 # on PGresults built with PQmakeEmptyPGresult/PQsetResultAttrs/PQsetvalue) and binary_copy
-# (the binary COPY parser). The last two need pqlib's hidden fuzzing hooks; while pqlib does
-# not have them yet (fuzz/hooks.patch), they are skipped with a note.
+# (the binary COPY parser). The last two use pqlib's hidden fuzzing hooks
+# (`Rows::__from_raw_result`, `binary_copy::__decode`), built with the `hooks` feature.
 #
 # cargo-fuzz needs nightly flags (-Zsanitizer); with no nightly toolchain available this
 # runs stable rustc with RUSTC_BOOTSTRAP=1. `cargo install cargo-fuzz` if it is missing.
@@ -33,7 +33,7 @@ if grep -q "__from_raw_result" ../pqlib/src/row.rs && grep -q "fn __decode" ../p
     features=(--features hooks)
     targets+=(from_sql binary_copy)
 else
-    echo "fuzz: from_sql and binary_copy skipped: pqlib lacks the hooks in fuzz/hooks.patch"
+    echo "fuzz: from_sql and binary_copy skipped: pqlib lacks its fuzzing hooks"
 fi
 budget="${FUZZ_BUDGET:-$(( ${#targets[@]} * (seconds + 600) ))}"
 deadline=$(( $(date +%s) + budget ))
