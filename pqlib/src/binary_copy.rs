@@ -653,6 +653,7 @@ impl BinaryCopyOutRow {
                 Box::new(WrongType::new::<T>(ty.clone())),
             ));
         }
+        crate::types::check_array_header(ty, self.raw(index))?;
         T::from_sql_nullable(ty, self.raw(index))
             .map_err(|e| Error::conversion(format!("value {index} of type {ty}"), e))
     }

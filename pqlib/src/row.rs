@@ -327,6 +327,7 @@ impl<'r> Row<'r> {
         }
         // SAFETY: `index < len` (rows are only made for indexes below it), `col < width`.
         let raw = unsafe { self.rows.result.value_unchecked(self.index, col) };
+        crate::types::check_array_header(ty, raw)?;
         T::from_sql_nullable(ty, raw)
             .map_err(|e| Error::conversion(format!("column {index} of type {ty}"), e))
     }

@@ -165,3 +165,81 @@ pub(crate) fn composite_fields(rows: &crate::Rows) -> Result<Vec<(String, Oid)>>
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
 }
+
+/// Refuses a binary array value whose header claims more elements than its bytes can hold.
+/// postgres-types reserves room for the claimed count up front, so a corrupt or hostile value
+/// could otherwise make it allocate gigabytes (and abort) from a few bytes of input.
+pub(crate) fn check_array_header(ty: &Type, raw: Option<&[u8]>) -> Result<()> {
+    let (Kind::Array(_), Some(raw)) = (ty.kind(), raw) else {
+        return Ok(());
+    };
+    let word = |at: usize| {
+        raw.get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let Some(dimensions) = word(0) else {
+        return Ok(()); // too short: the decoder reports it
+    };
+    let header = 12 + 8 * usize::try_from(dimensions.max(0)).unwrap_or(0);
+    let mut elements: u64 = if dimensions > 0 { 1 } else { 0 };
+    for d in 0..usize::try_from(dimensions.max(0)).unwrap_or(0) {
+        let Some(len) = word(12 + 8 * d) else {
+            return Ok(());
+        };
+        elements = elements.saturating_mul(u64::try_from(len.max(0)).unwrap_or(0));
+    }
+    // Every element takes at least its 4-byte length.
+    let room = raw.len().saturating_sub(header) as u64 / 4;
+    if elements > room {
+        return Err(Error::conversion(
+            format!("an array value of type {ty}"),
+            format!(
+                "its header claims {elements} elements but it holds {} bytes",
+                raw.len()
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn array(dims: &[i32], elements: &[i32]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&(dims.len() as i32).to_be_bytes());
+        raw.extend_from_slice(&0i32.to_be_bytes()); // no NULLs
+        raw.extend_from_slice(&Type::INT4.oid().to_be_bytes());
+        for &len in dims {
+            raw.extend_from_slice(&len.to_be_bytes());
+            raw.extend_from_slice(&1i32.to_be_bytes());
+        }
+        for &e in elements {
+            raw.extend_from_slice(&4i32.to_be_bytes());
+            raw.extend_from_slice(&e.to_be_bytes());
+        }
+        raw
+    }
+
+    #[test]
+    fn array_headers_must_fit_their_bytes() {
+        let good = array(&[3], &[1, 2, 3]);
+        assert!(check_array_header(&Type::INT4_ARRAY, Some(&good)).is_ok());
+        assert_eq!(
+            Vec::<i32>::from_sql(&Type::INT4_ARRAY, &good).unwrap(),
+            [1, 2, 3]
+        );
+        assert!(check_array_header(&Type::INT4_ARRAY, Some(&array(&[], &[]))).is_ok());
+        // A billion elements claimed in a few dozen bytes: refused before any allocation.
+        let hostile = array(&[1_000_000_000], &[1]);
+        let e = check_array_header(&Type::INT4_ARRAY, Some(&hostile)).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Conversion);
+        let hostile_2d = array(&[65_536, 65_536], &[1, 2]);
+        assert!(check_array_header(&Type::INT4_ARRAY, Some(&hostile_2d)).is_err());
+        // Not an array, or NULL: nothing to check.
+        assert!(check_array_header(&Type::INT4, Some(&hostile)).is_ok());
+        assert!(check_array_header(&Type::INT4_ARRAY, None).is_ok());
+    }
+}
