@@ -400,18 +400,7 @@ impl Connection {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Rows> {
-        if !self.statements.owns(statement) {
-            return Err(Error::bad_input(
-                "the statement was prepared on another connection",
-            ));
-        }
-        if params.len() != statement.params().len() {
-            return Err(Error::bad_input(format!(
-                "the statement has {} parameters but {} were given",
-                statement.params().len(),
-                params.len()
-            )));
-        }
+        self.statements.check_use(statement, params.len())?;
         let encoded = EncodedParams::new(params, statement.params())?;
         // SAFETY: the connection is alive; the name is NUL-terminated and every array in
         // `encoded` has `count()` entries, alive during the call (libpq copies them).

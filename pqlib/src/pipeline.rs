@@ -174,18 +174,7 @@ impl Pipeline<'_> {
                 None => self.prepare_inside(sql)?,
             },
         };
-        if !self.conn.statements.owns(&statement) {
-            return Err(Error::bad_input(
-                "the statement was prepared on another connection",
-            ));
-        }
-        if params.len() != statement.params().len() {
-            return Err(Error::bad_input(format!(
-                "the statement has {} parameters but {} were given",
-                statement.params().len(),
-                params.len()
-            )));
-        }
+        self.conn.statements.check_use(&statement, params.len())?;
         let encoded = EncodedParams::new(params, statement.params())?;
         self.ensure_usable()?;
         // SAFETY: the connection is alive and in pipeline mode; the name is NUL-terminated and

@@ -49,19 +49,8 @@ impl Connection {
     {
         self.before_query()?;
         let statement = statement.to_statement(self)?;
-        if !self.statements.owns(&statement) {
-            return Err(Error::bad_input(
-                "the statement was prepared on another connection",
-            ));
-        }
         let params: Vec<P> = params.into_iter().collect();
-        if params.len() != statement.params().len() {
-            return Err(Error::bad_input(format!(
-                "the statement has {} parameters but {} were given",
-                statement.params().len(),
-                params.len()
-            )));
-        }
+        self.statements.check_use(&statement, params.len())?;
         let encoded = EncodedParams::from_iter(
             params.iter().map(|p| p.borrow_to_sql() as &dyn ToSql),
             statement.params(),

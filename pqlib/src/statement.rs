@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::Connection;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::row::Column;
 use crate::types::Type;
 
@@ -143,6 +143,23 @@ impl StatementCache {
 
     pub(crate) fn owns(&self, statement: &Statement) -> bool {
         statement.0.connection_id == self.connection_id
+    }
+
+    /// Whether `statement` can run here with `params` parameters: it must belong to this
+    /// connection and take exactly that many.
+    pub(crate) fn check_use(&self, statement: &Statement, params: usize) -> Result<()> {
+        if !self.owns(statement) {
+            return Err(Error::bad_input(
+                "the statement was prepared on another connection",
+            ));
+        }
+        if params != statement.params().len() {
+            return Err(Error::bad_input(format!(
+                "the statement has {} parameters but {params} were given",
+                statement.params().len()
+            )));
+        }
+        Ok(())
     }
 
     /// A name whose statement must be deallocated before the next query.

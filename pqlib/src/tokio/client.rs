@@ -267,18 +267,7 @@ impl Client {
         statement: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Rows> {
-        if !lock(&self.inner.statements).owns(statement) {
-            return Err(Error::bad_input(
-                "the statement was prepared on another connection",
-            ));
-        }
-        if params.len() != statement.params().len() {
-            return Err(Error::bad_input(format!(
-                "the statement has {} parameters but {} were given",
-                statement.params().len(),
-                params.len()
-            )));
-        }
+        lock(&self.inner.statements).check_use(statement, params.len())?;
         let params = EncodedParams::new(params, statement.params())?;
         let work = Work::Execute {
             name: statement.c_name().clone(),
