@@ -188,6 +188,8 @@ pub struct Connection {
     notices: Arc<Mutex<VecDeque<DbError>>>,
     _notice_state: Arc<NoticeState>,
     failed: bool,
+    /// The error that ended the connection, until `poll_message` has returned it.
+    final_error: Option<Error>,
 }
 
 impl Connection {
@@ -219,19 +221,30 @@ impl Connection {
             notices,
             _notice_state: notice_state,
             failed: false,
+            final_error: None,
         })
     }
 
     /// Drives the connection and returns the next notice or notification, or `None` once the
     /// connection is done (every client dropped, every answer delivered).
     pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<AsyncMessage>>> {
-        let driven = self.poll_drive(cx);
+        let driven = match self.poll_drive(cx) {
+            // Kept until the messages received before the failure are handed out: the
+            // connection's end must not be lost behind a last notice.
+            Poll::Ready(Err(e)) => {
+                self.final_error = Some(e);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        };
         if let Some(message) = self.messages.pop_front() {
             return Poll::Ready(Some(Ok(message)));
         }
+        if let Some(e) = self.final_error.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         match driven {
-            Poll::Ready(Ok(())) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(_) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }
