@@ -829,8 +829,13 @@ pub(crate) struct EncodedParams {
     _storage: BytesMut,
     values: Vec<*const c_char>,
     lengths: Vec<c_int>,
-    formats: Vec<c_int>,
+    /// Empty unless there are more parameters than `BINARY_FORMATS` covers.
+    long_formats: Vec<c_int>,
 }
+
+/// `paramFormats` for statements with up to this many parameters, all binary, shared instead
+/// of allocated per statement; only longer parameter lists get an array of their own.
+static BINARY_FORMATS: [c_int; 64] = [1; 64];
 
 // SAFETY: every pointer in `values` points into `_storage`'s heap buffer, which this value
 // owns and which does not move when the value moves; libpq reads them only during a call
@@ -843,51 +848,56 @@ impl EncodedParams {
     }
 
     /// Encodes each parameter as the type the statement expects, in binary.
+    ///
+    /// Runs for every statement on every path, so it allocates little: one buffer sized for
+    /// typical parameters, and the two arrays libpq needs (none for zero parameters).
     pub(crate) fn from_iter<'p>(
         params: impl ExactSizeIterator<Item = &'p dyn ToSql>,
         types: &[Type],
     ) -> Result<EncodedParams> {
-        if params.len() > MAX_PARAMETERS {
+        let count = params.len();
+        if count > MAX_PARAMETERS {
             return Err(Error::bad_input(format!(
-                "{} parameters; the protocol allows at most {MAX_PARAMETERS}",
-                params.len()
+                "{count} parameters; the protocol allows at most {MAX_PARAMETERS}"
             )));
         }
-        let mut buffer = BytesMut::new();
-        // Offsets first: pointers into `buffer` are taken once it has stopped growing.
-        let mut spans: Vec<Option<(usize, usize)>> = Vec::with_capacity(params.len());
+        let mut buffer = BytesMut::with_capacity(count * 16);
+        // Lengths first (-1 for NULL): pointers into `buffer` are taken once it has stopped
+        // growing, from the running sum of the lengths.
+        let mut lengths: Vec<c_int> = Vec::with_capacity(count);
         for (i, (param, ty)) in params.zip(types).enumerate() {
             let start = buffer.len();
             let is_null = param
                 .to_sql_checked(ty, &mut buffer)
                 .map_err(|e| Error::conversion(format!("parameter ${} of type {ty}", i + 1), e))?;
-            spans.push(match is_null {
-                IsNull::Yes => None,
-                IsNull::No => Some((start, buffer.len())),
+            lengths.push(match is_null {
+                IsNull::Yes => -1,
+                IsNull::No => c_int::try_from(buffer.len() - start).map_err(|_| {
+                    Error::bad_input(format!("parameter ${} is larger than 2 GiB", i + 1))
+                })?,
             });
         }
-        let mut lengths = Vec::with_capacity(spans.len());
-        let mut values = Vec::with_capacity(spans.len());
-        for (i, span) in spans.iter().enumerate() {
-            match span {
-                None => {
-                    values.push(std::ptr::null());
-                    lengths.push(0);
-                }
-                Some((start, end)) => {
-                    let len = c_int::try_from(end - start).map_err(|_| {
-                        Error::bad_input(format!("parameter ${} is larger than 2 GiB", i + 1))
-                    })?;
-                    values.push(buffer[*start..].as_ptr().cast());
-                    lengths.push(len);
-                }
+        let mut values = Vec::with_capacity(lengths.len());
+        let mut offset = 0;
+        for length in &mut lengths {
+            if *length < 0 {
+                values.push(std::ptr::null());
+                *length = 0;
+            } else {
+                values.push(buffer[offset..].as_ptr().cast());
+                offset += *length as usize;
             }
         }
+        let long_formats = if values.len() > BINARY_FORMATS.len() {
+            vec![1; values.len()]
+        } else {
+            Vec::new()
+        };
         Ok(EncodedParams {
-            formats: vec![1; values.len()],
             _storage: buffer,
             values,
             lengths,
+            long_formats,
         })
     }
 
@@ -905,6 +915,10 @@ impl EncodedParams {
     }
 
     pub(crate) fn formats(&self) -> *const c_int {
-        self.formats.as_ptr()
+        if self.values.len() <= BINARY_FORMATS.len() {
+            BINARY_FORMATS.as_ptr()
+        } else {
+            self.long_formats.as_ptr()
+        }
     }
 }

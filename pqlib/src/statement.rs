@@ -1,7 +1,7 @@
 //! Prepared statements, and the per-connection cache that makes repeating the same SQL text
 //! cost one round trip.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,9 +98,11 @@ impl fmt::Debug for Statement {
 pub(crate) struct StatementCache {
     connection_id: u64,
     next_id: u64,
-    by_sql: HashMap<String, Statement>,
-    /// Least recently used first.
-    order: VecDeque<String>,
+    /// Each cached statement with the `clock` reading of its last use: a lookup (every query)
+    /// is one hash probe; finding the least recently used entry to evict scans, but only when
+    /// a statement that was just prepared (a round trip) overflows the cache.
+    by_sql: HashMap<String, (Statement, u64)>,
+    clock: u64,
     closed: Arc<Mutex<Vec<CString>>>,
 }
 
@@ -110,7 +112,7 @@ impl Default for StatementCache {
             connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             next_id: 0,
             by_sql: HashMap::new(),
-            order: VecDeque::new(),
+            clock: 0,
             closed: Arc::default(),
         }
     }
@@ -177,21 +179,23 @@ impl StatementCache {
     }
 
     pub(crate) fn lookup(&mut self, sql: &str) -> Option<Statement> {
-        let statement = self.by_sql.get(sql)?.clone();
-        if let Some(pos) = self.order.iter().position(|s| s == sql) {
-            let key = self.order.remove(pos).expect("position is in range");
-            self.order.push_back(key);
-        }
-        Some(statement)
+        self.clock += 1;
+        let (statement, last_used) = self.by_sql.get_mut(sql)?;
+        *last_used = self.clock;
+        Some(statement.clone())
     }
 
     pub(crate) fn insert(&mut self, statement: Statement) {
-        let sql = statement.sql().to_owned();
-        if self.by_sql.insert(sql.clone(), statement).is_none() {
-            self.order.push_back(sql);
-        }
-        while self.order.len() > STATEMENT_CACHE_CAPACITY {
-            if let Some(oldest) = self.order.pop_front() {
+        self.clock += 1;
+        self.by_sql
+            .insert(statement.sql().to_owned(), (statement, self.clock));
+        while self.by_sql.len() > STATEMENT_CACHE_CAPACITY {
+            let oldest = self
+                .by_sql
+                .iter()
+                .min_by_key(|(_, (_, last_used))| *last_used)
+                .map(|(sql, _)| sql.clone());
+            if let Some(oldest) = oldest {
                 self.by_sql.remove(&oldest);
             }
         }
@@ -203,10 +207,9 @@ impl StatementCache {
         if self
             .by_sql
             .get(sql)
-            .is_some_and(|s| Arc::ptr_eq(&s.0, &statement.0))
+            .is_some_and(|(s, _)| Arc::ptr_eq(&s.0, &statement.0))
         {
             self.by_sql.remove(sql);
-            self.order.retain(|s| s != sql);
         }
     }
 
@@ -221,7 +224,6 @@ impl StatementCache {
     /// After a reset the server has forgotten every statement.
     pub(crate) fn invalidate_all(&mut self) {
         self.by_sql.clear();
-        self.order.clear();
         // Statements still held elsewhere would fail with "does not exist"; make them fail
         // with "another connection" instead, and don't deallocate what is gone anyway.
         self.connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
@@ -284,5 +286,34 @@ impl sealed::Sealed for Statement {}
 impl ToStatement for Statement {
     fn __statement_ref(&self) -> StatementRef<'_> {
         StatementRef::Prepared(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(cache: &mut StatementCache, sql: &str) -> Statement {
+        let name = cache.next_name();
+        cache.make(name, sql, Vec::new(), Arc::from([]), true)
+    }
+
+    #[test]
+    fn the_least_recently_used_statement_is_evicted() {
+        let mut cache = StatementCache::default();
+        for i in 0..STATEMENT_CACHE_CAPACITY {
+            let statement = cached(&mut cache, &format!("SELECT {i}"));
+            cache.insert(statement);
+        }
+        // The oldest insert was used last, so the second oldest goes first.
+        assert!(cache.lookup("SELECT 0").is_some());
+        let statement = cached(&mut cache, "SELECT 'new'");
+        cache.insert(statement);
+        assert_eq!(cache.by_sql.len(), STATEMENT_CACHE_CAPACITY);
+        assert!(cache.lookup("SELECT 0").is_some());
+        assert!(cache.lookup("SELECT 1").is_none());
+        assert!(cache.lookup("SELECT 'new'").is_some());
+        // Evicted statements are deallocated once their last handle goes.
+        assert_eq!(cache.take_closed().len(), 1);
     }
 }
