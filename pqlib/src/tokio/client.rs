@@ -100,6 +100,13 @@ impl Client {
     }
 
     async fn send_request(&self, work: Work, detached: bool) -> Reply {
+        self.send_only(work, detached)?
+            .await
+            .map_err(|_| Error::closed("the connection task ended before answering"))?
+    }
+
+    /// Queues a request; the answer comes through the returned receiver.
+    pub(super) fn send_only(&self, work: Work, detached: bool) -> Result<oneshot::Receiver<Reply>> {
         self.deallocate_dropped();
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -110,9 +117,17 @@ impl Client {
                 detached,
             })
             .map_err(|_| Error::closed("the connection task has ended"))?;
-        answer
-            .await
-            .map_err(|_| Error::closed("the connection task ended before answering"))?
+        Ok(answer)
+    }
+
+    /// Checks that `statement` can run here with `params` parameters.
+    pub(super) fn check_use(&self, statement: &Statement, params: usize) -> Result<()> {
+        lock(&self.inner.statements).check_use(statement, params)
+    }
+
+    /// The notice state results keep alive (libpq copies the notice hook into each).
+    pub(super) fn notices(&self) -> Arc<NoticeState> {
+        self.inner.notices.clone()
     }
 
     /// Sends a request whose answer nobody waits for; it runs even so.
@@ -248,7 +263,12 @@ impl Client {
         })
     }
 
-    async fn statement<T: ?Sized + ToStatement>(&self, statement: &T) -> Result<Statement> {
+    /// The prepared statement for `statement`: itself, or the cached (or newly prepared)
+    /// statement for SQL text.
+    pub(super) async fn statement<T: ?Sized + ToStatement>(
+        &self,
+        statement: &T,
+    ) -> Result<Statement> {
         match statement.__statement_ref() {
             StatementRef::Prepared(statement) => Ok(statement.clone()),
             StatementRef::Sql(sql) => {
@@ -270,7 +290,7 @@ impl Client {
         lock(&self.inner.statements).check_use(statement, params.len())?;
         let params = EncodedParams::new(params, statement.params())?;
         let work = Work::Execute {
-            name: statement.c_name().clone(),
+            statement: statement.clone(),
             params,
         };
         let mut results = self.request(work).await?;

@@ -25,10 +25,16 @@ use crate::error::{DbError, Error, ErrorKind, Result, Severity};
 use crate::handle::{PgConn, PgResult};
 use crate::notice::NoticeState;
 use crate::notify::Notification;
+use crate::statement::Statement;
 use crate::types::Oid;
 
 /// COPY OUT rows already received are handed to the stream in chunks of about this size.
 const COPY_OUT_BATCH: usize = 64 * 1024;
+
+/// A streamed query's rows are handed over once this many have arrived (or the socket has
+/// no more for now); the connection task stops reading while a full batch waits for room, so
+/// a slow consumer holds the server back instead of filling memory.
+const STREAM_BATCH_ROWS: usize = crate::STREAM_CHUNK_ROWS;
 
 /// How many rounds of sending, flushing and reading one poll may do before it yields, so that
 /// a large result streaming in cannot starve the other tasks of a single-threaded runtime
@@ -49,9 +55,9 @@ pub enum AsyncMessage {
 
 /// What a request asks libpq to send.
 pub(crate) enum Work {
-    /// `PQsendQueryPrepared`.
+    /// `PQsendQueryPrepared`. The statement handle (an `Arc`) rather than a copy of its name.
     Execute {
-        name: CString,
+        statement: Statement,
         params: EncodedParams,
     },
     /// `PQsendQueryParams`.
@@ -68,6 +74,14 @@ pub(crate) enum Work {
     },
     /// The simple query protocol (`PQsendQuery`), which needs the pipeline paused.
     Simple { sql: CString },
+    /// `PQsendQueryPrepared` in libpq's chunked-rows (17+) or single-row mode: the rows go
+    /// to `rows` as they arrive, the final result (or error) to the request's reply. Sent
+    /// only with nothing else in flight, because libpq sets the mode on the oldest query.
+    Stream {
+        statement: Statement,
+        params: EncodedParams,
+        rows: RowSender,
+    },
     /// A `COPY` statement, also outside pipeline mode (libpq allows no COPY in it); once the
     /// server is in COPY mode the data flows through `target`.
     Copy { sql: CString, target: CopyTarget },
@@ -79,6 +93,75 @@ pub(crate) enum CopyTarget {
     In(futures_channel::mpsc::Receiver<CopyInMessage>),
     /// COPY TO STDOUT: chunks to the client's stream.
     Out(futures_channel::mpsc::Sender<Result<bytes::Bytes>>),
+}
+
+/// Where a streamed query's results go: batches of row-holding results.
+pub(crate) type RowSender = futures_channel::mpsc::Sender<Vec<PgResult>>;
+
+/// The connection task's side of a streamed query.
+struct RowSink {
+    /// `None` once the stream is dropped: the rest is read and discarded.
+    sender: Option<RowSender>,
+    batch: Vec<PgResult>,
+    batch_rows: usize,
+}
+
+impl RowSink {
+    fn push(&mut self, result: PgResult) {
+        if self.sender.is_some() {
+            self.batch_rows += result.ntuples();
+            self.batch.push(result);
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.batch_rows >= STREAM_BATCH_ROWS
+    }
+
+    fn take_batch(&mut self) -> Vec<PgResult> {
+        self.batch_rows = 0;
+        std::mem::take(&mut self.batch)
+    }
+
+    /// Hands the batch over if the channel has room. Returns `Pending` only when a full batch
+    /// has to wait (the channel's waker is registered then).
+    fn poll_deliver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        use futures_sink::Sink;
+        let Some(sender) = self.sender.as_mut() else {
+            return Poll::Ready(());
+        };
+        if self.batch.is_empty() {
+            return Poll::Ready(());
+        }
+        match Pin::new(&mut *sender).poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                self.batch_rows = 0;
+                let batch = std::mem::take(&mut self.batch);
+                if Pin::new(&mut *sender).start_send(batch).is_err() {
+                    self.sender = None;
+                }
+                Poll::Ready(())
+            }
+            Poll::Ready(Err(_)) => {
+                // The stream was dropped.
+                self.sender = None;
+                self.take_batch();
+                Poll::Ready(())
+            }
+            Poll::Pending if self.is_full() => Poll::Pending,
+            Poll::Pending => Poll::Ready(()),
+        }
+    }
+
+    /// The query's results are complete: the last rows go without waiting (a fresh clone of
+    /// the sender has a slot of its own in the channel), then the channel closes.
+    fn finish(mut self) {
+        if let Some(sender) = self.sender.take() {
+            if !self.batch.is_empty() {
+                let _ = sender.clone().try_send(std::mem::take(&mut self.batch));
+            }
+        }
+    }
 }
 
 /// What a `CopyInSink` sends to the connection task.
@@ -144,6 +227,8 @@ struct InFlight {
     sync: bool,
     /// For a COPY request: where its data goes once the server is in COPY mode.
     copy: Option<CopyTarget>,
+    /// For a streamed query: where its rows go.
+    rows: Option<RowSink>,
 }
 
 /// A duplicate of the connection's socket, for tokio's reactor: readiness is the same (one
@@ -275,7 +360,24 @@ impl Connection {
                     progress = true;
                 }
             }
-            if let Poll::Ready(ready) = self.socket.poll_read_ready(cx) {
+            // A streamed query's full batch waiting for its consumer holds reading back.
+            let mut rows_waiting = false;
+            if let Some(sink) = self.in_flight.front_mut().and_then(|f| f.rows.as_mut()) {
+                let was_full = sink.is_full();
+                match sink.poll_deliver(cx) {
+                    Poll::Pending => rows_waiting = true,
+                    Poll::Ready(()) if was_full => {
+                        // Results libpq already holds would wait for a readable socket that
+                        // may never come: take them now.
+                        self.take_results()?;
+                        progress = true;
+                    }
+                    Poll::Ready(()) => {}
+                }
+            }
+            if rows_waiting {
+                // Woken by the stream taking a batch (or by a new request).
+            } else if let Poll::Ready(ready) = self.socket.poll_read_ready(cx) {
                 // Kept ready for now: whether it may be cleared is known only after reading.
                 ready
                     .map_err(|e| Error::closed(format!("socket: {e}")))?
@@ -332,7 +434,9 @@ impl Connection {
                     return Ok(progress);
                 }
                 self.set_pipeline(false)?;
-            } else if !self.in_pipeline {
+            } else if !self.in_pipeline || matches!(request.work, Work::Stream { .. }) {
+                // Leaving simple mode needs the pipeline drained, and so does streaming (the
+                // row mode applies to the oldest query in the pipeline).
                 if !self.in_flight.is_empty() {
                     self.held = Some(request);
                     return Ok(progress);
@@ -368,8 +472,11 @@ impl Connection {
         let ptr = self.conn.as_ptr();
         let Request { work, reply, .. } = request;
         let mut copy = None;
+        let mut rows = None;
+        let mut error = None;
         let (sent, nulls, sync) = match &work {
-            Work::Execute { name, params } => {
+            Work::Execute { statement, params } => {
+                let name = statement.c_name();
                 let p = params;
                 // SAFETY: the connection is alive; the name is NUL-terminated and each array
                 // in `params` has `count()` entries, alive for the call (libpq copies them).
@@ -384,6 +491,36 @@ impl Connection {
                         1,
                     )
                 };
+                (ok == 1, 1, true)
+            }
+            Work::Stream {
+                statement, params, ..
+            } => {
+                let p = params;
+                // SAFETY: as for Execute.
+                let ok = unsafe {
+                    ffi::PQsendQueryPrepared(
+                        ptr,
+                        statement.c_name().as_ptr(),
+                        p.count(),
+                        p.values(),
+                        p.lengths(),
+                        p.formats(),
+                        1,
+                    )
+                };
+                // Must directly follow the send, with nothing else in flight.
+                #[cfg(libpq_17)]
+                // SAFETY: the connection is alive with this query just sent.
+                let streaming =
+                    unsafe { ffi::PQsetChunkedRowsMode(ptr, crate::STREAM_CHUNK_ROWS as c_int) };
+                #[cfg(not(libpq_17))]
+                // SAFETY: the connection is alive with this query just sent.
+                let streaming = unsafe { ffi::PQsetSingleRowMode(ptr) };
+                if ok == 1 && streaming != 1 {
+                    // The query runs anyway; its rows are read and dropped.
+                    error = Some(Error::client("libpq refused to stream this query's rows"));
+                }
                 (ok == 1, 1, true)
             }
             Work::ExecuteTyped { sql, types, params } => {
@@ -424,8 +561,16 @@ impl Connection {
                 (ok == 1, 1, false)
             }
         };
-        if let Work::Copy { target, .. } = work {
-            copy = Some(target);
+        match work {
+            Work::Copy { target, .. } => copy = Some(target),
+            Work::Stream { rows: sender, .. } if error.is_none() => {
+                rows = Some(RowSink {
+                    sender: Some(sender),
+                    batch: Vec::new(),
+                    batch_rows: 0,
+                });
+            }
+            _ => {}
         }
         // Each pipelined request is its own sync segment: errors stay with their caller.
         let synced = !sync || self.send_sync();
@@ -441,10 +586,11 @@ impl Connection {
         self.in_flight.push_back(InFlight {
             reply,
             results: Vec::new(),
-            error: None,
+            error,
             nulls_left: nulls,
             sync,
             copy,
+            rows,
         });
         self.needs_flush = true;
         Ok(())
@@ -491,7 +637,18 @@ impl Connection {
         if unsafe { ffi::PQconsumeInput(ptr) } == 0 {
             return Err(self.connection_error());
         }
-        while !self.in_flight.is_empty() {
+        self.take_results()
+    }
+
+    /// Hands out every complete result libpq has parsed or can parse from what it has read,
+    /// and the notices and notifications among them.
+    fn take_results(&mut self) -> Result<()> {
+        let ptr = self.conn.as_ptr();
+        while let Some(front) = self.in_flight.front() {
+            if front.rows.as_ref().is_some_and(RowSink::is_full) {
+                // Handed over (or waited for) by `drive` before reading on.
+                break;
+            }
             // SAFETY: the connection is alive; PQisBusy only parses buffered input.
             if unsafe { ffi::PQisBusy(ptr) } != 0 {
                 break;
@@ -529,6 +686,17 @@ impl Connection {
             }
             Some(result) => match result.status() {
                 ffi::ExecStatusType::PGRES_PIPELINE_SYNC => self.complete(),
+                ffi::ExecStatusType::PGRES_SINGLE_TUPLE => {
+                    if let Some(sink) = front.rows.as_mut() {
+                        sink.push(result);
+                    }
+                }
+                #[cfg(libpq_17)]
+                ffi::ExecStatusType::PGRES_TUPLES_CHUNK => {
+                    if let Some(sink) = front.rows.as_mut() {
+                        sink.push(result);
+                    }
+                }
                 ffi::ExecStatusType::PGRES_TUPLES_OK
                 | ffi::ExecStatusType::PGRES_COMMAND_OK
                 | ffi::ExecStatusType::PGRES_EMPTY_QUERY => front.results.push(result),
@@ -617,7 +785,11 @@ impl Connection {
 
     /// The front request has all its results: answer its caller (if still there).
     fn complete(&mut self) {
-        if let Some(done) = self.in_flight.pop_front() {
+        if let Some(mut done) = self.in_flight.pop_front() {
+            // The rows first: the stream reads the reply only after its channel has closed.
+            if let Some(sink) = done.rows.take() {
+                sink.finish();
+            }
             let reply = match done.error {
                 Some(error) => Err(error),
                 None => Ok(done.results),

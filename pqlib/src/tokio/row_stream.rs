@@ -1,0 +1,172 @@
+//! Streamed query results on the async client: rows arrive in chunks as the server sends
+//! them, with the connection task reading no further ahead than the consumer allows.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use futures_core::Stream;
+use tokio::sync::oneshot;
+
+use super::Client;
+use super::driver::{Reply, Work};
+use crate::connection::EncodedParams;
+use crate::error::{Error, Result};
+use crate::handle::PgResult;
+use crate::notice::NoticeState;
+use crate::row::{Column, Rows};
+use crate::statement::ToStatement;
+use crate::types::{BorrowToSql, ToSql};
+
+/// How many batches of rows may wait between the connection task and a [`RowStream`] before
+/// the task stops reading from the server.
+const STREAM_BATCHES: usize = 2;
+
+impl Client {
+    /// Runs a statement and streams its rows, like
+    /// [`Connection::query_raw`](crate::Connection::query_raw): memory holds a few chunks of
+    /// rows rather than the whole result, and the server is held back (by TCP flow control)
+    /// when the consumer is slower than it.
+    ///
+    /// The stream's items are chunks of rows as owned [`Rows`] (libpq's chunked-rows mode on
+    /// libpq 17+, up to [`STREAM_CHUNK_ROWS`](crate::STREAM_CHUNK_ROWS) rows each; single rows
+    /// before), so reading a row costs no allocation. Other statements of this client queue
+    /// behind the stream, and it waits for those sent before it to finish (libpq sets the row
+    /// mode on the oldest statement in flight). An error ends the stream as its last item.
+    /// Dropping the stream early makes the connection task read and discard the rest.
+    ///
+    /// ```no_run
+    /// # async fn run(client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
+    /// let mut stream = client
+    ///     .query_raw("SELECT g FROM generate_series(1, $1) g", [&10_000_000i32])
+    ///     .await?;
+    /// let mut total = 0i64;
+    /// while let Some(chunk) = stream.next_chunk().await {
+    ///     for row in &chunk? {
+    ///         total += i64::from(row.get::<_, i32>(0));
+    ///     }
+    /// }
+    /// assert_eq!(stream.rows_affected(), Some(10_000_000));
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "PQsetChunkedRowsMode")]
+    #[doc(alias = "PQsetSingleRowMode")]
+    #[doc(alias = "PQsendQueryPrepared")]
+    pub async fn query_raw<T, P, I>(&self, statement: &T, params: I) -> Result<RowStream>
+    where
+        T: ?Sized + ToStatement,
+        P: BorrowToSql,
+        I: IntoIterator<Item = P>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let statement = self.statement(statement).await?;
+        let params = params.into_iter();
+        self.check_use(&statement, params.len())?;
+        let params: Vec<P> = params.collect();
+        let encoded = EncodedParams::from_iter(
+            params.iter().map(|p| p.borrow_to_sql() as &dyn ToSql),
+            statement.params(),
+        )?;
+        let (rows, chunks) = futures_channel::mpsc::channel(STREAM_BATCHES);
+        let columns = statement.columns_arc();
+        let end = self.send_only(
+            Work::Stream {
+                statement,
+                params: encoded,
+                rows,
+            },
+            false,
+        )?;
+        Ok(RowStream {
+            chunks,
+            batch: Vec::new().into_iter(),
+            end: Some(end),
+            columns,
+            notices: self.notices(),
+            rows_affected: None,
+        })
+    }
+}
+
+/// The rows of [`Client::query_raw`], as a [`Stream`] of chunks ([`Rows`]) in the order the
+/// server sent them.
+///
+/// The stream ends after the last chunk, or with an error as its last item; then
+/// [`rows_affected`](RowStream::rows_affected) tells the statement's row count.
+pub struct RowStream {
+    chunks: futures_channel::mpsc::Receiver<Vec<PgResult>>,
+    /// The rest of the batch being handed out.
+    batch: std::vec::IntoIter<PgResult>,
+    /// The statement's outcome, read once `chunks` has closed; `None` once the stream ended.
+    end: Option<oneshot::Receiver<Reply>>,
+    columns: Arc<[Column]>,
+    notices: Arc<NoticeState>,
+    rows_affected: Option<u64>,
+}
+
+impl RowStream {
+    /// The next chunk of rows, `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<Result<Rows>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// The number of rows the statement returned or affected, once the stream has ended
+    /// without an error.
+    #[doc(alias = "PQcmdTuples")]
+    pub fn rows_affected(&self) -> Option<u64> {
+        self.rows_affected
+    }
+
+    /// The result's columns.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+}
+
+impl Stream for RowStream {
+    type Item = Result<Rows>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Rows>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(result) = this.batch.next() {
+                return Poll::Ready(Some(Ok(Rows::new(
+                    result,
+                    this.columns.clone(),
+                    this.notices.clone(),
+                ))));
+            }
+            match ready!(Pin::new(&mut this.chunks).poll_next(cx)) {
+                Some(batch) => this.batch = batch.into_iter(),
+                None => break,
+            }
+        }
+        // Every chunk is out: the statement's final result or error.
+        let Some(end) = this.end.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = ready!(Pin::new(end).poll(cx));
+        this.end = None;
+        match outcome {
+            Ok(Ok(results)) => {
+                this.rows_affected = results.last().map(|r| r.rows_affected());
+                Poll::Ready(None)
+            }
+            Ok(Err(e)) => Poll::Ready(Some(Err(e))),
+            Err(_) => Poll::Ready(Some(Err(Error::closed(
+                "the connection task ended before the stream did",
+            )))),
+        }
+    }
+}
+
+impl fmt::Debug for RowStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RowStream")
+            .field("columns", &self.columns)
+            .field("ended", &self.end.is_none())
+            .finish_non_exhaustive()
+    }
+}
