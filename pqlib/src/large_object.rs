@@ -439,6 +439,8 @@ impl LargeObject<'_> {
     /// println!("{} bytes", lo.len()?);
     /// # Ok::<(), pqlib::Error>(())
     /// ```
+    #[doc(alias = "lo_lseek64")]
+    #[doc(alias = "lo_lseek")]
     #[allow(clippy::len_without_is_empty)] // is_empty would cost the same three round trips
     pub fn len(&mut self) -> Result<u64> {
         let position = self.tell()?;

@@ -198,6 +198,7 @@ impl Notifications<'_> {
     ///     println!("nothing yet");
     /// }
     /// ```
+    #[doc(alias = "PQnotifies")]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -200,6 +200,7 @@ impl Pipeline<'_> {
 
     /// Queues a statement that returns no rows you need; the same as
     /// [`query`](Pipeline::query), whose result carries the affected row count.
+    #[doc(alias = "PQsendQueryPrepared")]
     pub fn execute<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<()>
     where
         T: ?Sized + ToStatement,

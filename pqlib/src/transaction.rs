@@ -42,6 +42,7 @@ impl Connection {
     /// tx.commit()?;
     /// # Ok::<(), pqlib::Error>(())
     /// ```
+    #[doc(alias = "BEGIN")]
     pub fn transaction(&mut self) -> Result<Transaction<'_>> {
         self.build_transaction().start()
     }
@@ -112,6 +113,7 @@ impl<'c> TransactionBuilder<'c> {
     }
 
     /// Sends `BEGIN` with the chosen options.
+    #[doc(alias = "BEGIN")]
     pub fn start(self) -> Result<Transaction<'c>> {
         let mut modes = Vec::new();
         if let Some(level) = self.isolation_level {
@@ -215,11 +217,13 @@ impl<'c> Transaction<'c> {
     }
 
     /// See [`Connection::batch_execute`].
+    #[doc(alias = "PQexec")]
     pub fn batch_execute(&mut self, sql: &str) -> Result<()> {
         self.conn.batch_execute(sql)
     }
 
     /// See [`Connection::execute`].
+    #[doc(alias = "PQexecPrepared")]
     pub fn execute<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<u64>
     where
         T: ?Sized + ToStatement,
@@ -228,6 +232,7 @@ impl<'c> Transaction<'c> {
     }
 
     /// See [`Connection::query`].
+    #[doc(alias = "PQexecPrepared")]
     pub fn query<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Rows>
     where
         T: ?Sized + ToStatement,
@@ -236,6 +241,7 @@ impl<'c> Transaction<'c> {
     }
 
     /// See [`Connection::query_one`].
+    #[doc(alias = "PQexecPrepared")]
     pub fn query_one<T>(
         &mut self,
         statement: &T,
@@ -248,6 +254,7 @@ impl<'c> Transaction<'c> {
     }
 
     /// See [`Connection::query_opt`].
+    #[doc(alias = "PQexecPrepared")]
     pub fn query_opt<T>(
         &mut self,
         statement: &T,
@@ -260,6 +267,7 @@ impl<'c> Transaction<'c> {
     }
 
     /// See [`Connection::query_typed`].
+    #[doc(alias = "PQexecParams")]
     pub fn query_typed(
         &mut self,
         sql: &str,
@@ -269,6 +277,9 @@ impl<'c> Transaction<'c> {
     }
 
     /// See [`Connection::query_raw`].
+    #[doc(alias = "PQsendQueryPrepared")]
+    #[doc(alias = "PQsetChunkedRowsMode")]
+    #[doc(alias = "PQsetSingleRowMode")]
     pub fn query_raw<T, P, I>(&mut self, statement: &T, params: I) -> Result<crate::RowStream<'_>>
     where
         T: ?Sized + ToStatement,
@@ -280,11 +291,13 @@ impl<'c> Transaction<'c> {
     }
 
     /// See [`Connection::prepare`].
+    #[doc(alias = "PQprepare", alias = "PQdescribePrepared")]
     pub fn prepare(&mut self, sql: &str) -> Result<Statement> {
         self.conn.prepare(sql)
     }
 
     /// See [`Connection::prepare_typed`].
+    #[doc(alias = "PQprepare", alias = "PQdescribePrepared")]
     pub fn prepare_typed(&mut self, sql: &str, types: &[Type]) -> Result<Statement> {
         self.conn.prepare_typed(sql, types)
     }
@@ -302,6 +315,7 @@ impl<'c> Transaction<'c> {
     }
 
     /// The connection's transaction status (see [`Connection::transaction_status`]).
+    #[doc(alias = "PQtransactionStatus")]
     pub fn transaction_status(&self) -> TransactionStatus {
         self.conn.transaction_status()
     }

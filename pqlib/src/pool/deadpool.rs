@@ -378,6 +378,7 @@ impl PooledClient {
     /// tx.commit().await?;
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "BEGIN")]
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
         let PooledClient { client, dirty, .. } = self;
         dirty.store(true, Ordering::Relaxed);
@@ -396,6 +397,7 @@ impl PooledClient {
     /// client.batch_execute("CREATE TEMP TABLE t (x int); INSERT INTO t VALUES (1)").await?;
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "PQsendQuery")]
     pub async fn batch_execute(&self, sql: &str) -> Result<()> {
         self.watch(sql);
         self.note(self.client.batch_execute(sql).await)
@@ -410,6 +412,7 @@ impl PooledClient {
     /// let n = client.execute("UPDATE t SET x = x + 1 WHERE x > $1", &[&0i32]).await?;
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "PQsendQueryPrepared")]
     pub async fn execute<T>(&self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<u64>
     where
         T: ?Sized + ToStatement,
@@ -426,6 +429,7 @@ impl PooledClient {
     /// let rows = client.query("SELECT generate_series(1, $1)", &[&3i32]).await?;
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "PQsendQueryPrepared")]
     pub async fn query<T>(&self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Rows>
     where
         T: ?Sized + ToStatement,
@@ -442,6 +446,7 @@ impl PooledClient {
     /// let n: i64 = client.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "PQsendQueryPrepared")]
     pub async fn query_one<T>(
         &self,
         statement: &T,
@@ -462,6 +467,7 @@ impl PooledClient {
     /// let row = client.query_opt("SELECT x FROM t WHERE x = $1", &[&5i32]).await?;
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "PQsendQueryPrepared")]
     pub async fn query_opt<T>(
         &self,
         statement: &T,
@@ -485,6 +491,7 @@ impl PooledClient {
     /// let rows = client.query_typed("SELECT $1 || '!'", &[(&"hi", Type::TEXT)]).await?;
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "PQsendQueryParams")]
     pub async fn query_typed(
         &self,
         sql: &str,
@@ -640,6 +647,7 @@ impl<'a> Transaction<'a> {
     /// tx.commit().await?;
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "COMMIT")]
     pub async fn commit(mut self) -> Result<()> {
         let inner = self.inner.take().expect("an unfinished transaction");
         inner.commit().await?;
@@ -655,6 +663,7 @@ impl<'a> Transaction<'a> {
     /// tx.rollback().await?;
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "ROLLBACK")]
     pub async fn rollback(mut self) -> Result<()> {
         let inner = self.inner.take().expect("an unfinished transaction");
         inner.rollback().await?;
@@ -673,6 +682,7 @@ impl<'a> Transaction<'a> {
     /// tx.commit().await?;
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "SAVEPOINT")]
     pub async fn transaction(&mut self) -> Result<crate::tokio::Transaction<'_>> {
         self.inner
             .as_mut()
