@@ -17,6 +17,8 @@ pub struct Column {
     type_: Type,
     table_oid: Option<u32>,
     column_id: Option<i16>,
+    /// Whether values need the array header check, decided once rather than per value.
+    is_array: bool,
 }
 
 impl Column {
@@ -25,6 +27,7 @@ impl Column {
         let column = result.field_table_column(i);
         Column {
             name: result.field_name(i),
+            is_array: matches!(type_.kind(), crate::types::Kind::Array(_)),
             type_,
             table_oid: (table != 0).then_some(table),
             column_id: (column != 0).then_some(column),
@@ -312,7 +315,8 @@ impl<'r> Row<'r> {
                 self.len()
             )));
         };
-        let ty = self.columns()[col].type_();
+        let column = &self.columns()[col];
+        let ty = column.type_();
         if !T::accepts(ty) {
             return Err(Error::conversion(
                 format!("column {index}"),
@@ -327,7 +331,9 @@ impl<'r> Row<'r> {
         }
         // SAFETY: `index < len` (rows are only made for indexes below it), `col < width`.
         let raw = unsafe { self.rows.result.value_unchecked(self.index, col) };
-        crate::types::check_array_header(ty, raw)?;
+        if column.is_array {
+            crate::types::check_array_header(ty, raw)?;
+        }
         T::from_sql_nullable(ty, raw)
             .map_err(|e| Error::conversion(format!("column {index} of type {ty}"), e))
     }
