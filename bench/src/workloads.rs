@@ -632,9 +632,24 @@ fn w3_stream<'a>(ctx: &'a Ctx<'a>) -> Result<Variant<'a>> {
             Ok(sum)
         },
     ));
-    missing.push((
+    let pq_async = pqlib_async(ctx)?;
+    let stmt = ctx.rt.block_on(pq_async.prepare(W3_SQL))?;
+    entries.push(Entry::new(
         Client::PqlibAsync,
-        "no streaming query API in pqlib::tokio yet".into(),
+        "query_raw().await; next_chunk().await",
+        move |warm| {
+            ctx.rt.block_on(async {
+                let limit = size(n, warm) as i32;
+                let mut stream = pq_async.query_raw(&stmt, [&limit]).await?;
+                let mut sum = 0;
+                while let Some(chunk) = stream.next_chunk().await {
+                    for row in &chunk? {
+                        sum += w3_row(row.get(0), row.get(1), row.get(2), row.get(3));
+                    }
+                }
+                Ok(sum)
+            })
+        },
     ));
 
     let mut pg = postgres_conn(ctx)?;
