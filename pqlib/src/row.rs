@@ -470,3 +470,62 @@ impl<T: ?Sized + RowIndex> RowIndex for &T {
         T::__index(*self, columns)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::c_int;
+
+    use pqlib_sys as ffi;
+
+    use super::*;
+
+    /// A one-row, one-column binary result of type `ty` holding `value`.
+    fn single_value(ty: &Type, value: &[u8]) -> Rows {
+        // SAFETY: a NULL connection is allowed; PQsetResultAttrs copies the descriptor and
+        // its name, PQsetvalue copies `len` bytes; the finished result passes to Rows.
+        unsafe {
+            let res = ffi::PQmakeEmptyPGresult(
+                std::ptr::null_mut(),
+                ffi::ExecStatusType::PGRES_TUPLES_OK,
+            );
+            assert!(!res.is_null());
+            let mut attr = ffi::pgresAttDesc {
+                name: c"v".as_ptr().cast_mut(),
+                tableid: 0,
+                columnid: 0,
+                format: 1,
+                typid: ty.oid(),
+                typlen: -1,
+                atttypmod: -1,
+            };
+            assert_eq!(ffi::PQsetResultAttrs(res, 1, &mut attr), 1);
+            let len = value.len() as c_int;
+            assert_eq!(ffi::PQsetvalue(res, 0, 0, value.as_ptr().cast_mut().cast(), len), 1);
+            Rows::__from_raw_result(res)
+        }
+    }
+
+    fn int4_array(claimed: i32, elements: &[i32]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for word in [1, 0, Type::INT4.oid() as i32, claimed, 1] {
+            raw.extend_from_slice(&word.to_be_bytes());
+        }
+        for e in elements {
+            raw.extend_from_slice(&4i32.to_be_bytes());
+            raw.extend_from_slice(&e.to_be_bytes());
+        }
+        raw
+    }
+
+    #[test]
+    fn array_values_are_decoded_and_hostile_headers_refused() {
+        let rows = single_value(&Type::INT4_ARRAY, &int4_array(3, &[7, 8, 9]));
+        let row = rows.get(0).unwrap();
+        assert_eq!(row.get::<_, Vec<i32>>(0), vec![7, 8, 9]);
+        // A billion elements claimed in 28 bytes: refused before postgres-types reserves room.
+        let rows = single_value(&Type::INT4_ARRAY, &int4_array(1_000_000_000, &[1]));
+        let error = rows.get(0).unwrap().try_get::<_, Vec<i32>>(0).unwrap_err();
+        assert_eq!(error.kind(), crate::error::ErrorKind::Conversion, "{error}");
+        assert!(error.to_string().contains("claims 1000000000 elements"), "{error}");
+    }
+}
