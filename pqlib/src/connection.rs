@@ -228,6 +228,7 @@ impl Connection {
     /// let n: i64 = conn.query_one("SELECT count(*) FROM pg_class", &[])?.get(0);
     /// # Ok::<(), pqlib::Error>(())
     /// ```
+    #[doc(alias = "PQexecPrepared")]
     pub fn query_one<T>(
         &mut self,
         statement: &T,
@@ -255,6 +256,7 @@ impl Connection {
     ///     .map(|row| row.get(0));
     /// # Ok::<(), pqlib::Error>(())
     /// ```
+    #[doc(alias = "PQexecPrepared")]
     pub fn query_opt<T>(
         &mut self,
         statement: &T,
@@ -326,6 +328,7 @@ impl Connection {
     /// }
     /// # Ok::<(), pqlib::Error>(())
     /// ```
+    #[doc(alias = "PQdescribePrepared")]
     #[doc(alias = "PQprepare")]
     pub fn prepare(&mut self, sql: &str) -> Result<Statement> {
         self.before_query()?;
@@ -342,6 +345,7 @@ impl Connection {
     /// assert_eq!(stmt.params(), &[Type::INT8]);
     /// # Ok::<(), pqlib::Error>(())
     /// ```
+    #[doc(alias = "PQdescribePrepared")]
     #[doc(alias = "PQprepare")]
     pub fn prepare_typed(&mut self, sql: &str, types: &[Type]) -> Result<Statement> {
         self.before_query()?;

@@ -132,6 +132,7 @@ impl Rows {
     }
 
     /// Whether there are no rows.
+    #[doc(alias = "PQntuples")]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -150,11 +151,13 @@ impl Rows {
     /// assert!(rows.get(0).is_some() && rows.get(1).is_none());
     /// # Ok::<(), pqlib::Error>(())
     /// ```
+    #[doc(alias = "PQntuples")]
     pub fn get(&self, index: usize) -> Option<Row<'_>> {
         (index < self.len()).then_some(Row { rows: self, index })
     }
 
     /// The rows, in order.
+    #[doc(alias = "PQntuples")]
     pub fn iter(&self) -> RowIter<'_> {
         RowIter {
             rows: self,
@@ -251,6 +254,7 @@ pub struct Row<'r> {
 
 impl<'r> Row<'r> {
     /// The row's columns.
+    #[doc(alias = "PQnfields")]
     pub fn columns(&self) -> &'r [Column] {
         self.rows.columns()
     }
@@ -339,6 +343,9 @@ impl<'r> Row<'r> {
     }
 
     /// The raw binary bytes of a column, `None` for SQL NULL.
+    #[doc(alias = "PQgetvalue")]
+    #[doc(alias = "PQgetlength")]
+    #[doc(alias = "PQgetisnull")]
     pub fn raw(&self, col: usize) -> Result<Option<&'r [u8]>> {
         if col >= self.len() || col >= self.rows.width {
             return Err(Error::column(format!(
@@ -389,6 +396,7 @@ impl OwnedRow {
     }
 
     /// The row's columns.
+    #[doc(alias = "PQnfields")]
     pub fn columns(&self) -> &[Column] {
         self.rows.columns()
     }
@@ -404,6 +412,7 @@ impl OwnedRow {
     }
 
     /// See [`Row::get`].
+    #[doc(alias = "PQgetvalue")]
     #[track_caller]
     pub fn get<'a, I, T>(&'a self, index: I) -> T
     where
@@ -414,6 +423,8 @@ impl OwnedRow {
     }
 
     /// See [`Row::try_get`].
+    #[doc(alias = "PQgetvalue")]
+    #[doc(alias = "PQgetisnull")]
     pub fn try_get<'a, I, T>(&'a self, index: I) -> Result<T>
     where
         I: RowIndex + fmt::Display,
@@ -500,7 +511,10 @@ mod tests {
             };
             assert_eq!(ffi::PQsetResultAttrs(res, 1, &mut attr), 1);
             let len = value.len() as c_int;
-            assert_eq!(ffi::PQsetvalue(res, 0, 0, value.as_ptr().cast_mut().cast(), len), 1);
+            assert_eq!(
+                ffi::PQsetvalue(res, 0, 0, value.as_ptr().cast_mut().cast(), len),
+                1
+            );
             Rows::__from_raw_result(res)
         }
     }
@@ -526,6 +540,9 @@ mod tests {
         let rows = single_value(&Type::INT4_ARRAY, &int4_array(1_000_000_000, &[1]));
         let error = rows.get(0).unwrap().try_get::<_, Vec<i32>>(0).unwrap_err();
         assert_eq!(error.kind(), crate::error::ErrorKind::Conversion, "{error}");
-        assert!(error.to_string().contains("claims 1000000000 elements"), "{error}");
+        assert!(
+            error.to_string().contains("claims 1000000000 elements"),
+            "{error}"
+        );
     }
 }

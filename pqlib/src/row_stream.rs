@@ -38,6 +38,7 @@ impl Connection {
     /// }
     /// # Ok::<(), pqlib::Error>(())
     /// ```
+    #[doc(alias = "PQsendQueryPrepared")]
     #[doc(alias = "PQsetChunkedRowsMode")]
     #[doc(alias = "PQsetSingleRowMode")]
     pub fn query_raw<T, P, I>(&mut self, statement: &T, params: I) -> Result<RowStream<'_>>
@@ -114,6 +115,7 @@ impl RowStream<'_> {
     /// The next row, waiting for the server if the current chunk is used up; `None` at the end.
     /// An error (from the server, mid-stream) ends the stream and leaves the connection ready
     /// for the next statement.
+    #[doc(alias = "PQgetResult")]
     pub fn next_row(&mut self) -> Option<Result<Row<'_>>> {
         let has_row = |s: &Self| s.chunk.as_ref().is_some_and(|c| s.position < c.len());
         while !has_row(self) {
@@ -143,6 +145,7 @@ impl RowStream<'_> {
     /// }
     /// # Ok::<(), pqlib::Error>(())
     /// ```
+    #[doc(alias = "PQgetResult")]
     pub fn next_chunk(&mut self) -> Option<Result<Rows>> {
         if let Some(chunk) = self.chunk.take() {
             if self.position < chunk.len() {

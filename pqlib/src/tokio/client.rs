@@ -169,6 +169,8 @@ impl Client {
 
     /// A token to cancel the statement running on this connection; see
     /// [`CancelToken`](super::CancelToken).
+    #[doc(alias = "PQcancelCreate")]
+    #[doc(alias = "PQgetCancel")]
     pub fn cancel_token(&self) -> super::CancelToken {
         super::CancelToken(self.inner.cancel.clone())
     }
@@ -187,6 +189,7 @@ impl Client {
     }
 
     /// Prepares a statement with (some) parameter types given.
+    #[doc(alias = "PQsendPrepare")]
     pub async fn prepare_typed(&self, sql: &str, types: &[Type]) -> Result<Statement> {
         self.prepare_inner(sql, types, false).await
     }
@@ -340,6 +343,7 @@ impl Client {
     }
 
     /// Runs a statement and returns the number of rows it affected.
+    #[doc(alias = "PQsendQueryPrepared")]
     #[doc(alias = "PQcmdTuples")]
     pub async fn execute<T>(&self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<u64>
     where
@@ -349,6 +353,7 @@ impl Client {
     }
 
     /// Runs a statement expected to return exactly one row.
+    #[doc(alias = "PQsendQueryPrepared")]
     pub async fn query_one<T>(
         &self,
         statement: &T,
@@ -367,6 +372,7 @@ impl Client {
     }
 
     /// Runs a statement expected to return at most one row.
+    #[doc(alias = "PQsendQueryPrepared")]
     pub async fn query_opt<T>(
         &self,
         statement: &T,
@@ -427,6 +433,7 @@ impl Client {
     ///
     /// Statements other clones of this client send meanwhile run inside it too: they share
     /// the connection, as with `tokio_postgres`.
+    #[doc(alias = "BEGIN")]
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
         self.batch_execute("BEGIN").await?;
         Ok(Transaction {
@@ -468,6 +475,7 @@ pub struct Transaction<'a> {
 impl Transaction<'_> {
     /// Commits (or releases the savepoint). A transaction in which a statement failed is
     /// rolled back by the server instead; that is an error here.
+    #[doc(alias = "COMMIT")]
     pub async fn commit(mut self) -> Result<()> {
         self.finished = true;
         let sql = match self.depth {
@@ -488,6 +496,7 @@ impl Transaction<'_> {
     }
 
     /// Rolls back (or back to the savepoint).
+    #[doc(alias = "ROLLBACK")]
     pub async fn rollback(mut self) -> Result<()> {
         self.finished = true;
         self.client
@@ -506,6 +515,7 @@ impl Transaction<'_> {
     }
 
     /// Starts a nested transaction: a savepoint.
+    #[doc(alias = "SAVEPOINT")]
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
         let depth = self.depth + 1;
         self.client

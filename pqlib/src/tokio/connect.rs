@@ -52,6 +52,8 @@ pub async fn connect(params: &str) -> Result<(Client, Connection)> {
 /// let (client, connection) = pqlib::tokio::connect_config(&config).await?;
 /// # Ok(()) }
 /// ```
+#[doc(alias = "PQconnectStartParams")]
+#[doc(alias = "PQconnectPoll")]
 pub async fn connect_config(config: &Config) -> Result<(Client, Connection)> {
     config.validate()?;
     let password = config

@@ -104,12 +104,14 @@ pub struct CopyInSink {
 impl CopyInSink {
     /// Sends one chunk of COPY data (waiting while the connection task is behind); the same
     /// as `SinkExt::send`.
+    #[doc(alias = "PQputCopyData")]
     pub async fn send(&mut self, chunk: Bytes) -> Result<()> {
         futures_util_lite::send(self, chunk).await
     }
 
     /// Ends the data and waits for the server's verdict: the number of rows copied, or the
     /// error (a constraint violation, malformed data) that made the COPY fail.
+    #[doc(alias = "PQputCopyEnd")]
     pub async fn finish(mut self) -> Result<u64> {
         use futures_util_lite::send;
         let mut sender = self
@@ -117,7 +119,9 @@ impl CopyInSink {
             .take()
             .ok_or_else(|| Error::client("the COPY is already finished"))?;
         let (reply, answer) = oneshot::channel();
-        send(&mut sender, CopyInMessage::Finish(reply)).await?;
+        send(&mut sender, CopyInMessage::Finish(reply))
+            .await
+            .map_err(|_| lost())?;
         answer
             .await
             .map_err(|_| Error::closed("the connection task ended during the COPY"))?
@@ -172,6 +176,7 @@ pub struct CopyOutStream {
 
 impl CopyOutStream {
     /// The next chunk, or `None` at the end; the same as `StreamExt::next`.
+    #[doc(alias = "PQgetCopyData")]
     pub async fn next(&mut self) -> Option<Result<Bytes>> {
         poll_stream(self).await
     }
@@ -238,6 +243,7 @@ impl BinaryCopyInWriter {
     }
 
     /// Appends one row; the values must match the column types in number and type.
+    #[doc(alias = "PQputCopyData")]
     pub async fn write(&mut self, values: &[&(dyn ToSql + Sync)]) -> Result<()> {
         encode_row(&mut self.buffer, &self.types, values.iter().copied())?;
         if self.buffer.len() >= BINARY_CHUNK {
@@ -248,6 +254,7 @@ impl BinaryCopyInWriter {
     }
 
     /// Sends the last rows and the trailer, and returns the number of rows copied.
+    #[doc(alias = "PQputCopyEnd")]
     pub async fn finish(mut self) -> Result<u64> {
         self.buffer.put_i16(-1);
         let chunk = self.buffer.split().freeze();
@@ -291,6 +298,7 @@ impl BinaryCopyOutStream {
     }
 
     /// The next row; `None` after the trailer (or after an error).
+    #[doc(alias = "PQgetCopyData")]
     pub async fn next(&mut self) -> Option<Result<BinaryCopyOutRow>> {
         if self.finished {
             return None;
@@ -386,11 +394,5 @@ mod futures_util_lite {
         std::future::poll_fn(|cx| Pin::new(&mut *sink).poll_ready(cx)).await?;
         Pin::new(&mut *sink).start_send(item)?;
         std::future::poll_fn(|cx| Pin::new(&mut *sink).poll_flush(cx)).await
-    }
-
-    impl From<futures_channel::mpsc::SendError> for crate::Error {
-        fn from(_: futures_channel::mpsc::SendError) -> crate::Error {
-            crate::Error::closed("the connection task ended during the COPY")
-        }
     }
 }

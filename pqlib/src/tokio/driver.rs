@@ -312,6 +312,8 @@ impl Connection {
 
     /// Drives the connection and returns the next notice or notification, or `None` once the
     /// connection is done (every client dropped, every answer delivered).
+    #[doc(alias = "PQconsumeInput")]
+    #[doc(alias = "PQnotifies")]
     pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<AsyncMessage>>> {
         let driven = match self.poll_drive(cx) {
             // Kept until the messages received before the failure are handed out: the

@@ -50,6 +50,7 @@ pub struct CancelToken(crate::CancelToken);
 impl CancelToken {
     /// Sends the cancel request without blocking the runtime (libpq's cancel call blocks, so
     /// it runs on tokio's blocking pool); see [`crate::CancelToken::cancel_query`].
+    #[doc(alias = "PQcancel")]
     #[doc(alias = "PQcancelBlocking")]
     pub async fn cancel_query(&self) -> crate::Result<()> {
         let token = self.0.clone();

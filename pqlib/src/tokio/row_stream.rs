@@ -108,6 +108,7 @@ pub struct RowStream {
 
 impl RowStream {
     /// The next chunk of rows, `None` at the end.
+    #[doc(alias = "PQgetResult")]
     pub async fn next_chunk(&mut self) -> Option<Result<Rows>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
