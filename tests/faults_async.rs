@@ -75,14 +75,17 @@ enum Busy {
     CopyOut,
     /// A statement inside a transaction.
     Transaction,
+    /// A streamed result (`query_raw`) being read.
+    RowStream,
 }
 
-const ALL_BUSY: [Busy; 5] = [
+const ALL_BUSY: [Busy; 6] = [
     Busy::Query,
     Busy::Concurrent,
     Busy::CopyIn,
     Busy::CopyOut,
     Busy::Transaction,
+    Busy::RowStream,
 ];
 
 /// Runs `busy` on `client` until it fails; returns every error it saw.
@@ -138,6 +141,25 @@ async fn run_busy(mut client: Client, busy: Busy) -> Vec<pqlib::Error> {
                 Err(e) => errors.push(e),
                 Ok(mut stream) => {
                     while let Some(chunk) = stream.next().await {
+                        if let Err(e) = chunk {
+                            errors.push(e);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Busy::RowStream => {
+            match client
+                .query_raw(
+                    "SELECT g FROM generate_series(1, 2000000000) g",
+                    std::iter::empty::<i32>(),
+                )
+                .await
+            {
+                Err(e) => errors.push(e),
+                Ok(mut stream) => {
+                    while let Some(chunk) = stream.next_chunk().await {
                         if let Err(e) = chunk {
                             errors.push(e);
                             break;
@@ -320,7 +342,12 @@ async fn a_cut_connection_fails_everything_in_flight() {
         return;
     };
     let proxy = Proxy::start(Upstream::Tcp(cluster.port));
-    for busy in [Busy::Query, Busy::Concurrent, Busy::CopyOut] {
+    for busy in [
+        Busy::Query,
+        Busy::Concurrent,
+        Busy::CopyOut,
+        Busy::RowStream,
+    ] {
         let (client, driver) = connect_to(&proxy.conninfo("")).await;
         let pid = backend_pid(&client).await;
         let task = tokio::spawn(run_busy(client.clone(), busy));
