@@ -9,7 +9,7 @@
 //! prepares the data, then for each workload opens every client's connection, runs one
 //! warm-up per client, and then `reps` measured runs interleaved A B C … A B C …; it reports
 //! the median, its spread and the ratio to the C program, and writes `benchmarks.md`,
-//! `benchmarks.json` and `benchmarks.svg` into `--out` (default `bench/results`).
+//! `benchmarks.json` and `benchmarks.svg` into `--out` (default `docs/`).
 
 mod env_info;
 mod psycopg;
@@ -112,6 +112,10 @@ pub struct Opts {
     /// Where the client and the server run: `same` CPU (default), `split` (client on CPU 0,
     /// server on CPU 1), or `none` (wherever the kernel puts them).
     pub cpu: String,
+    /// The tokio runtime for the async clients: `current` (one thread: the client's futures
+    /// and the connection tasks all run on it) or `multi`. Default: `current` when the
+    /// client is pinned to one CPU, `multi` (one worker per CPU) when it is not.
+    pub runtime: Option<String>,
 }
 
 impl Opts {
@@ -122,9 +126,10 @@ impl Opts {
             reps: 0,
             only: None,
             clients: None,
-            out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
+            out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs"),
             skip_python: false,
             cpu: "same".into(),
+            runtime: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -137,6 +142,13 @@ impl Opts {
                     if !["same", "split", "none"].contains(&opts.cpu.as_str()) {
                         return Err(format!("--cpu {}: use same, split or none", opts.cpu).into());
                     }
+                }
+                "--runtime" => {
+                    let runtime = args.next().ok_or("--runtime needs current or multi")?;
+                    if !["current", "multi"].contains(&runtime.as_str()) {
+                        return Err(format!("--runtime {runtime}: use current or multi").into());
+                    }
+                    opts.runtime = Some(runtime);
                 }
                 "--reps" => opts.reps = args.next().ok_or("--reps needs a number")?.parse()?,
                 "--only" => {
@@ -160,10 +172,12 @@ impl Opts {
                          --only LIST   run only these workloads\n\
                          --clients LIST  run only these clients (c, pqlib, pqlib::tokio, \
                          postgres, tokio-postgres, sqlx, psycopg), e.g. for a profiler\n\
-                         --out DIR     where benchmarks.md/.json/.svg go (default bench/results)\n\
+                         --out DIR     where benchmarks.md/.json/.svg go (default docs/)\n\
                          --no-python   skip psycopg\n\
                          --cpu MODE    same: client and server pinned to CPU 0 (default); \
-                         split: client on CPU 0, server on CPU 1; none: not pinned\n\n\
+                         split: client on CPU 0, server on CPU 1; none: not pinned\n\
+                         --runtime R   tokio runtime of the async clients: current (default \
+                         when pinned) or multi (one worker per CPU; default when not)\n\n\
                          DATABASE_URL  use this server instead of a TempCluster (W2 needs pgbench)"
                     );
                     std::process::exit(0);
@@ -635,20 +649,31 @@ fn real_main() -> Result<()> {
         Err(why) => eprintln!("psycopg: missing: {why}"),
     }
 
-    // The clients' threads share one CPU when pinned: one worker then, else one per CPU.
-    let workers = if pinned {
-        1
+    // Pinned to one CPU, the async clients get a current-thread runtime: their futures and
+    // connection tasks run on the measuring thread. A multi-thread runtime there (even with
+    // one worker) makes every await a wakeup of another thread on the same CPU, which measures
+    // the scheduler rather than the client (W1 with pqlib::tokio: 2.1x C instead of 1.4x).
+    let runtime_kind = opts
+        .runtime
+        .clone()
+        .unwrap_or_else(|| if pinned { "current" } else { "multi" }.to_owned());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (runtime, runtime_desc) = if runtime_kind == "current" {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        (rt, "tokio current-thread runtime".to_owned())
     } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?;
+        (rt, format!("tokio multi-thread runtime with {workers} worker(s)"))
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
 
     let mut env = env_info::EnvInfo::collect(&mut admin, &server, &opts, &sizes)?;
     env.python = python.as_ref().ok().map(|py| py.describe().to_owned());
-    env.pinning = format!("{pinning}; tokio multi-thread runtime with {workers} worker(s)");
+    env.pinning = format!("{pinning}; {runtime_desc}");
     let data = workloads::Data::new(&sizes);
     workloads::prepare_tables(&mut admin, &sizes)?;
     let pgbench = if opts.wants("W2") {

@@ -34,6 +34,10 @@ const COPY_OUT_BATCH: usize = 64 * 1024;
 /// A streamed query's rows are handed over once this many have arrived (or the socket has
 /// no more for now); the connection task stops reading while a full batch waits for room, so
 /// a slow consumer holds the server back instead of filling memory.
+///
+/// Measured before libpq 17, where every row is a `PGresult` of its own: batches of 16 saved
+/// 1.5% of the instructions (the allocator reuses freed rows sooner) but made a consumer on
+/// another thread 10× slower in wall time (a cross-thread handoff every 16 rows).
 const STREAM_BATCH_ROWS: usize = crate::STREAM_CHUNK_ROWS;
 
 /// How many rounds of sending, flushing and reading one poll may do before it yields, so that
