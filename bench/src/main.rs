@@ -668,7 +668,10 @@ fn real_main() -> Result<()> {
             .worker_threads(workers)
             .enable_all()
             .build()?;
-        (rt, format!("tokio multi-thread runtime with {workers} worker(s)"))
+        (
+            rt,
+            format!("tokio multi-thread runtime with {workers} worker(s)"),
+        )
     };
 
     let mut env = env_info::EnvInfo::collect(&mut admin, &server, &opts, &sizes)?;
