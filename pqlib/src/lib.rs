@@ -72,6 +72,15 @@
 //! Callbacks from C into Rust (the notice handler) run inside a trampoline that catches
 //! panics; a panic is re-raised on the calling thread after libpq returns, never unwound
 //! through C.
+//!
+//! # Public dependencies
+//!
+//! A new major version of one of these crates is a breaking change of pqlib, because their
+//! types or traits appear in its API: `postgres-types` (re-exported as [`types`]), `bytes`
+//! and the `Stream`/`Sink` traits of `futures-core`/`futures-sink` (async COPY and row
+//! streams), `openssl` (feature `openssl`), `deadpool` and `r2d2` (their features), and
+//! `pqlib-sys` (the raw handle from [`Connection::as_ptr`]). Everything else pqlib depends on
+//! stays private; `scripts/public-api-deps.py` checks this in CI from rustdoc's JSON.
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::undocumented_unsafe_blocks)]
