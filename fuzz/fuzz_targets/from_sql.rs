@@ -1,7 +1,7 @@
 //! `FromSql` decoding through `Row::try_get`, on results built without a server:
 //! `PQmakeEmptyPGresult` + `PQsetResultAttrs` (binary columns of built-in types) +
-//! `PQsetvalue` with fuzzed bytes (or NULL), wrapped into `Rows` by pqlib's hidden
-//! `Rows::__from_raw_result` hook. Every conversion to every Rust type must return `Ok` or
+//! `PQsetvalue` with fuzzed bytes (or NULL), by pqlib's hidden `Rows::__single_column`
+//! hook. Every conversion to every Rust type must return `Ok` or
 //! `Err`, never panic or read out of bounds; indices out of range are `Err`.
 //!
 //! Input: byte 0 picks the column type, byte 1 the number of rows (1-4) and which are NULL,
@@ -9,13 +9,11 @@
 #![no_main]
 
 use std::collections::HashMap;
-use std::ffi::c_int;
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
 use pqlib::Rows;
 use pqlib::types::Type;
-use pqlib_sys as ffi;
 
 const TYPES: &[Type] = &[
     Type::BOOL,
@@ -55,33 +53,7 @@ const TYPES: &[Type] = &[
 
 /// A one-column binary result with `values` as its rows (`None`: NULL).
 fn result(ty: &Type, values: &[Option<&[u8]>]) -> Rows {
-    // SAFETY: a NULL connection is allowed (no notice hooks, default settings); the
-    // attribute descriptor and its name are copied by PQsetResultAttrs; PQsetvalue copies
-    // `len` bytes from `value` (or stores NULL for len -1) and grows the row array as rows
-    // are added in order. The finished result is handed to Rows, which owns it from then on.
-    unsafe {
-        let res =
-            ffi::PQmakeEmptyPGresult(std::ptr::null_mut(), ffi::ExecStatusType::PGRES_TUPLES_OK);
-        assert!(!res.is_null());
-        let mut attr = ffi::pgresAttDesc {
-            name: c"v".as_ptr().cast_mut(),
-            tableid: 0,
-            columnid: 0,
-            format: 1,
-            typid: ty.oid(),
-            typlen: -1,
-            atttypmod: -1,
-        };
-        assert_eq!(ffi::PQsetResultAttrs(res, 1, &mut attr), 1);
-        for (row, value) in values.iter().enumerate() {
-            let (ptr, len) = match value {
-                Some(bytes) => (bytes.as_ptr().cast_mut().cast(), bytes.len() as c_int),
-                None => (std::ptr::null_mut(), -1),
-            };
-            assert_eq!(ffi::PQsetvalue(res, row as c_int, 0, ptr, len), 1);
-        }
-        Rows::__from_raw_result(res)
-    }
+    Rows::__single_column(ty, values)
 }
 
 /// Whether a binary array value claims no more elements than its bytes can hold (4 length

@@ -7,7 +7,6 @@ use std::ffi::{CStr, CString, c_char, c_int};
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use foreign_types::ForeignType;
 use pqlib_sys as ffi;
 
@@ -15,12 +14,12 @@ use crate::error::{DbError, Error, Result, Severity};
 use crate::handle::{PgConn, PgResult, PgResultRef, PqBuffer, lossy_string};
 use crate::notice::NoticeState;
 use crate::notify::Notification;
+use crate::params::EncodedParams;
 use crate::row::{Column, OwnedRow, Rows};
 use crate::statement::{Statement, StatementCache, ToStatement};
-use crate::types::{IsNull, ToSql, Type, TypeCache};
+use crate::types::{ToSql, Type, TypeCache};
 
-/// The most parameters one statement can have: the protocol counts them in 16 bits.
-pub const MAX_PARAMETERS: usize = 65_535;
+pub use crate::params::MAX_PARAMETERS;
 
 /// A synchronous connection to a PostgreSQL server through libpq.
 ///
@@ -294,24 +293,9 @@ impl Connection {
         let _span = crate::trace::statement("query_typed", sql);
         self.before_query()?;
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
-        let (values, types): (Vec<&(dyn ToSql + Sync)>, Vec<Type>) = params.iter().cloned().unzip();
-        let encoded = EncodedParams::new(&values, &types)?;
-        let oids: Vec<ffi::Oid> = types.iter().map(Type::oid).collect();
-        // SAFETY: the connection is alive; `sql`, `oids` and every array in `encoded` have
-        // `n` entries (or are the NUL-terminated SQL) and outlive the call; libpq copies the
-        // parameters into its output buffer before returning.
-        let ptr = unsafe {
-            ffi::PQexecParams(
-                self.conn.as_ptr(),
-                sql.as_ptr(),
-                encoded.count(),
-                oids.as_ptr(),
-                encoded.values(),
-                encoded.lengths(),
-                encoded.formats(),
-                1,
-            )
-        };
+        let encoded = EncodedParams::typed(params)?;
+        // SAFETY: the connection is alive, idle and ours for the call.
+        let ptr = unsafe { encoded.exec_params(self.conn.as_ptr(), &sql) };
         let result = self.check(ptr)?;
         let columns = self.describe_columns(&result)?;
         Ok(Rows::new(result, columns, self.notices.clone()))
@@ -406,19 +390,8 @@ impl Connection {
     ) -> Result<Rows> {
         self.statements.check_use(statement, params.len())?;
         let encoded = EncodedParams::new(params, statement.params())?;
-        // SAFETY: the connection is alive; the name is NUL-terminated and every array in
-        // `encoded` has `count()` entries, alive during the call (libpq copies them).
-        let ptr = unsafe {
-            ffi::PQexecPrepared(
-                self.conn.as_ptr(),
-                statement.c_name().as_ptr(),
-                encoded.count(),
-                encoded.values(),
-                encoded.lengths(),
-                encoded.formats(),
-                1,
-            )
-        };
+        // SAFETY: the connection is alive, idle and ours for the call.
+        let ptr = unsafe { encoded.exec_prepared(self.conn.as_ptr(), statement.c_name()) };
         let result = self.check(ptr)?;
         Ok(Rows::new(
             result,
@@ -825,104 +798,4 @@ pub(crate) fn is_stale_plan(error: &Error) -> bool {
             && db.routine() == Some("RevalidateCachedQuery"))
             || db.code() == &SqlState::INVALID_SQL_STATEMENT_NAME
     })
-}
-
-/// Parameters encoded in binary, laid out as the arrays `PQexecParams`/`PQexecPrepared` take.
-pub(crate) struct EncodedParams {
-    /// The encoded bytes `values` points into: kept here, unread, so they outlive the call.
-    _storage: BytesMut,
-    values: Vec<*const c_char>,
-    lengths: Vec<c_int>,
-    /// Empty unless there are more parameters than `BINARY_FORMATS` covers.
-    long_formats: Vec<c_int>,
-}
-
-/// `paramFormats` for statements with up to this many parameters, all binary, shared instead
-/// of allocated per statement; only longer parameter lists get an array of their own.
-static BINARY_FORMATS: [c_int; 64] = [1; 64];
-
-// SAFETY: every pointer in `values` points into `_storage`'s heap buffer, which this value
-// owns and which does not move when the value moves; libpq reads them only during a call
-// made by whichever thread owns the value.
-unsafe impl Send for EncodedParams {}
-
-impl EncodedParams {
-    pub(crate) fn new(params: &[&(dyn ToSql + Sync)], types: &[Type]) -> Result<EncodedParams> {
-        EncodedParams::from_iter(params.iter().map(|p| *p as &dyn ToSql), types)
-    }
-
-    /// Encodes each parameter as the type the statement expects, in binary.
-    ///
-    /// Runs for every statement on every path, so it allocates little: one buffer sized for
-    /// typical parameters, and the two arrays libpq needs (none for zero parameters).
-    pub(crate) fn from_iter<'p>(
-        params: impl ExactSizeIterator<Item = &'p dyn ToSql>,
-        types: &[Type],
-    ) -> Result<EncodedParams> {
-        let count = params.len();
-        if count > MAX_PARAMETERS {
-            return Err(Error::bad_input(format!(
-                "{count} parameters; the protocol allows at most {MAX_PARAMETERS}"
-            )));
-        }
-        let mut buffer = BytesMut::with_capacity(count * 16);
-        // Lengths first (-1 for NULL): pointers into `buffer` are taken once it has stopped
-        // growing, from the running sum of the lengths.
-        let mut lengths: Vec<c_int> = Vec::with_capacity(count);
-        for (i, (param, ty)) in params.zip(types).enumerate() {
-            let start = buffer.len();
-            let is_null = param
-                .to_sql_checked(ty, &mut buffer)
-                .map_err(|e| Error::conversion(format!("parameter ${} of type {ty}", i + 1), e))?;
-            lengths.push(match is_null {
-                IsNull::Yes => -1,
-                IsNull::No => c_int::try_from(buffer.len() - start).map_err(|_| {
-                    Error::bad_input(format!("parameter ${} is larger than 2 GiB", i + 1))
-                })?,
-            });
-        }
-        let mut values = Vec::with_capacity(lengths.len());
-        let mut offset = 0;
-        for length in &mut lengths {
-            if *length < 0 {
-                values.push(std::ptr::null());
-                *length = 0;
-            } else {
-                values.push(buffer[offset..].as_ptr().cast());
-                offset += *length as usize;
-            }
-        }
-        let long_formats = if values.len() > BINARY_FORMATS.len() {
-            vec![1; values.len()]
-        } else {
-            Vec::new()
-        };
-        Ok(EncodedParams {
-            _storage: buffer,
-            values,
-            lengths,
-            long_formats,
-        })
-    }
-
-    pub(crate) fn count(&self) -> c_int {
-        // Bounded by MAX_PARAMETERS in `new`.
-        self.values.len() as c_int
-    }
-
-    pub(crate) fn values(&self) -> *const *const c_char {
-        self.values.as_ptr()
-    }
-
-    pub(crate) fn lengths(&self) -> *const c_int {
-        self.lengths.as_ptr()
-    }
-
-    pub(crate) fn formats(&self) -> *const c_int {
-        if self.values.len() <= BINARY_FORMATS.len() {
-            BINARY_FORMATS.as_ptr()
-        } else {
-            self.long_formats.as_ptr()
-        }
-    }
 }

@@ -96,6 +96,7 @@ mod handle;
 pub mod large_object;
 mod notice;
 pub mod notify;
+mod params;
 pub mod pipeline;
 mod row;
 mod row_stream;

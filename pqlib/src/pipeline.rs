@@ -9,7 +9,7 @@
 //! statements up to a sync point run in one implicit transaction unless the SQL says otherwise.
 
 use std::collections::VecDeque;
-use std::ffi::{CString, c_int};
+use std::ffi::CString;
 use std::fmt;
 use std::sync::Arc;
 
@@ -17,9 +17,9 @@ use foreign_types::ForeignTypeRef;
 use pqlib_sys as ffi;
 
 use crate::Connection;
-use crate::connection::EncodedParams;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{PgResult, PgResultRef};
+use crate::params::EncodedParams;
 use crate::row::{Column, Rows};
 use crate::statement::{Statement, StatementRef, ToStatement};
 use crate::types::{Kind, Oid, ToSql, Type};
@@ -177,19 +177,8 @@ impl Pipeline<'_> {
         self.conn.statements.check_use(&statement, params.len())?;
         let encoded = EncodedParams::new(params, statement.params())?;
         self.ensure_usable()?;
-        // SAFETY: the connection is alive and in pipeline mode; the name is NUL-terminated and
-        // each array in `encoded` has `count()` entries, alive for the call (libpq copies).
-        let sent = unsafe {
-            ffi::PQsendQueryPrepared(
-                self.conn.conn.as_ptr(),
-                statement.c_name().as_ptr(),
-                encoded.count(),
-                encoded.values(),
-                encoded.lengths(),
-                encoded.formats(),
-                1,
-            )
-        };
+        // SAFETY: the connection is alive, in pipeline mode and ours for the call.
+        let sent = unsafe { encoded.send_prepared(self.conn.conn.as_ptr(), statement.c_name()) };
         self.sent(
             sent,
             Expect::Rows {
@@ -221,23 +210,10 @@ impl Pipeline<'_> {
     #[doc(alias = "PQsendQueryParams")]
     pub fn query_typed(&mut self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<()> {
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
-        let (values, types): (Vec<&(dyn ToSql + Sync)>, Vec<Type>) = params.iter().cloned().unzip();
-        let encoded = EncodedParams::new(&values, &types)?;
-        let oids: Vec<Oid> = types.iter().map(Type::oid).collect();
+        let encoded = EncodedParams::typed(params)?;
         self.ensure_usable()?;
-        // SAFETY: as in `query`; `oids` has `count()` entries too.
-        let sent = unsafe {
-            ffi::PQsendQueryParams(
-                self.conn.conn.as_ptr(),
-                sql.as_ptr(),
-                encoded.count(),
-                oids.as_ptr(),
-                encoded.values(),
-                encoded.lengths(),
-                encoded.formats(),
-                1,
-            )
-        };
+        // SAFETY: as in `query`.
+        let sent = unsafe { encoded.send_params(self.conn.conn.as_ptr(), &sql) };
         self.sent(sent, Expect::Rows { columns: None })
     }
 
@@ -282,26 +258,15 @@ impl Pipeline<'_> {
         // SAFETY: the connection is alive and in pipeline mode; the name is NUL-terminated.
         #[cfg(libpq_17)]
         let sent = unsafe {
-            ffi::PQsendClosePrepared(self.conn.conn.as_ptr(), statement.c_name().as_ptr())
+            ffi::PQsendClosePrepared(self.conn.conn.as_ptr(), statement.c_name().as_ptr()) == 1
         };
         #[cfg(not(libpq_17))]
         let sent = {
             // Before libpq 17 there is no Close message: DEALLOCATE is a statement of its own.
             let sql = format!("DEALLOCATE {}", statement.c_name().to_string_lossy());
             let sql = CString::new(sql).map_err(|e| Error::nul_byte("a statement name", e))?;
-            // SAFETY: the connection is alive and in pipeline mode; no parameters.
-            unsafe {
-                ffi::PQsendQueryParams(
-                    self.conn.conn.as_ptr(),
-                    sql.as_ptr(),
-                    0,
-                    std::ptr::null(),
-                    std::ptr::null(),
-                    std::ptr::null(),
-                    std::ptr::null(),
-                    1,
-                )
-            }
+            // SAFETY: the connection is alive, in pipeline mode and ours for the call.
+            unsafe { EncodedParams::none().send_params(self.conn.conn.as_ptr(), &sql) }
         };
         self.sent(
             sent,
@@ -473,7 +438,7 @@ impl Pipeline<'_> {
                 && ffi::PQsendDescribePrepared(conn, name.as_ptr()) == 1
         };
         self.sent(
-            c_int::from(sent),
+            sent,
             Expect::Prepare {
                 name,
                 sql: sql.to_owned(),
@@ -490,8 +455,9 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    fn sent(&mut self, sent: c_int, expect: Expect) -> Result<()> {
-        if sent != 1 {
+    /// Records what a queued operation will answer, or fails if libpq could not queue it.
+    fn sent(&mut self, sent: bool, expect: Expect) -> Result<()> {
+        if !sent {
             return Err(self.lost());
         }
         self.expected.push_back(expect);

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::handle::{PgResult, PgResultRef};
 use crate::notice::NoticeState;
 use crate::types::{FromSql, Type, WrongType};
+use pqlib_sys as ffi;
 
 /// A result column: its name and type, and where it comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,31 +98,42 @@ impl Rows {
         }
     }
 
-    /// Wraps a `PGresult` built without a server (`PQmakeEmptyPGresult(NULL, …)`,
-    /// `PQsetResultAttrs`, `PQsetvalue`), for fuzzing and tests. Each column gets the
-    /// built-in type of its OID, or a simple type named `unknown_OID`.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must be a valid, non-NULL `PGresult` not used elsewhere afterwards: the `Rows`
-    /// owns it and frees it with `PQclear`. It must carry no notice hook pointing to Rust
-    /// state (results made with a NULL connection carry none).
+    /// A one-column binary result of type `ty` with `values` as its rows (`None`: NULL),
+    /// built without a server (`PQmakeEmptyPGresult(NULL, …)`, `PQsetResultAttrs`,
+    /// `PQsetvalue`), for fuzzing and tests.
     #[doc(hidden)]
-    pub unsafe fn __from_raw_result(ptr: *mut pqlib_sys::PGresult) -> Rows {
+    pub fn __single_column(ty: &Type, values: &[Option<&[u8]>]) -> Rows {
         use foreign_types::ForeignType;
-        assert!(!ptr.is_null(), "a NULL PGresult");
-        // SAFETY: per this function's contract, a valid result whose ownership passes here.
+        use std::ffi::c_int;
+        // SAFETY: a NULL connection is allowed (no notice hook, default settings).
+        let ptr = unsafe {
+            ffi::PQmakeEmptyPGresult(std::ptr::null_mut(), ffi::ExecStatusType::PGRES_TUPLES_OK)
+        };
+        assert!(!ptr.is_null(), "out of memory");
+        // SAFETY: `ptr` is a fresh result owned from here on, freed by PgResult's drop.
         let result = unsafe { PgResult::from_ptr(ptr) };
-        let columns: Arc<[Column]> = (0..result.nfields())
-            .map(|i| {
-                let oid = result.field_type(i);
-                let type_ = Type::from_oid(oid).unwrap_or_else(|| {
-                    let name = format!("unknown_{oid}");
-                    Type::new(name, oid, crate::types::Kind::Simple, "public".into())
-                });
-                Column::new(&result, i, type_)
-            })
-            .collect();
+        let mut attr = ffi::pgresAttDesc {
+            name: c"v".as_ptr().cast_mut(),
+            tableid: 0,
+            columnid: 0,
+            format: 1,
+            typid: ty.oid(),
+            typlen: -1,
+            atttypmod: -1,
+        };
+        // SAFETY: the result is alive; libpq copies the descriptor and its name.
+        assert_eq!(unsafe { ffi::PQsetResultAttrs(ptr, 1, &mut attr) }, 1);
+        for (row, value) in values.iter().enumerate() {
+            let (bytes, len) = match value {
+                Some(bytes) => (bytes.as_ptr().cast_mut().cast(), bytes.len() as c_int),
+                None => (std::ptr::null_mut(), -1),
+            };
+            // SAFETY: the result is alive; PQsetvalue copies `len` bytes (or stores NULL for
+            // -1) and grows the row array, rows being added in order.
+            let ok = unsafe { ffi::PQsetvalue(ptr, row as c_int, 0, bytes, len) };
+            assert_eq!(ok, 1, "PQsetvalue failed");
+        }
+        let columns: Arc<[Column]> = Arc::from([Column::new(&result, 0, ty.clone())]);
         Rows::new(result, columns, NoticeState::detached())
     }
 
@@ -484,39 +496,10 @@ impl<T: ?Sized + RowIndex> RowIndex for &T {
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::c_int;
-
-    use pqlib_sys as ffi;
-
     use super::*;
 
-    /// A one-row, one-column binary result of type `ty` holding `value`.
     fn single_value(ty: &Type, value: &[u8]) -> Rows {
-        // SAFETY: a NULL connection is allowed; PQsetResultAttrs copies the descriptor and
-        // its name, PQsetvalue copies `len` bytes; the finished result passes to Rows.
-        unsafe {
-            let res = ffi::PQmakeEmptyPGresult(
-                std::ptr::null_mut(),
-                ffi::ExecStatusType::PGRES_TUPLES_OK,
-            );
-            assert!(!res.is_null());
-            let mut attr = ffi::pgresAttDesc {
-                name: c"v".as_ptr().cast_mut(),
-                tableid: 0,
-                columnid: 0,
-                format: 1,
-                typid: ty.oid(),
-                typlen: -1,
-                atttypmod: -1,
-            };
-            assert_eq!(ffi::PQsetResultAttrs(res, 1, &mut attr), 1);
-            let len = value.len() as c_int;
-            assert_eq!(
-                ffi::PQsetvalue(res, 0, 0, value.as_ptr().cast_mut().cast(), len),
-                1
-            );
-            Rows::__from_raw_result(res)
-        }
+        Rows::__single_column(ty, &[Some(value)])
     }
 
     fn int4_array(claimed: i32, elements: &[i32]) -> Vec<u8> {

@@ -8,9 +8,9 @@ use foreign_types::ForeignType;
 use pqlib_sys as ffi;
 
 use crate::Connection;
-use crate::connection::EncodedParams;
 use crate::error::{Error, Result};
 use crate::handle::PgResult;
+use crate::params::EncodedParams;
 use crate::row::{Column, Row, Rows};
 use crate::statement::ToStatement;
 use crate::types::{BorrowToSql, ToSql};
@@ -57,20 +57,9 @@ impl Connection {
             statement.params(),
         )?;
         let conn = self.conn.as_ptr();
-        // SAFETY: the connection is alive and idle; the name is NUL-terminated and each array
-        // in `encoded` has `count()` entries, alive for the call (libpq copies them).
-        let sent = unsafe {
-            ffi::PQsendQueryPrepared(
-                conn,
-                statement.c_name().as_ptr(),
-                encoded.count(),
-                encoded.values(),
-                encoded.lengths(),
-                encoded.formats(),
-                1,
-            )
-        };
-        if sent != 1 {
+        // SAFETY: the connection is alive, idle and ours for the call.
+        let sent = unsafe { encoded.send_prepared(conn, statement.c_name()) };
+        if !sent {
             return Err(self.connection_error());
         }
         // Must directly follow the send, before any result is read.

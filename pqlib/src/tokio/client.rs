@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 
 use super::driver::{Reply, Request, Work};
-use crate::connection::{EncodedParams, is_stale_plan};
+use crate::connection::is_stale_plan;
 use crate::error::{Error, Result, SqlState};
 use crate::handle::PgResult;
 use crate::notice::NoticeState;
+use crate::params::EncodedParams;
 use crate::row::{Column, OwnedRow, Rows};
 use crate::statement::{Statement, StatementCache, StatementRef, ToStatement};
 use crate::types::{
@@ -146,11 +147,9 @@ impl Client {
         for name in names {
             let sql = format!("DEALLOCATE {}", name.to_string_lossy());
             if let Ok(sql) = CString::new(sql) {
-                let params = EncodedParams::new(&[], &[]).expect("no parameters encode");
                 self.detached(Work::ExecuteTyped {
                     sql,
-                    types: Vec::new(),
-                    params,
+                    params: EncodedParams::none(),
                 });
             }
         }
@@ -399,12 +398,9 @@ impl Client {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Rows> {
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
-        let (values, types): (Vec<&(dyn ToSql + Sync)>, Vec<Type>) = params.iter().cloned().unzip();
-        let encoded = EncodedParams::new(&values, &types)?;
         let work = Work::ExecuteTyped {
             sql,
-            types: types.iter().map(Type::oid).collect(),
-            params: encoded,
+            params: EncodedParams::typed(params)?,
         };
         let mut results = self.request(work).await?;
         let result = results

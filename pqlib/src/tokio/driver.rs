@@ -20,11 +20,11 @@ use pqlib_sys as ffi;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::connection::EncodedParams;
 use crate::error::{DbError, Error, ErrorKind, Result, Severity};
 use crate::handle::{PgConn, PgResult};
 use crate::notice::NoticeState;
 use crate::notify::Notification;
+use crate::params::EncodedParams;
 use crate::statement::Statement;
 use crate::types::Oid;
 
@@ -64,12 +64,8 @@ pub(crate) enum Work {
         statement: Statement,
         params: EncodedParams,
     },
-    /// `PQsendQueryParams`.
-    ExecuteTyped {
-        sql: CString,
-        types: Vec<Oid>,
-        params: EncodedParams,
-    },
+    /// `PQsendQueryParams`, with the parameter types (if any) in `params`.
+    ExecuteTyped { sql: CString, params: EncodedParams },
     /// `PQsendPrepare` then `PQsendDescribePrepared`.
     Prepare {
         name: CString,
@@ -482,39 +478,15 @@ impl Connection {
         let mut error = None;
         let (sent, nulls, sync) = match &work {
             Work::Execute { statement, params } => {
-                let name = statement.c_name();
-                let p = params;
-                // SAFETY: the connection is alive; the name is NUL-terminated and each array
-                // in `params` has `count()` entries, alive for the call (libpq copies them).
-                let ok = unsafe {
-                    ffi::PQsendQueryPrepared(
-                        ptr,
-                        name.as_ptr(),
-                        p.count(),
-                        p.values(),
-                        p.lengths(),
-                        p.formats(),
-                        1,
-                    )
-                };
-                (ok == 1, 1, true)
+                // SAFETY: the connection is alive, in pipeline mode and owned by this task.
+                let ok = unsafe { params.send_prepared(ptr, statement.c_name()) };
+                (ok, 1, true)
             }
             Work::Stream {
                 statement, params, ..
             } => {
-                let p = params;
                 // SAFETY: as for Execute.
-                let ok = unsafe {
-                    ffi::PQsendQueryPrepared(
-                        ptr,
-                        statement.c_name().as_ptr(),
-                        p.count(),
-                        p.values(),
-                        p.lengths(),
-                        p.formats(),
-                        1,
-                    )
-                };
+                let ok = unsafe { params.send_prepared(ptr, statement.c_name()) };
                 // Must directly follow the send, with nothing else in flight.
                 #[cfg(libpq_17)]
                 // SAFETY: the connection is alive with this query just sent.
@@ -523,28 +495,16 @@ impl Connection {
                 #[cfg(not(libpq_17))]
                 // SAFETY: the connection is alive with this query just sent.
                 let streaming = unsafe { ffi::PQsetSingleRowMode(ptr) };
-                if ok == 1 && streaming != 1 {
+                if ok && streaming != 1 {
                     // The query runs anyway; its rows are read and dropped.
                     error = Some(Error::client("libpq refused to stream this query's rows"));
                 }
-                (ok == 1, 1, true)
+                (ok, 1, true)
             }
-            Work::ExecuteTyped { sql, types, params } => {
-                let p = params;
-                // SAFETY: as above; `types` has `count()` entries too.
-                let ok = unsafe {
-                    ffi::PQsendQueryParams(
-                        ptr,
-                        sql.as_ptr(),
-                        p.count(),
-                        types.as_ptr(),
-                        p.values(),
-                        p.lengths(),
-                        p.formats(),
-                        1,
-                    )
-                };
-                (ok == 1, 1, true)
+            Work::ExecuteTyped { sql, params } => {
+                // SAFETY: as for Execute.
+                let ok = unsafe { params.send_params(ptr, sql) };
+                (ok, 1, true)
             }
             Work::Prepare { name, sql, types } => {
                 let count = c_int::try_from(types.len()).unwrap_or(c_int::MAX);

@@ -12,10 +12,10 @@ use tokio::sync::oneshot;
 
 use super::Client;
 use super::driver::{Reply, Work};
-use crate::connection::EncodedParams;
 use crate::error::{Error, Result};
 use crate::handle::PgResult;
 use crate::notice::NoticeState;
+use crate::params::EncodedParams;
 use crate::row::{Column, Rows};
 use crate::statement::ToStatement;
 use crate::types::{BorrowToSql, ToSql};
