@@ -921,19 +921,27 @@ fn w4_pipeline<'a>(ctx: &'a Ctx<'a>) -> Result<Variant<'a>> {
     let stmt = ctx.rt.block_on(client.prepare(W4_SQL))?;
     entries.push(Entry::new(
         Client::PqlibAsync,
-        format!("execute() futures, {PIPELINE_BATCH} in flight (buffer_unordered); pipelined by the client"),
+        format!("pipeline() batches of {PIPELINE_BATCH} (one sync each), two in flight"),
         move |_| {
             let (client, stmt) = (&client, &stmt);
-            ctx.rt.block_on(
-                futures::stream::iter(0..n)
-                    .map(|i| async move {
-                        let (a, c) = (i as i32, i as f64 * 0.5);
-                        client.execute(stmt, &[&a, &data.text(i), &c, &ts(i)]).await
-                    })
-                    .buffer_unordered(PIPELINE_BATCH)
-                    .try_fold(0i64, |acc, k| async move { Ok(acc + k as i64) }),
-            )
-            .map_err(Into::into)
+            ctx.rt
+                .block_on(
+                    futures::stream::iter((0..n).step_by(PIPELINE_BATCH))
+                        .map(|start| async move {
+                            let mut batch = client.pipeline();
+                            for i in start..(start + PIPELINE_BATCH).min(n) {
+                                let (a, c) = (i as i32, i as f64 * 0.5);
+                                batch.query(stmt, &[&a, &data.text(i), &c, &ts(i)]).await?;
+                            }
+                            let results = batch.run().await?;
+                            Ok::<i64, pqlib::Error>(
+                                results.iter().map(|r| r.rows_affected() as i64).sum(),
+                            )
+                        })
+                        .buffered(2)
+                        .try_fold(0i64, |acc, k| async move { Ok(acc + k) }),
+                )
+                .map_err(Into::into)
         },
     ));
     missing.push((
@@ -1413,7 +1421,7 @@ fn w6_variant<'a>(ctx: &'a Ctx<'a>, pipelined: bool) -> Result<Variant<'a>> {
     entries.push(Entry::new(
         Client::PqlibAsync,
         if pipelined {
-            "join_all of n query_one futures"
+            "pipeline(): n queries, one sync, run().await"
         } else {
             "query_one().await × n"
         },
@@ -1423,12 +1431,13 @@ fn w6_variant<'a>(ctx: &'a Ctx<'a>, pipelined: bool) -> Result<Variant<'a>> {
                 let mut sum = 0i64;
                 for _ in 0..batches {
                     if pipelined {
-                        let rows = futures::future::try_join_all(
-                            (1..=n as i64)
-                                .map(|i| async move { client.query_one(stmt, &[&i]).await }),
-                        )
-                        .await?;
-                        sum += rows.iter().map(|r| r.get::<_, i64>(0)).sum::<i64>();
+                        let mut batch = client.pipeline();
+                        for i in 1..=n as i64 {
+                            batch.query(stmt, &[&i]).await?;
+                        }
+                        for rows in batch.run().await? {
+                            sum += rows.get(0).ok_or("no row")?.get::<_, i64>(0);
+                        }
                     } else {
                         for i in 1..=n as i64 {
                             sum += client.query_one(stmt, &[&i]).await?.get::<_, i64>(0);

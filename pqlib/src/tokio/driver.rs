@@ -64,6 +64,13 @@ pub(crate) enum Work {
         statement: Statement,
         params: EncodedParams,
     },
+    /// Several `PQsendQueryPrepared` in one sync segment ([`Client::pipeline`]): one
+    /// implicit transaction, answered with one result per statement or the first error.
+    ///
+    /// [`Client::pipeline`]: super::Client::pipeline
+    Batch {
+        items: Vec<(Statement, EncodedParams)>,
+    },
     /// `PQsendQueryParams`, with the parameter types (if any) in `params`.
     ExecuteTyped { sql: CString, params: EncodedParams },
     /// `PQsendPrepare` then `PQsendDescribePrepared`.
@@ -500,6 +507,21 @@ impl Connection {
                     error = Some(Error::client("libpq refused to stream this query's rows"));
                 }
                 (ok, 1, true)
+            }
+            Work::Batch { items } => {
+                let mut queued = 0;
+                for (statement, params) in items {
+                    // SAFETY: as for Execute.
+                    if !unsafe { params.send_prepared(ptr, statement.c_name()) } {
+                        break;
+                    }
+                    queued += 1;
+                }
+                if queued > 0 && queued < items.len() {
+                    // Part of the batch is on the wire without its sync: the stream is lost.
+                    return Err(self.connection_error());
+                }
+                (queued == items.len(), items.len(), true)
             }
             Work::ExecuteTyped { sql, params } => {
                 // SAFETY: as for Execute.

@@ -26,12 +26,14 @@ mod client;
 mod connect;
 mod copy;
 mod driver;
+mod pipeline;
 mod row_stream;
 
 pub use client::{Client, Transaction};
 pub use connect::{connect, connect_config};
 pub use copy::{BinaryCopyInWriter, BinaryCopyOutStream, CopyInSink, CopyOutStream};
 pub use driver::{AsyncMessage, Connection};
+pub use pipeline::Pipeline;
 pub use row_stream::RowStream;
 
 /// Cancels the statement running on an async connection, from any task or thread.

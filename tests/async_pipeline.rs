@@ -1,0 +1,188 @@
+//! `pqlib::tokio::Client::pipeline`: many statements in one sync segment, results in order,
+//! all-or-nothing on error, and a connection that stays usable.
+
+mod common;
+
+use pqlib::error::{ErrorKind, SqlState};
+use pqlib::tokio::Client;
+
+async fn connect() -> Client {
+    let (client, connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("connection ended: {e}");
+        }
+    });
+    client
+}
+
+/// A table of this test's own, so that tests running at once never share rows.
+async fn table(client: &Client, name: &str) -> String {
+    let table = format!("{name}_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int4 PRIMARY KEY, name text)"
+        ))
+        .await
+        .unwrap();
+    table
+}
+
+async fn count(client: &Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_thousand_inserts_in_one_batch() {
+    let client = connect().await;
+    let table = table(&client, "batch_insert").await;
+    let insert = client
+        .prepare(&format!("INSERT INTO {table} VALUES ($1, $2)"))
+        .await
+        .unwrap();
+    let mut batch = client.pipeline();
+    for id in 0..1000i32 {
+        batch
+            .query(&insert, &[&id, &format!("row {id}")])
+            .await
+            .unwrap();
+    }
+    assert_eq!(batch.len(), 1000);
+    let results = batch.run().await.unwrap();
+    assert_eq!(results.len(), 1000);
+    assert!(results.iter().all(|r| r.rows_affected() == 1));
+    assert_eq!(count(&client, &table).await, 1000);
+    let name: String = client
+        .query_one(&format!("SELECT name FROM {table} WHERE id = 999"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "row 999");
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn results_come_back_in_order_with_their_own_columns() {
+    let client = connect().await;
+    let mut batch = client.pipeline();
+    batch.query("SELECT $1::int4 * 2", &[&21i32]).await.unwrap();
+    batch
+        .query("SELECT $1::text AS word, 7::int8 AS n", &[&"hello"])
+        .await
+        .unwrap();
+    batch
+        .query("SELECT g FROM generate_series(1, $1) g", &[&5i32])
+        .await
+        .unwrap();
+    let results = batch.run().await.unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].get(0).unwrap().get::<_, i32>(0), 42);
+    let row = results[1].get(0).unwrap();
+    assert_eq!(row.get::<_, &str>("word"), "hello");
+    assert_eq!(row.get::<_, i64>("n"), 7);
+    let series: Vec<i32> = results[2].iter().map(|r| r.get(0)).collect();
+    assert_eq!(series, [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn an_error_rolls_the_whole_batch_back_and_the_connection_goes_on() {
+    let client = connect().await;
+    let table = table(&client, "batch_error").await;
+    let insert = format!("INSERT INTO {table} VALUES ($1, 'x')");
+    let mut batch = client.pipeline();
+    for id in [1i32, 2, 3, 2, 4] {
+        // The second 2 violates the primary key.
+        batch.query(insert.as_str(), &[&id]).await.unwrap();
+    }
+    let error = batch.run().await.unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::UNIQUE_VIOLATION), "{error}");
+    // One implicit transaction: the inserts before the failure are gone too.
+    assert_eq!(count(&client, &table).await, 0);
+    // Concurrent single statements and a new batch work afterwards.
+    let mut batch = client.pipeline();
+    batch.query(insert.as_str(), &[&10i32]).await.unwrap();
+    batch.run().await.unwrap();
+    assert_eq!(count(&client, &table).await, 1);
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_statements_fail_before_anything_is_sent() {
+    let client = connect().await;
+    let mut batch = client.pipeline();
+    let e = batch.query("SELECT $1::int4", &[]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+    let e = batch
+        .query("SELECT $1::int4", &[&"text"])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conversion, "{e}");
+    let e = batch.query("SELEKT 1", &[]).await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::SYNTAX_ERROR), "{e}");
+    // The failed additions left nothing behind; what was added still runs.
+    batch.query("SELECT 1", &[]).await.unwrap();
+    assert_eq!(batch.len(), 1);
+    let results = batch.run().await.unwrap();
+    assert_eq!(results[0].get(0).unwrap().get::<_, i32>(0), 1);
+    assert!(client.pipeline().run().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_single_statements_from_other_tasks_interleave_safely() {
+    let client = connect().await;
+    let mut tasks = Vec::new();
+    for t in 0..8i32 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            if t % 2 == 0 {
+                let mut batch = client.pipeline();
+                for i in 0..100i32 {
+                    batch.query("SELECT $1::int4 + $2::int4", &[&t, &i]).await?;
+                }
+                let results = batch.run().await?;
+                for (i, rows) in results.iter().enumerate() {
+                    assert_eq!(rows.get(0).unwrap().get::<_, i32>(0), t + i as i32);
+                }
+            } else {
+                for i in 0..100i32 {
+                    let row = client
+                        .query_one("SELECT $1::int4 - $2::int4", &[&t, &i])
+                        .await?;
+                    assert_eq!(row.get::<_, i32>(0), t - i);
+                }
+            }
+            Ok::<(), pqlib::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_batch_inside_a_transaction_is_part_of_it() {
+    let mut client = connect().await;
+    let table = table(&client, "batch_tx").await;
+    let insert = format!("INSERT INTO {table} VALUES ($1, 'x')");
+    let tx = client.transaction().await.unwrap();
+    let mut batch = tx.pipeline();
+    batch.query(insert.as_str(), &[&1i32]).await.unwrap();
+    batch.query(insert.as_str(), &[&2i32]).await.unwrap();
+    batch.run().await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(count(&client, &table).await, 0);
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
