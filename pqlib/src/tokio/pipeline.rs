@@ -47,6 +47,7 @@ impl Client {
 
 /// A batch of statements built by [`Client::pipeline`]; nothing is sent before
 /// [`run`](Pipeline::run).
+#[must_use = "nothing is sent until the batch is run"]
 pub struct Pipeline<'c> {
     client: &'c Client,
     items: Vec<(Statement, EncodedParams)>,
