@@ -394,9 +394,25 @@ pub struct OwnedRow {
 }
 
 impl OwnedRow {
-    pub(crate) fn new(rows: Rows) -> OwnedRow {
-        debug_assert_eq!(rows.len(), 1);
-        OwnedRow { rows }
+    /// The one row of `rows` (`query_one`), or an error of kind `RowCount`.
+    pub(crate) fn exactly_one(rows: Rows) -> Result<OwnedRow> {
+        match rows.len() {
+            1 => Ok(OwnedRow { rows }),
+            n => Err(Error::row_count(format!(
+                "query_one expected exactly one row, got {n}"
+            ))),
+        }
+    }
+
+    /// The row of `rows` if there is one (`query_opt`); more is an error of kind `RowCount`.
+    pub(crate) fn at_most_one(rows: Rows) -> Result<Option<OwnedRow>> {
+        match rows.len() {
+            0 => Ok(None),
+            1 => Ok(Some(OwnedRow { rows })),
+            n => Err(Error::row_count(format!(
+                "query_opt expected at most one row, got {n}"
+            ))),
+        }
     }
 
     /// The row as a borrowed [`Row`].

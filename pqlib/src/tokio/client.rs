@@ -361,13 +361,7 @@ impl Client {
     where
         T: ?Sized + ToStatement,
     {
-        let rows = self.query(statement, params).await?;
-        match rows.len() {
-            1 => Ok(OwnedRow::new(rows)),
-            n => Err(Error::row_count(format!(
-                "query_one expected exactly one row, got {n}"
-            ))),
-        }
+        OwnedRow::exactly_one(self.query(statement, params).await?)
     }
 
     /// Runs a statement expected to return at most one row.
@@ -380,14 +374,7 @@ impl Client {
     where
         T: ?Sized + ToStatement,
     {
-        let rows = self.query(statement, params).await?;
-        match rows.len() {
-            0 => Ok(None),
-            1 => Ok(Some(OwnedRow::new(rows))),
-            n => Err(Error::row_count(format!(
-                "query_opt expected at most one row, got {n}"
-            ))),
-        }
+        OwnedRow::at_most_one(self.query(statement, params).await?)
     }
 
     /// Runs a statement with explicitly typed parameters in one round trip, without preparing.
