@@ -11,11 +11,7 @@ use pqlib::error::{ErrorKind, SqlState};
 use pqlib::tokio::{BinaryCopyInWriter, BinaryCopyOutStream, Client};
 use pqlib::types::Type;
 
-async fn connect() -> Client {
-    let (client, connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
-    tokio::spawn(connection);
-    client
-}
+use common::connect_async as connect;
 
 async fn table(client: &Client, name: &str) {
     client

@@ -6,15 +6,7 @@ mod common;
 use pqlib::error::{ErrorKind, SqlState};
 use pqlib::tokio::Client;
 
-async fn connect() -> Client {
-    let (client, connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("connection ended: {e}");
-        }
-    });
-    client
-}
+use common::connect_async as connect;
 
 /// A table of this test's own, so that tests running at once never share rows.
 async fn table(client: &Client, name: &str) -> String {

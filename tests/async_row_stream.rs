@@ -7,17 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use pqlib::error::{ErrorKind, SqlState};
-use pqlib::tokio::Client;
 
-async fn connect() -> Client {
-    let (client, connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("connection ended: {e}");
-        }
-    });
-    client
-}
+use common::connect_async as connect;
 
 /// The most rows one chunk may hold with this libpq: chunked-rows mode on 17+, single rows
 /// before.

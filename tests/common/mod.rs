@@ -52,6 +52,19 @@ pub fn conninfo() -> String {
     }
 }
 
+/// An async client on the test server, its connection task spawned on the current runtime
+/// (an error that ends the connection is printed).
+#[cfg(unix)]
+pub async fn connect_async() -> pqlib::tokio::Client {
+    let (client, connection) = pqlib::tokio::connect(&conninfo()).await.unwrap();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("connection ended: {e}");
+        }
+    });
+    client
+}
+
 /// This binary's [`TempCluster`], started on first use; `None` when `DATABASE_URL` or `PGHOST`
 /// names an external server. Panics with the reason if the cluster cannot start.
 pub fn cluster() -> Option<&'static TestCluster> {
