@@ -47,6 +47,8 @@ pub struct Connection {
     pub(crate) pending_notifications: RefCell<VecDeque<Notification>>,
     /// The server ended the session (a FATAL error) before libpq noticed the socket close.
     lost: bool,
+    /// How many more COPYs the statement being run may start (see `copy_discard::max_copies`).
+    pub(crate) copies_left: usize,
 }
 
 impl Connection {
@@ -115,6 +117,7 @@ impl Connection {
             types: TypeCache::default(),
             pending_notifications: RefCell::default(),
             lost: false,
+            copies_left: 1,
         };
         connection.require_utf8()?;
         #[cfg(feature = "tracing")]
@@ -158,6 +161,7 @@ impl Connection {
     pub fn batch_execute(&mut self, sql: &str) -> Result<()> {
         let _span = crate::trace::statement("batch_execute", sql);
         self.before_query()?;
+        self.copies_left = crate::copy_discard::max_copies(sql);
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         // SAFETY: the connection is alive and `sql` is NUL-terminated for the call.
         let ptr = unsafe { ffi::PQexec(self.conn.as_ptr(), sql.as_ptr()) };
@@ -279,6 +283,7 @@ impl Connection {
     ) -> Result<Rows> {
         let _span = crate::trace::statement("query_typed", sql);
         self.before_query()?;
+        crate::statement::refuse_copy(sql)?;
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         let encoded = EncodedParams::typed(params)?;
         // SAFETY: the connection is alive, idle and ours for the call.
@@ -416,9 +421,19 @@ impl Connection {
     pub(crate) fn before_query(&mut self) -> Result<()> {
         if self.lost {
             return Err(Error::closed(
-                "the server ended this session; reset() or reconnect",
+                "this session has ended (closed by the server, or by pqlib after its protocol \
+                 state became untrustworthy); reset() or reconnect",
             ));
         }
+        if self.inside_operation() {
+            // Only a guard that never ran its Drop (`mem::forget`) leaves this behind: its
+            // results would be taken for the next statement's.
+            return Err(self.poison(
+                "the connection is still inside an earlier operation (a Pipeline, COPY or row \
+                 stream whose guard was leaked without being dropped)",
+            ));
+        }
+        self.copies_left = 1;
         if self.transaction_status() == TransactionStatus::InError {
             // The server refuses everything but ROLLBACK now; deallocate after it.
             return Ok(());
@@ -464,13 +479,22 @@ impl Connection {
                 }
                 Err(error)
             }
-            ffi::ExecStatusType::PGRES_COPY_IN
-            | ffi::ExecStatusType::PGRES_COPY_OUT
-            | ffi::ExecStatusType::PGRES_COPY_BOTH => {
+            status if crate::copy_discard::is_copy(status) => {
                 drop(result);
-                self.abandon_copy()?;
+                if self.pipeline_status() != ffi::PGpipelineStatus::PQ_PIPELINE_OFF {
+                    // The server ignores Syncs during a COPY IN and libpq adds one when it
+                    // ends: what follows could no longer be matched to what was sent.
+                    return Err(self.poison("a statement started a COPY inside a pipeline"));
+                }
+                self.take_copy()?;
+                crate::copy::ignore_abort(crate::copy::leave_copy(
+                    self,
+                    status,
+                    crate::copy::UNEXPECTED,
+                ))?;
                 Err(Error::bad_input(
-                    "the statement started a COPY; use copy_in or copy_out for COPY FROM STDIN / TO STDOUT",
+                    "the SQL text started a COPY, which was aborted (FROM STDIN) or read and \
+                     discarded (TO STDOUT); use copy_in or copy_out for COPY",
                 ))
             }
             other => Err(Error::client(format!(
@@ -507,30 +531,51 @@ impl Connection {
         Error::db(db)
     }
 
-    /// Leaves a COPY that a plain query started, so the connection stays usable.
-    fn abandon_copy(&mut self) -> Result<()> {
-        let conn = self.conn.as_ptr();
-        // SAFETY: the connection is alive; PQputCopyEnd with an error message aborts a COPY
-        // IN (harmless otherwise); PQgetCopyData's buffers are freed by PqBuffer; every
-        // result is cleared by PgResult. The loop ends when libpq has no more results.
-        unsafe {
-            ffi::PQputCopyEnd(conn, c"COPY is not supported through this method".as_ptr());
-            loop {
-                let mut buffer: *mut c_char = std::ptr::null_mut();
-                let n = ffi::PQgetCopyData(conn, &mut buffer, 0);
-                drop(PqBuffer::from_raw(buffer, usize::try_from(n).unwrap_or(0)));
-                if n < 0 {
-                    break;
-                }
+    /// Counts a COPY the server started against what the statement's text allows; more
+    /// than that is a server out of step with us, so the connection is closed.
+    pub(crate) fn take_copy(&mut self) -> Result<()> {
+        match self.copies_left.checked_sub(1) {
+            Some(left) => {
+                self.copies_left = left;
+                Ok(())
             }
-            while let Some(result) = PgResult::from_returned(ffi::PQgetResult(conn)) {
-                drop(result);
+            None => {
+                Err(self.poison("the server started more COPYs than the SQL text has statements"))
             }
         }
-        if self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
-            return Err(self.connection_error());
+    }
+
+    /// Ends this session because its protocol state can no longer be trusted: whatever comes
+    /// next could be taken for another statement's answer. Later calls fail with
+    /// [`Closed`](crate::error::ErrorKind::Closed) until [`reset`](Connection::reset); the
+    /// socket is shut down, so the server ends the session (rolling back any transaction).
+    pub(crate) fn poison(&mut self, why: &str) -> Error {
+        self.lost = true;
+        #[cfg(unix)]
+        {
+            // SAFETY: the connection is alive; PQsocket only reads its descriptor.
+            let socket = unsafe { ffi::PQsocket(self.conn.as_ptr()) };
+            if socket >= 0 {
+                // SAFETY: libpq's open socket; shutdown leaves the descriptor open (libpq
+                // closes it), so nothing else can be handed the same number meanwhile.
+                unsafe { libc::shutdown(socket, libc::SHUT_RDWR) };
+            }
         }
-        Ok(())
+        Error::closed(format!(
+            "{why}; pqlib closed the connection because its protocol state can no longer be \
+             trusted (reset() or reconnect)"
+        ))
+    }
+
+    /// Whether libpq is still in pipeline mode or inside a command, outside any call.
+    fn inside_operation(&self) -> bool {
+        self.pipeline_status() != ffi::PGpipelineStatus::PQ_PIPELINE_OFF
+            || self.transaction_status() == TransactionStatus::Active
+    }
+
+    pub(crate) fn pipeline_status(&self) -> ffi::PGpipelineStatus {
+        // SAFETY: the connection is alive.
+        unsafe { ffi::PQpipelineStatus(self.conn.as_ptr()) }
     }
 
     /// The error for a NULL result: a lost connection, or a client-side failure.

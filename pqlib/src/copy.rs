@@ -34,6 +34,7 @@ use foreign_types::ForeignType;
 use pqlib_sys as ffi;
 
 use crate::Connection;
+use crate::copy_discard::{CopyDiscard, Discard, is_copy};
 use crate::error::{Error, Result};
 use crate::handle::{PgResult, PgResultRef, PqBuffer};
 
@@ -46,11 +47,7 @@ const MAX_RETAINED: usize = 4 * BUFFER_SIZE;
 
 const DROPPED: &CStr = c"COPY aborted by the client: the CopyInWriter was dropped";
 const NOT_COPY_OUT: &CStr = c"COPY aborted by the client: copy_out was given a COPY FROM STDIN";
-const UNEXPECTED: &CStr = c"COPY aborted by the client: the COPY was not expected";
-
-/// How many times draining may meet a COPY state before giving up on the connection (each
-/// time it is told to end the COPY; libpq leaves it at once unless the connection failed).
-const MAX_COPY_STATES: u32 = 4;
+pub(crate) const UNEXPECTED: &CStr = c"COPY aborted by the client: the COPY was not expected";
 
 impl Connection {
     /// Starts a `COPY … FROM STDIN` and returns a writer for its data.
@@ -147,6 +144,7 @@ impl Connection {
     /// fails is its error; one that succeeds without starting a COPY is a `BadInput` error.
     fn start_copy(&mut self, sql: &str, method: &str) -> Result<ffi::ExecStatusType> {
         self.before_query()?;
+        self.copies_left = crate::copy_discard::max_copies(sql);
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         // SAFETY: the connection is alive and `sql` is NUL-terminated for the call; the
         // result (possibly NULL) is owned by `from_returned`.
@@ -154,10 +152,12 @@ impl Connection {
         let Some(result) = PgResult::from_returned(ptr) else {
             return Err(self.connection_error());
         };
-        match result.status() {
-            status @ (ffi::ExecStatusType::PGRES_COPY_IN | ffi::ExecStatusType::PGRES_COPY_OUT) => {
-                Ok(status)
-            }
+        let status = result.status();
+        if crate::copy_discard::is_copy(status) {
+            self.take_copy()?;
+        }
+        match status {
+            ffi::ExecStatusType::PGRES_COPY_IN | ffi::ExecStatusType::PGRES_COPY_OUT => Ok(status),
             ffi::ExecStatusType::PGRES_COPY_BOTH => {
                 drop(result);
                 let leave = leave_copy(self, ffi::ExecStatusType::PGRES_COPY_BOTH, UNEXPECTED);
@@ -633,18 +633,31 @@ fn wait_socket(raw: *mut ffi::PGconn) {
     unsafe { ffi::PQconsumeInput(raw) };
 }
 
-#[cfg(libpq_17)]
+/// Waits until the socket has something to read (the rest of a COPY OUT being discarded).
+fn wait_readable(raw: *mut ffi::PGconn) {
+    // SAFETY: the connection is alive.
+    let socket = unsafe { ffi::PQsocket(raw) };
+    if socket >= 0 {
+        poll_socket_for(socket, false);
+    }
+}
+
 fn poll_socket(socket: c_int) {
+    poll_socket_for(socket, true);
+}
+
+#[cfg(libpq_17)]
+fn poll_socket_for(socket: c_int, write: bool) {
     // SAFETY: a socket from PQsocket on a live connection; waiting for it reads nothing.
     // EINTR and errors just end the wait: the caller's loop tries again.
-    unsafe { ffi::PQsocketPoll(socket, 1, 1, -1) };
+    unsafe { ffi::PQsocketPoll(socket, 1, c_int::from(write), -1) };
 }
 
 #[cfg(all(not(libpq_17), unix))]
-fn poll_socket(socket: c_int) {
+fn poll_socket_for(socket: c_int, write: bool) {
     let mut fd = libc::pollfd {
         fd: socket,
-        events: libc::POLLIN | libc::POLLOUT,
+        events: libc::POLLIN | if write { libc::POLLOUT } else { 0 },
         revents: 0,
     };
     // SAFETY: one valid pollfd that outlives the call; the socket belongs to a live
@@ -653,12 +666,12 @@ fn poll_socket(socket: c_int) {
 }
 
 #[cfg(all(not(libpq_17), not(unix)))]
-fn poll_socket(_socket: c_int) {
+fn poll_socket_for(_socket: c_int, _write: bool) {
     std::thread::yield_now();
 }
 
 /// The error a COPY we aborted on purpose ends with is expected; a lost connection is not.
-fn ignore_abort(left: Result<()>) -> Result<()> {
+pub(crate) fn ignore_abort(left: Result<()>) -> Result<()> {
     match left {
         Err(e) if e.is_closed() => Err(e),
         _ => Ok(()),
@@ -667,34 +680,41 @@ fn ignore_abort(left: Result<()>) -> Result<()> {
 
 /// Leaves the COPY the connection is in (`status`): ends a COPY IN with `message`, reads
 /// and discards a COPY OUT's data, then reads every result. Returns the first error.
-fn leave_copy(conn: &mut Connection, status: ffi::ExecStatusType, message: &CStr) -> Result<()> {
-    discard_copy(conn.conn.as_ptr(), status, message);
+pub(crate) fn leave_copy(
+    conn: &mut Connection,
+    status: ffi::ExecStatusType,
+    message: &CStr,
+) -> Result<()> {
+    discard_copy(conn, status, message)?;
     end_results(conn).map(drop)
 }
 
-fn discard_copy(raw: *mut ffi::PGconn, status: ffi::ExecStatusType, message: &CStr) {
-    let copy_in = status != ffi::ExecStatusType::PGRES_COPY_OUT;
-    let copy_out = status != ffi::ExecStatusType::PGRES_COPY_IN;
-    // SAFETY: the connection is alive and in the COPY state `status` says. PQputCopyEnd with
-    // a message aborts a COPY IN; PQgetCopyData's buffers are freed by PqBuffer; the loop
-    // ends when libpq reports the end of the COPY (-1) or a failure (-2).
-    unsafe {
-        if copy_in && ffi::PQputCopyEnd(raw, message.as_ptr()) == 1 && is_nonblocking(raw) {
-            while ffi::PQflush(raw) == 1 {
-                wait_socket(raw);
-            }
-        }
-        if copy_out {
-            loop {
-                let mut buffer: *mut c_char = std::ptr::null_mut();
-                let n = ffi::PQgetCopyData(raw, &mut buffer, 0);
-                drop(PqBuffer::from_raw(buffer, usize::try_from(n).unwrap_or(0)));
-                if n < 0 {
-                    break;
+/// Ends the COPY libpq is in, waiting for the socket as needed (see `copy_discard`).
+fn discard_copy(conn: &mut Connection, status: ffi::ExecStatusType, message: &CStr) -> Result<()> {
+    let raw = conn.conn.as_ptr();
+    let mut discard = CopyDiscard::new(status);
+    loop {
+        // SAFETY: the connection is alive, ours, and in the COPY state `status` says.
+        match unsafe { discard.step(raw, message) } {
+            Discard::Done => break,
+            Discard::NeedsFlush => flush_libpq(conn)?,
+            Discard::NeedsInput => {
+                wait_readable(raw);
+                // SAFETY: the connection is alive; this reads only what has arrived.
+                if unsafe { ffi::PQconsumeInput(raw) } == 0 {
+                    return Err(conn.poison("the connection failed while leaving a COPY"));
                 }
+            }
+            Discard::Failed => {
+                return Err(conn.poison("libpq could not leave a COPY"));
             }
         }
     }
+    if is_nonblocking(raw) {
+        // The abort is only queued on a non-blocking connection.
+        flush_libpq(conn)?;
+    }
+    Ok(())
 }
 
 /// Reads the results that follow a COPY until libpq has none left, so the connection is
@@ -706,7 +726,6 @@ fn discard_copy(raw: *mut ffi::PGconn, status: ffi::ExecStatusType, message: &CS
 fn end_results(conn: &mut Connection) -> Result<u64> {
     let raw = conn.conn.as_ptr();
     let mut outcome: Option<Result<u64>> = None;
-    let mut copy_states = 0;
     loop {
         // SAFETY: the connection is alive; the result is owned (and cleared) by PgResult.
         let Some(result) = PgResult::from_returned(unsafe { ffi::PQgetResult(raw) }) else {
@@ -717,24 +736,14 @@ fn end_results(conn: &mut Connection) -> Result<u64> {
             ffi::ExecStatusType::PGRES_COMMAND_OK
             | ffi::ExecStatusType::PGRES_TUPLES_OK
             | ffi::ExecStatusType::PGRES_EMPTY_QUERY => Ok(result.rows_affected()),
-            ffi::ExecStatusType::PGRES_COPY_IN
-            | ffi::ExecStatusType::PGRES_COPY_OUT
-            | ffi::ExecStatusType::PGRES_COPY_BOTH => {
-                // Still in a COPY (ending it failed), or a later statement in the same SQL
-                // text started another: end it too.
+            status if is_copy(status) => {
+                // A later statement in the same SQL text started another COPY: end it too.
                 drop(result);
-                copy_states += 1;
-                if copy_states > MAX_COPY_STATES {
-                    let error = Error::client(format!(
-                        "could not leave COPY mode: {}",
-                        conn.conn.error_message()
-                    ));
-                    outcome = Some(Err(error));
-                    break;
-                }
-                discard_copy(raw, status, UNEXPECTED);
+                conn.take_copy()?;
+                discard_copy(conn, status, UNEXPECTED)?;
                 Err(Error::bad_input(
-                    "a statement after the COPY started another COPY",
+                    "a statement after the COPY started another COPY (it was aborted or its \
+                     data discarded)",
                 ))
             }
             ffi::ExecStatusType::PGRES_FATAL_ERROR

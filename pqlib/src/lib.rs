@@ -91,6 +91,7 @@ mod cancel;
 pub mod config;
 mod connection;
 mod copy;
+mod copy_discard;
 pub mod error;
 mod handle;
 pub mod large_object;

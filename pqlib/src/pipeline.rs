@@ -209,6 +209,7 @@ impl Pipeline<'_> {
     /// ```
     #[doc(alias = "PQsendQueryParams")]
     pub fn query_typed(&mut self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<()> {
+        crate::statement::refuse_copy(sql)?;
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         let encoded = EncodedParams::typed(params)?;
         self.ensure_usable()?;

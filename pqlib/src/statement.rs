@@ -40,6 +40,8 @@ struct Inner {
     columns: Arc<[Column]>,
     connection_id: u64,
     cached: bool,
+    /// A `COPY` statement: it can only run through `copy_in`/`copy_out`.
+    copy: bool,
     /// Where the name goes when the last handle is dropped.
     closed: Arc<Mutex<Vec<CString>>>,
 }
@@ -139,6 +141,7 @@ impl StatementCache {
             columns,
             connection_id: self.connection_id,
             cached,
+            copy: starts_copy(sql),
             closed: self.closed.clone(),
         }))
     }
@@ -148,12 +151,15 @@ impl StatementCache {
     }
 
     /// Whether `statement` can run here with `params` parameters: it must belong to this
-    /// connection and take exactly that many.
+    /// connection, take exactly that many, and not be a `COPY`.
     pub(crate) fn check_use(&self, statement: &Statement, params: usize) -> Result<()> {
         if !self.owns(statement) {
             return Err(Error::bad_input(
                 "the statement was prepared on another connection",
             ));
+        }
+        if statement.0.copy {
+            return Err(copy_refused());
         }
         if params != statement.params().len() {
             return Err(Error::bad_input(format!(
@@ -315,5 +321,113 @@ mod tests {
         assert!(cache.lookup("SELECT 'new'").is_some());
         // Evicted statements are deallocated once their last handle goes.
         assert_eq!(cache.take_closed().len(), 1);
+    }
+}
+
+/// Refuses SQL text that is a `COPY` statement, before anything is sent (see [`starts_copy`]).
+pub(crate) fn refuse_copy(sql: &str) -> Result<()> {
+    if starts_copy(sql) {
+        return Err(copy_refused());
+    }
+    Ok(())
+}
+
+fn copy_refused() -> Error {
+    Error::bad_input(
+        "the statement is a COPY; run COPY FROM STDIN with copy_in and COPY TO STDOUT with \
+         copy_out (nothing was sent)",
+    )
+}
+
+/// Whether one statement's SQL text is a `COPY`, the only statement that can switch the
+/// protocol into COPY mode (functions cannot: PL/pgSQL, SQL functions and SPI all refuse COPY
+/// to or from the client). Leading whitespace and comments are skipped.
+///
+/// Why it matters: a COPY started through the extended protocol in pipeline mode cannot be
+/// left in step (the server ignores the Sync that follows it while in COPY IN, and libpq adds
+/// one of its own when the COPY ends), so every path that sends one statement with
+/// Bind/Execute refuses COPY text before sending. A COPY that starts anyway (a server that
+/// breaks the protocol) closes the connection.
+pub(crate) fn starts_copy(sql: &str) -> bool {
+    let keyword = skip_blanks_and_comments(sql.as_bytes());
+    keyword.len() >= 4
+        && keyword[..4].eq_ignore_ascii_case(b"copy")
+        && keyword
+            .get(4)
+            .is_none_or(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80))
+}
+
+/// The text after leading whitespace, `--` line comments and (nested) `/* */` comments.
+fn skip_blanks_and_comments(mut text: &[u8]) -> &[u8] {
+    loop {
+        match text {
+            [b, rest @ ..] if b.is_ascii_whitespace() => text = rest,
+            [b'-', b'-', rest @ ..] => {
+                let end = rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |i| i + 1);
+                text = &rest[end..];
+            }
+            [b'/', b'*', rest @ ..] => {
+                let mut depth = 1usize;
+                let mut i = 0;
+                while depth > 0 && i < rest.len() {
+                    match &rest[i..] {
+                        [b'/', b'*', ..] => {
+                            depth += 1;
+                            i += 2;
+                        }
+                        [b'*', b'/', ..] => {
+                            depth -= 1;
+                            i += 2;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                text = &rest[i.min(rest.len())..];
+            }
+            _ => return text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod copy_detection_tests {
+    use super::starts_copy;
+
+    #[test]
+    fn copy_statements_are_recognised_through_blanks_and_comments() {
+        for sql in [
+            "COPY t FROM STDIN",
+            "copy (select 1) to stdout",
+            "  \n\tCoPy t TO STDOUT",
+            "-- a comment\nCOPY t FROM STDIN",
+            "/* outer /* nested */ still comment */ COPY t TO STDOUT",
+            "/**/copy t from stdin",
+            "COPY(SELECT 1) TO STDOUT",
+            "COPY",
+        ] {
+            assert!(starts_copy(sql), "{sql:?} is a COPY");
+        }
+    }
+
+    #[test]
+    fn other_statements_are_not_copy() {
+        for sql in [
+            "",
+            "SELECT 'COPY t FROM STDIN'",
+            "copyright",
+            "COPY_t",
+            "copy$1",
+            "-- COPY t FROM STDIN\nSELECT 1",
+            "/* COPY */ SELECT 1",
+            "/* unterminated COPY",
+            "SELECT 1; COPY t FROM STDIN",
+            "CREATE TABLE copy (x int)",
+            "copyé",
+        ] {
+            assert!(!starts_copy(sql), "{sql:?} is not a COPY");
+        }
     }
 }

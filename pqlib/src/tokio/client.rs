@@ -384,6 +384,7 @@ impl Client {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Rows> {
+        crate::statement::refuse_copy(sql)?;
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         let work = Work::ExecuteTyped {
             sql,

@@ -20,6 +20,7 @@ use pqlib_sys as ffi;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::copy_discard::{CopyDiscard, Discard, is_copy, max_copies};
 use crate::error::{DbError, Error, ErrorKind, Result, Severity};
 use crate::handle::{PgConn, PgResult};
 use crate::notice::NoticeState;
@@ -43,6 +44,13 @@ const COPY_OUT_BATCH: usize = 64 * 1024;
 /// chunk's worth is the choice that never falls off a cliff; libpq 17+ streams in chunks
 /// (1.08× C with this size).
 const STREAM_BATCH_ROWS: usize = crate::STREAM_CHUNK_ROWS;
+
+/// The largest piece of a `CopyInSink` chunk handed to libpq at once.
+const COPY_IN_PIECE: usize = crate::copy::BUFFER_SIZE;
+
+/// The abort message for a COPY that a later statement of a COPY's SQL text started.
+const DISCARDED: &std::ffi::CStr =
+    c"COPY aborted by the client: only the first COPY of the SQL text is taken";
 
 /// How many rounds of sending, flushing and reading one poll may do before it yields, so that
 /// a large result streaming in cannot starve the other tasks of a single-threaded runtime
@@ -189,6 +197,7 @@ enum CopyState {
         data: futures_channel::mpsc::Receiver<CopyInMessage>,
         pending: Option<bytes::Bytes>,
         error: Option<Error>,
+        copies_left: usize,
     },
     /// `PQputCopyEnd` is to be sent (`Err` message: abort) and then the final result read.
     Ending {
@@ -197,10 +206,12 @@ enum CopyState {
         reply: Option<oneshot::Sender<Result<u64>>>,
         rows: Option<u64>,
         error: Option<Error>,
+        copies_left: usize,
     },
     /// Receiving data for the client's stream (`None`: nobody listens; discard).
     Out {
         sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
+        copies_left: usize,
     },
     /// The COPY OUT is over: its last stream item (the error, or the empty end marker) waits
     /// for room in the channel.
@@ -212,7 +223,39 @@ enum CopyState {
     OutEnding {
         sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
         error: Option<Error>,
+        copies_left: usize,
     },
+    /// A later statement of the same SQL text started another COPY: it is ended (see
+    /// `copy_discard`), then `then` goes on reading the results.
+    Discarding {
+        discard: CopyDiscard,
+        then: Box<CopyState>,
+    },
+}
+
+impl CopyState {
+    /// Records that a later statement started a COPY of its own, which is being discarded:
+    /// the answer becomes an error (if it is not one already). Returns how many more COPYs
+    /// the request's text allows, or `None` if it allows no more.
+    fn another_copy(&mut self) -> Option<usize> {
+        let (error, copies_left) = match self {
+            CopyState::Ending {
+                error, copies_left, ..
+            }
+            | CopyState::OutEnding {
+                error, copies_left, ..
+            } => (error, copies_left),
+            _ => return None,
+        };
+        *copies_left = copies_left.checked_sub(1)?;
+        error.get_or_insert_with(|| {
+            Error::bad_input(
+                "a later statement in the COPY's SQL text started another COPY (it was aborted \
+                 or its data discarded)",
+            )
+        });
+        Some(*copies_left)
+    }
 }
 
 /// The successful results of a request (NULL separators and sync points left out), or the
@@ -240,6 +283,9 @@ struct InFlight {
     copy: Option<CopyTarget>,
     /// For a streamed query: where its rows go.
     rows: Option<RowSink>,
+    /// How many COPYs its SQL text may start (`copy_discard::max_copies`): none for
+    /// pipelined requests, where a COPY closes the connection.
+    copies_left: usize,
 }
 
 /// A duplicate of the connection's socket, for tokio's reactor: readiness is the same (one
@@ -487,6 +533,10 @@ impl Connection {
         let mut copy = None;
         let mut rows = None;
         let mut error = None;
+        let copies_left = match &work {
+            Work::Simple { sql } | Work::Copy { sql, .. } => max_copies(&sql.to_string_lossy()),
+            _ => 0,
+        };
         let (sent, nulls, sync) = match &work {
             Work::Execute { statement, params } => {
                 // SAFETY: the connection is alive, in pipeline mode and owned by this task.
@@ -583,6 +633,7 @@ impl Connection {
             sync,
             copy,
             rows,
+            copies_left,
         });
         self.needs_flush = true;
         Ok(())
@@ -715,7 +766,27 @@ impl Connection {
                         return Err(Error::closed("the server ended the session"));
                     }
                 }
+                ffi::ExecStatusType::PGRES_COPY_IN | ffi::ExecStatusType::PGRES_COPY_OUT
+                    if front.sync =>
+                {
+                    // The server ignores Syncs during a COPY IN and libpq adds one when it
+                    // ends, so nothing after this could be matched to its request any more.
+                    // Statements are checked for COPY before they are sent; this is a server
+                    // out of step with us.
+                    return Err(Error::closed(
+                        "a statement started a COPY inside the pipeline; the connection was \
+                         closed because its protocol state can no longer be trusted",
+                    ));
+                }
+                ffi::ExecStatusType::PGRES_COPY_IN | ffi::ExecStatusType::PGRES_COPY_OUT
+                    if front.copies_left == 0 =>
+                {
+                    return Err(Error::closed(
+                        "the server started more COPYs than the SQL text has statements",
+                    ));
+                }
                 ffi::ExecStatusType::PGRES_COPY_IN => {
+                    let copies_left = front.copies_left - 1;
                     let target = front.copy.take();
                     let Some(done) = self.in_flight.pop_front() else {
                         return Ok(());
@@ -727,6 +798,7 @@ impl Connection {
                                 data,
                                 pending: None,
                                 error: None,
+                                copies_left,
                             });
                         }
                         _ => {
@@ -739,11 +811,13 @@ impl Connection {
                                 reply: None,
                                 rows: None,
                                 error: None,
+                                copies_left,
                             });
                         }
                     }
                 }
                 ffi::ExecStatusType::PGRES_COPY_OUT => {
+                    let copies_left = front.copies_left - 1;
                     let target = front.copy.take();
                     let Some(done) = self.in_flight.pop_front() else {
                         return Ok(());
@@ -751,14 +825,20 @@ impl Connection {
                     match target {
                         Some(CopyTarget::Out(sink)) => {
                             let _ = done.reply.send(Ok(Vec::new()));
-                            self.copy = Some(CopyState::Out { sink: Some(sink) });
+                            self.copy = Some(CopyState::Out {
+                                sink: Some(sink),
+                                copies_left,
+                            });
                         }
                         _ => {
                             // Read and discard the data, so the connection stays in step.
                             let _ = done
                                 .reply
                                 .send(Err(copy_refused("COPY TO STDOUT", "copy_out")));
-                            self.copy = Some(CopyState::Out { sink: None });
+                            self.copy = Some(CopyState::Out {
+                                sink: None,
+                                copies_left,
+                            });
                         }
                     }
                 }
@@ -824,15 +904,34 @@ impl Connection {
                     data,
                     pending,
                     error,
+                    copies_left,
                 } => {
-                    if let Some(chunk) = pending.take() {
-                        let len = c_int::try_from(chunk.len()).unwrap_or(c_int::MAX);
-                        // SAFETY: the connection is alive and in COPY IN; `chunk` has `len`
-                        // readable bytes for the call (libpq copies them).
-                        match unsafe { ffi::PQputCopyData(ptr, chunk.as_ptr().cast(), len) } {
+                    if let Some(mut chunk) = pending.take() {
+                        // libpq takes at most c_int::MAX bytes a call, and copies each piece
+                        // into its buffer: hand big chunks over in pieces, never truncated.
+                        let piece = chunk.len().min(COPY_IN_PIECE);
+                        // SAFETY: the connection is alive and in COPY IN; `chunk` has `piece`
+                        // (which fits in c_int) readable bytes for the call; libpq copies them.
+                        let sent = unsafe {
+                            ffi::PQputCopyData(ptr, chunk.as_ptr().cast(), piece as c_int)
+                        };
+                        match sent {
                             1 => {
+                                if piece < chunk.len() {
+                                    *pending = Some(chunk.split_off(piece));
+                                }
                                 self.needs_flush = true;
                                 progress = true;
+                                // More pieces only once libpq's buffer is sent, so memory
+                                // stays bounded however big the chunk.
+                                // SAFETY: the connection is alive; non-blocking, so this
+                                // never waits.
+                                if pending.is_some() && unsafe { ffi::PQflush(ptr) } != 0 {
+                                    return Ok(progress);
+                                }
+                                if pending.is_some() {
+                                    continue;
+                                }
                             }
                             0 => {
                                 // libpq's buffer is full: flush first, then try again.
@@ -865,6 +964,7 @@ impl Connection {
                                 reply: Some(reply),
                                 rows: None,
                                 error,
+                                copies_left: *copies_left,
                             });
                             progress = true;
                         }
@@ -878,6 +978,7 @@ impl Connection {
                                 reply: None,
                                 rows: None,
                                 error: None,
+                                copies_left: *copies_left,
                             });
                             progress = true;
                         }
@@ -889,6 +990,7 @@ impl Connection {
                     reply,
                     rows,
                     error,
+                    ..
                 } => {
                     if !*sent {
                         let message = abort.map_or(std::ptr::null(), |m| m.as_ptr());
@@ -913,9 +1015,13 @@ impl Connection {
                     }
                     // SAFETY: not busy, so this returns at once; the result is owned below.
                     match PgResult::from_returned(unsafe { ffi::PQgetResult(ptr) }) {
+                        Some(result) if is_copy(result.status()) => {
+                            self.discard_another_copy(result.status())?;
+                            progress = true;
+                        }
                         Some(result) => {
                             if result.status() == ffi::ExecStatusType::PGRES_COMMAND_OK {
-                                *rows = Some(result.rows_affected());
+                                rows.get_or_insert(result.rows_affected());
                             } else if error.is_none() {
                                 *error = Some(result_error(&result));
                             }
@@ -935,7 +1041,7 @@ impl Connection {
                         }
                     }
                 }
-                CopyState::Out { sink } => {
+                CopyState::Out { sink, copies_left } => {
                     if let Some(s) = sink.as_mut() {
                         match Pin::new(&mut *s).poll_ready(cx) {
                             Poll::Pending => return Ok(progress),
@@ -988,7 +1094,11 @@ impl Connection {
                     }
                     if ended {
                         let sink = sink.take();
-                        self.copy = Some(CopyState::OutEnding { sink, error: None });
+                        self.copy = Some(CopyState::OutEnding {
+                            sink,
+                            error: None,
+                            copies_left: *copies_left,
+                        });
                         progress = true;
                     } else if !got_data {
                         return Ok(progress);
@@ -1009,13 +1119,17 @@ impl Connection {
                     self.copy = None;
                     return Ok(true);
                 }
-                CopyState::OutEnding { sink, error } => {
+                CopyState::OutEnding { sink, error, .. } => {
                     // SAFETY: the connection is alive; PQisBusy only parses buffered input.
                     if unsafe { ffi::PQisBusy(ptr) } != 0 {
                         return Ok(progress);
                     }
                     // SAFETY: not busy, so this returns at once; the result is owned below.
                     match PgResult::from_returned(unsafe { ffi::PQgetResult(ptr) }) {
+                        Some(result) if is_copy(result.status()) => {
+                            self.discard_another_copy(result.status())?;
+                            progress = true;
+                        }
                         Some(result) => {
                             if result.status() != ffi::ExecStatusType::PGRES_COMMAND_OK
                                 && error.is_none()
@@ -1038,8 +1152,46 @@ impl Connection {
                         }
                     }
                 }
+                CopyState::Discarding { discard, .. } => {
+                    // SAFETY: the connection is alive, ours, and in the COPY the discard
+                    // was made for.
+                    match unsafe { discard.step(ptr, DISCARDED) } {
+                        Discard::Done => {
+                            if let Some(CopyState::Discarding { then, .. }) = self.copy.take() {
+                                self.copy = Some(*then);
+                            }
+                            self.needs_flush = true;
+                            progress = true;
+                        }
+                        Discard::NeedsFlush => {
+                            self.needs_flush = true;
+                            return Ok(progress);
+                        }
+                        // Woken by the readable socket, which `drive` reads.
+                        Discard::NeedsInput => return Ok(progress),
+                        Discard::Failed => return Err(self.connection_error().into_closed()),
+                    }
+                }
             }
         }
+    }
+
+    /// While a COPY's results are read, a later statement of its SQL text started another
+    /// COPY: end that one first, then go on reading.
+    fn discard_another_copy(&mut self, status: ffi::ExecStatusType) -> Result<()> {
+        let Some(mut state) = self.copy.take() else {
+            return Ok(());
+        };
+        if state.another_copy().is_none() {
+            return Err(Error::closed(
+                "the server started more COPYs than the SQL text has statements",
+            ));
+        }
+        self.copy = Some(CopyState::Discarding {
+            discard: CopyDiscard::new(status),
+            then: Box::new(state),
+        });
+        Ok(())
     }
 
     fn is_bad(&self) -> bool {
