@@ -357,15 +357,17 @@ pub(crate) fn starts_copy(sql: &str) -> bool {
             .is_none_or(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80))
 }
 
-/// The text after leading whitespace, `--` line comments and (nested) `/* */` comments.
+/// The text after leading whitespace, `--` line comments and (nested) `/* */` comments, as
+/// the server's scanner sees them (`space [ \t\n\r\f\v]`; a line comment ends at `\n` or
+/// `\r`).
 fn skip_blanks_and_comments(mut text: &[u8]) -> &[u8] {
     loop {
         match text {
-            [b, rest @ ..] if b.is_ascii_whitespace() => text = rest,
+            [b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c, rest @ ..] => text = rest,
             [b'-', b'-', rest @ ..] => {
                 let end = rest
                     .iter()
-                    .position(|&b| b == b'\n')
+                    .position(|&b| b == b'\n' || b == b'\r')
                     .map_or(rest.len(), |i| i + 1);
                 text = &rest[end..];
             }
@@ -403,6 +405,8 @@ mod copy_detection_tests {
             "copy (select 1) to stdout",
             "  \n\tCoPy t TO STDOUT",
             "-- a comment\nCOPY t FROM STDIN",
+            "-- a comment ending in a carriage return\rCOPY t FROM STDIN",
+            "\x0b\x0cCOPY t TO STDOUT",
             "/* outer /* nested */ still comment */ COPY t TO STDOUT",
             "/**/copy t from stdin",
             "COPY(SELECT 1) TO STDOUT",

@@ -1,0 +1,291 @@
+//! Regression tests for protocol-state bugs (issue 13): each request gets exactly its own
+//! answer, or the connection is closed with an error. The generated matrix and the
+//! model-based test (protocol_matrix.rs, protocol_model.rs) cover the space; these pin the
+//! cases that were found by review.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::time::Duration;
+
+use pqlib::error::ErrorKind;
+use pqlib::{Connection, TransactionStatus};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn connect() -> Connection {
+    Connection::connect(&common::conninfo()).expect("connecting")
+}
+
+/// `SELECT 'secret of …'` from four concurrent callers: each must get its own row.
+async fn four_callers_get_their_own_rows(client: &pqlib::tokio::Client) {
+    let names = ["alice", "bob", "carol", "dave"];
+    let answers = futures_util::future::join_all(names.iter().map(|name| async move {
+        let secret = format!("secret of {name}");
+        let row = client
+            .query_one("SELECT $1::text", &[&secret])
+            .await
+            .unwrap_or_else(|e| panic!("{name}'s query failed: {e}"));
+        (secret, row.get::<_, String>(0))
+    }))
+    .await;
+    for (asked, got) in answers {
+        assert_eq!(got, asked, "a caller received another caller's row");
+    }
+}
+
+const COPY_STATEMENTS: [&str; 2] = ["COPY (SELECT 1) TO STDOUT", "COPY copy_target FROM STDIN"];
+
+#[tokio::test]
+async fn async_copy_statement_through_query_apis_is_refused_and_answers_stay_in_step() {
+    let client = common::connect_async().await;
+    client
+        .batch_execute("CREATE TEMP TABLE copy_target (x int)")
+        .await
+        .unwrap();
+    for sql in COPY_STATEMENTS {
+        let statement = client.prepare(sql).await.expect("preparing a COPY is harmless");
+        let outcomes = [
+            ("query", client.query(&statement, &[]).await.err()),
+            ("execute", client.execute(&statement, &[]).await.err()),
+            ("query sql", client.query(sql, &[]).await.err()),
+            ("query_typed", client.query_typed(sql, &[]).await.err()),
+            (
+                "query_raw",
+                client
+                    .query_raw(&statement, Vec::<i32>::new())
+                    .await
+                    .err(),
+            ),
+            (
+                "pipeline",
+                client.pipeline().query(&statement, &[]).await.err(),
+            ),
+        ];
+        for (api, error) in outcomes {
+            let error = error.unwrap_or_else(|| panic!("{api} ran {sql:?}"));
+            assert_eq!(error.kind(), ErrorKind::BadInput, "{api} {sql:?}: {error}");
+            assert!(error.to_string().contains("copy_"), "{error}");
+        }
+        four_callers_get_their_own_rows(&client).await;
+    }
+}
+
+#[tokio::test]
+async fn async_batch_execute_with_two_copies_ends_both_and_stays_in_step() {
+    let client = common::connect_async().await;
+    client
+        .batch_execute("CREATE TEMP TABLE copy_target (x int)")
+        .await
+        .unwrap();
+    for sql in [
+        "COPY (SELECT 1) TO STDOUT; COPY (SELECT 2) TO STDOUT",
+        "COPY (SELECT 1) TO STDOUT; COPY copy_target FROM STDIN",
+        "COPY copy_target FROM STDIN; COPY (SELECT 2) TO STDOUT",
+        "SELECT 1; COPY (SELECT 1) TO STDOUT; SELECT 2; COPY (SELECT 2) TO STDOUT; SELECT 3",
+    ] {
+        let outcome = tokio::time::timeout(LIMIT, client.batch_execute(sql))
+            .await
+            .unwrap_or_else(|_| panic!("batch_execute({sql:?}) hung"));
+        let error = outcome.expect_err("COPY through batch_execute is an error");
+        assert_eq!(error.kind(), ErrorKind::BadInput, "{sql}: {error}");
+        four_callers_get_their_own_rows(&client).await;
+    }
+    // copy_out whose text holds a second COPY: the first one's data, then an error, and
+    // the connection answers in step.
+    let stream = client
+        .copy_out("COPY (SELECT 7) TO STDOUT; COPY (SELECT 8) TO STDOUT")
+        .await
+        .unwrap();
+    let items: Vec<_> = tokio::time::timeout(LIMIT, futures_util::StreamExt::collect::<Vec<_>>(stream))
+        .await
+        .expect("the copy_out stream hung");
+    assert_eq!(items[0].as_ref().unwrap().as_ref(), b"7\n");
+    assert!(items.last().unwrap().is_err(), "the second COPY is reported");
+    // copy_in whose text holds a second COPY.
+    let mut sink = client
+        .copy_in("COPY copy_target FROM STDIN; COPY (SELECT 9) TO STDOUT")
+        .await
+        .unwrap();
+    futures_util::SinkExt::send(&mut sink, bytes::Bytes::from_static(b"1\n"))
+        .await
+        .unwrap();
+    let finished = tokio::time::timeout(LIMIT, sink.finish())
+        .await
+        .expect("finishing the copy_in hung");
+    assert_eq!(finished.unwrap_err().kind(), ErrorKind::BadInput);
+    four_callers_get_their_own_rows(&client).await;
+}
+
+#[test]
+fn blocking_batch_execute_with_many_copies_ends_every_one() {
+    common::bounded("batch_execute with COPYs", LIMIT, || {
+        let mut conn = connect();
+        conn.batch_execute("CREATE TEMP TABLE copy_target (x int)")
+            .unwrap();
+        let five: Vec<_> = (1..=5)
+            .map(|i| format!("COPY (SELECT {i}) TO STDOUT"))
+            .collect();
+        for sql in [
+            "COPY (SELECT 1) TO STDOUT; COPY (SELECT 2) TO STDOUT".to_owned(),
+            "COPY copy_target FROM STDIN; COPY (SELECT 2) TO STDOUT".to_owned(),
+            "COPY (SELECT 1) TO STDOUT; COPY copy_target FROM STDIN".to_owned(),
+            five.join("; "),
+        ] {
+            let error = conn.batch_execute(&sql).expect_err("COPY through batch_execute");
+            assert_eq!(error.kind(), ErrorKind::BadInput, "{sql}: {error}");
+            let tag: String = conn.query_one("SELECT 'mine'::text", &[]).unwrap().get(0);
+            assert_eq!(tag, "mine");
+        }
+        let mut out = String::new();
+        let read = std::io::Read::read_to_string(
+            &mut conn
+                .copy_out("COPY (SELECT 1) TO STDOUT; COPY (SELECT 2) TO STDOUT")
+                .unwrap(),
+            &mut out,
+        );
+        assert!(read.is_err(), "the second COPY is reported");
+        assert_eq!(out, "1\n");
+        let tag: String = conn.query_one("SELECT 'after'::text", &[]).unwrap().get(0);
+        assert_eq!(tag, "after");
+    });
+}
+
+#[test]
+fn blocking_pipeline_refuses_copy_and_keeps_its_results_in_order() {
+    common::bounded("a pipeline with COPY", LIMIT, || {
+        let mut conn = connect();
+        conn.batch_execute("CREATE TEMP TABLE copy_target (x int)")
+            .unwrap();
+        let copy_out = conn.prepare(COPY_STATEMENTS[0]).unwrap();
+        let mut pipeline = conn.pipeline().unwrap();
+        pipeline.query("SELECT 'first'::text", &[]).unwrap();
+        for sql in COPY_STATEMENTS {
+            let error = pipeline.query(sql, &[]).expect_err("COPY text in a pipeline");
+            assert_eq!(error.kind(), ErrorKind::BadInput, "{error}");
+            let error = pipeline.query_typed(sql, &[]).expect_err("COPY text");
+            assert_eq!(error.kind(), ErrorKind::BadInput, "{error}");
+        }
+        let error = pipeline.query(&copy_out, &[]).expect_err("a COPY statement");
+        assert_eq!(error.kind(), ErrorKind::BadInput, "{error}");
+        pipeline.query("SELECT 'second'::text", &[]).unwrap();
+        pipeline.sync().unwrap();
+        let mut tags = Vec::new();
+        while let Some(result) = pipeline.next_result() {
+            if let Some(rows) = result.unwrap().into_rows() {
+                tags.push(rows.get(0).unwrap().get::<_, String>(0));
+            }
+        }
+        assert_eq!(tags, ["first", "second"]);
+        pipeline.finish().unwrap();
+        let tag: String = conn.query_one("SELECT 'after'::text", &[]).unwrap().get(0);
+        assert_eq!(tag, "after");
+    });
+}
+
+#[test]
+fn blocking_query_of_a_copy_statement_is_refused_before_sending() {
+    let mut conn = connect();
+    conn.batch_execute("CREATE TEMP TABLE copy_target (x int)")
+        .unwrap();
+    for sql in COPY_STATEMENTS {
+        for error in [
+            conn.query(sql, &[]).unwrap_err(),
+            conn.execute(sql, &[]).unwrap_err(),
+            conn.query_typed(sql, &[]).unwrap_err(),
+        ] {
+            assert_eq!(error.kind(), ErrorKind::BadInput, "{error}");
+        }
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
+        let tag: String = conn.query_one("SELECT 'mine'::text", &[]).unwrap().get(0);
+        assert_eq!(tag, "mine");
+    }
+}
+
+#[test]
+fn a_leaked_pipeline_closes_the_connection_instead_of_leaking_its_results() {
+    let mut conn = connect();
+    let mut pipeline = conn.pipeline().unwrap();
+    pipeline.query("SELECT 'old'::text", &[]).unwrap();
+    pipeline.sync().unwrap();
+    std::mem::forget(pipeline);
+    let error = conn.pipeline().err().expect("a second pipeline over a leaked one");
+    assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
+    assert!(conn.is_closed());
+    let error = conn.query("SELECT 'new'::text", &[]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
+    conn.reset().unwrap();
+    let tag: String = conn.query_one("SELECT 'new'::text", &[]).unwrap().get(0);
+    assert_eq!(tag, "new");
+}
+
+#[test]
+fn leaked_copy_and_row_stream_guards_close_the_connection() {
+    type Leak = fn(&mut Connection);
+    let leaks: [(&str, Leak); 3] = [
+        ("copy_out", |conn| {
+            std::mem::forget(conn.copy_out("COPY (SELECT 'old') TO STDOUT").unwrap());
+        }),
+        ("copy_in", |conn| {
+            conn.batch_execute("CREATE TEMP TABLE IF NOT EXISTS t (x text)")
+                .unwrap();
+            std::mem::forget(conn.copy_in("COPY t FROM STDIN").unwrap());
+        }),
+        ("query_raw", |conn| {
+            let rows = conn
+                .query_raw("SELECT 'old'::text FROM generate_series(1, 100000)", Vec::<i32>::new())
+                .unwrap();
+            std::mem::forget(rows);
+        }),
+    ];
+    for (what, leak) in leaks {
+        let mut conn = connect();
+        leak(&mut conn);
+        match conn.query_one("SELECT 'new'::text", &[]) {
+            Ok(row) => assert_eq!(row.get::<_, String>(0), "new", "after a leaked {what}"),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Closed, "after a leaked {what}: {e}");
+                assert!(conn.is_closed());
+            }
+        }
+    }
+}
+
+/// A `CopyInSink` chunk larger than libpq's `int` length: sent whole, in pieces.
+#[tokio::test]
+async fn async_copy_in_chunk_over_2_gib_is_sent_whole() {
+    let client = common::connect_async().await;
+    client
+        .batch_execute("CREATE TEMP TABLE big (line text)")
+        .await
+        .unwrap();
+    // 2 GiB + of 1 MiB lines, then a marker; only the marker passes the WHERE, so the server
+    // parses everything but stores one row.
+    let line = format!("{}\n", "x".repeat((1 << 20) - 1));
+    let lines = (i32::MAX as usize) / line.len() + 2;
+    let mut data = Vec::with_capacity(lines * line.len() + 8);
+    for _ in 0..lines {
+        data.extend_from_slice(line.as_bytes());
+    }
+    data.extend_from_slice(b"marker\n");
+    assert!(data.len() > i32::MAX as usize);
+    let mut sink = client
+        .copy_in("COPY big FROM STDIN WHERE line = 'marker'")
+        .await
+        .unwrap();
+    futures_util::SinkExt::send(&mut sink, bytes::Bytes::from(data))
+        .await
+        .unwrap();
+    let rows = tokio::time::timeout(Duration::from_secs(300), sink.finish())
+        .await
+        .expect("the 2 GiB chunk hung the driver")
+        .unwrap();
+    assert_eq!(rows, 1);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM big WHERE line = 'marker'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+}
