@@ -45,7 +45,10 @@ async fn async_copy_statement_through_query_apis_is_refused_and_answers_stay_in_
         .await
         .unwrap();
     for sql in COPY_STATEMENTS {
-        let statement = client.prepare(sql).await.expect("preparing a COPY is harmless");
+        let statement = client
+            .prepare(sql)
+            .await
+            .expect("preparing a COPY is harmless");
         let outcomes = [
             ("query", client.query(&statement, &[]).await.err()),
             ("execute", client.execute(&statement, &[]).await.err()),
@@ -53,10 +56,7 @@ async fn async_copy_statement_through_query_apis_is_refused_and_answers_stay_in_
             ("query_typed", client.query_typed(sql, &[]).await.err()),
             (
                 "query_raw",
-                client
-                    .query_raw(&statement, Vec::<i32>::new())
-                    .await
-                    .err(),
+                client.query_raw(&statement, Vec::<i32>::new()).await.err(),
             ),
             (
                 "pipeline",
@@ -98,11 +98,15 @@ async fn async_batch_execute_with_two_copies_ends_both_and_stays_in_step() {
         .copy_out("COPY (SELECT 7) TO STDOUT; COPY (SELECT 8) TO STDOUT")
         .await
         .unwrap();
-    let items: Vec<_> = tokio::time::timeout(LIMIT, futures_util::StreamExt::collect::<Vec<_>>(stream))
-        .await
-        .expect("the copy_out stream hung");
+    let items: Vec<_> =
+        tokio::time::timeout(LIMIT, futures_util::StreamExt::collect::<Vec<_>>(stream))
+            .await
+            .expect("the copy_out stream hung");
     assert_eq!(items[0].as_ref().unwrap().as_ref(), b"7\n");
-    assert!(items.last().unwrap().is_err(), "the second COPY is reported");
+    assert!(
+        items.last().unwrap().is_err(),
+        "the second COPY is reported"
+    );
     // copy_in whose text holds a second COPY.
     let mut sink = client
         .copy_in("COPY copy_target FROM STDIN; COPY (SELECT 9) TO STDOUT")
@@ -133,7 +137,9 @@ fn blocking_batch_execute_with_many_copies_ends_every_one() {
             "COPY (SELECT 1) TO STDOUT; COPY copy_target FROM STDIN".to_owned(),
             five.join("; "),
         ] {
-            let error = conn.batch_execute(&sql).expect_err("COPY through batch_execute");
+            let error = conn
+                .batch_execute(&sql)
+                .expect_err("COPY through batch_execute");
             assert_eq!(error.kind(), ErrorKind::BadInput, "{sql}: {error}");
             let tag: String = conn.query_one("SELECT 'mine'::text", &[]).unwrap().get(0);
             assert_eq!(tag, "mine");
@@ -162,12 +168,16 @@ fn blocking_pipeline_refuses_copy_and_keeps_its_results_in_order() {
         let mut pipeline = conn.pipeline().unwrap();
         pipeline.query("SELECT 'first'::text", &[]).unwrap();
         for sql in COPY_STATEMENTS {
-            let error = pipeline.query(sql, &[]).expect_err("COPY text in a pipeline");
+            let error = pipeline
+                .query(sql, &[])
+                .expect_err("COPY text in a pipeline");
             assert_eq!(error.kind(), ErrorKind::BadInput, "{error}");
             let error = pipeline.query_typed(sql, &[]).expect_err("COPY text");
             assert_eq!(error.kind(), ErrorKind::BadInput, "{error}");
         }
-        let error = pipeline.query(&copy_out, &[]).expect_err("a COPY statement");
+        let error = pipeline
+            .query(&copy_out, &[])
+            .expect_err("a COPY statement");
         assert_eq!(error.kind(), ErrorKind::BadInput, "{error}");
         pipeline.query("SELECT 'second'::text", &[]).unwrap();
         pipeline.sync().unwrap();
@@ -210,7 +220,10 @@ fn a_leaked_pipeline_closes_the_connection_instead_of_leaking_its_results() {
     pipeline.query("SELECT 'old'::text", &[]).unwrap();
     pipeline.sync().unwrap();
     std::mem::forget(pipeline);
-    let error = conn.pipeline().err().expect("a second pipeline over a leaked one");
+    let error = conn
+        .pipeline()
+        .err()
+        .expect("a second pipeline over a leaked one");
     assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
     assert!(conn.is_closed());
     let error = conn.query("SELECT 'new'::text", &[]).unwrap_err();
@@ -234,7 +247,10 @@ fn leaked_copy_and_row_stream_guards_close_the_connection() {
         }),
         ("query_raw", |conn| {
             let rows = conn
-                .query_raw("SELECT 'old'::text FROM generate_series(1, 100000)", Vec::<i32>::new())
+                .query_raw(
+                    "SELECT 'old'::text FROM generate_series(1, 100000)",
+                    Vec::<i32>::new(),
+                )
                 .unwrap();
             std::mem::forget(rows);
         }),
@@ -288,4 +304,164 @@ async fn async_copy_in_chunk_over_2_gib_is_sent_whole() {
         .unwrap()
         .get(0);
     assert_eq!(count, 1);
+}
+
+/// A server that answers a statement with a COPY nobody asked for (the protocol allows it
+/// only for COPY statements, which pqlib refuses before sending): the client must close the
+/// connection, never match the COPY's aftermath to later requests.
+mod rogue_server {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::thread;
+
+    use super::*;
+
+    /// What the server sends when it sees the first Execute.
+    #[derive(Clone, Copy, Debug)]
+    enum Rogue {
+        CopyOut,
+        CopyIn,
+    }
+
+    fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![kind];
+        out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn read_message(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let mut header = [0u8; 5];
+        stream.read_exact(&mut header).ok()?;
+        let len = i32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        stream.read_exact(&mut body).ok()?;
+        Some((header[0], body))
+    }
+
+    fn serve(mut stream: TcpStream, rogue: Rogue) {
+        // The startup packet (no type byte).
+        let mut len = [0u8; 4];
+        if stream.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut startup = vec![0u8; i32::from_be_bytes(len) as usize - 4];
+        if stream.read_exact(&mut startup).is_err() {
+            return;
+        }
+        let mut hello = message(b'R', &0i32.to_be_bytes());
+        for (name, value) in [
+            ("server_version", "15.0"),
+            ("client_encoding", "UTF8"),
+            ("standard_conforming_strings", "on"),
+            ("integer_datetimes", "on"),
+        ] {
+            hello.extend(message(b'S', format!("{name}\0{value}\0").as_bytes()));
+        }
+        hello.extend(message(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
+        hello.extend(message(b'Z', b"I"));
+        let _ = stream.write_all(&hello);
+        let mut executed = false;
+        while let Some((kind, body)) = read_message(&mut stream) {
+            let reply = match kind {
+                b'P' => message(b'1', b""),
+                b'B' => message(b'2', b""),
+                b'D' if body.first() == Some(&b'S') => {
+                    let mut out = message(b't', &0i16.to_be_bytes());
+                    out.extend(message(b'n', b""));
+                    out
+                }
+                b'D' => message(b'n', b""),
+                b'E' if !executed => {
+                    executed = true;
+                    match rogue {
+                        Rogue::CopyOut => {
+                            let mut out = message(b'H', &[0, 0, 0]);
+                            out.extend(message(b'd', b"stolen\n"));
+                            out.extend(message(b'c', b""));
+                            out.extend(message(b'C', b"COPY 1\0"));
+                            out
+                        }
+                        Rogue::CopyIn => message(b'G', &[0, 0, 0]),
+                    }
+                }
+                b'E' => message(b'C', b"SELECT 0\0"),
+                b'S' => message(b'Z', b"I"),
+                b'Q' => {
+                    let mut out = message(b'I', b"");
+                    out.extend(message(b'Z', b"I"));
+                    out
+                }
+                b'X' => return,
+                _ => Vec::new(),
+            };
+            if stream.write_all(&reply).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A one-connection rogue server on 127.0.0.1; returns its conninfo.
+    fn start(rogue: Rogue) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            if let Ok((stream, _)) = listener.accept() {
+                serve(stream, rogue);
+            }
+        });
+        format!(
+            "host=127.0.0.1 port={port} user=rogue dbname=rogue sslmode=disable \
+             gssencmode=disable connect_timeout=10"
+        )
+    }
+
+    #[tokio::test]
+    async fn async_client_closes_on_a_copy_it_did_not_ask_for() {
+        for rogue in [Rogue::CopyOut, Rogue::CopyIn] {
+            let (client, connection) = pqlib::tokio::connect(&start(rogue)).await.unwrap();
+            let driver = tokio::spawn(connection);
+            let requests = (0..4).map(|i| {
+                let client = &client;
+                async move { client.query_typed(&format!("SELECT {i}"), &[]).await }
+            });
+            let answers = tokio::time::timeout(LIMIT, futures_util::future::join_all(requests))
+                .await
+                .unwrap_or_else(|_| panic!("{rogue:?}: the client hung"));
+            for answer in answers {
+                let error = answer.expect_err("no request may succeed after a rogue COPY");
+                assert_eq!(error.kind(), ErrorKind::Closed, "{rogue:?}: {error}");
+            }
+            let after = client.query_typed("SELECT 9", &[]).await.unwrap_err();
+            assert_eq!(after.kind(), ErrorKind::Closed, "{rogue:?}: {after}");
+            let ended = tokio::time::timeout(LIMIT, driver).await.unwrap().unwrap();
+            assert!(
+                ended.is_err(),
+                "{rogue:?}: the connection task reports the failure"
+            );
+        }
+    }
+
+    #[test]
+    fn blocking_pipeline_closes_on_a_copy_it_did_not_ask_for() {
+        for rogue in [Rogue::CopyOut, Rogue::CopyIn] {
+            let conninfo = start(rogue);
+            common::bounded("a pipeline against a rogue server", LIMIT, move || {
+                let mut conn = Connection::connect(&conninfo).unwrap();
+                let mut pipeline = conn.pipeline().unwrap();
+                pipeline.query_typed("SELECT 1", &[]).unwrap();
+                pipeline.query_typed("SELECT 2", &[]).unwrap();
+                pipeline.sync().unwrap();
+                let first = pipeline.next_result().expect("a result").unwrap_err();
+                assert_eq!(first.kind(), ErrorKind::Closed, "{rogue:?}: {first}");
+                while let Some(result) = pipeline.next_result() {
+                    assert!(result.is_err(), "{rogue:?}: a result after the rogue COPY");
+                }
+                drop(pipeline);
+                assert!(conn.is_closed(), "{rogue:?}");
+                let error = conn.query_typed("SELECT 3", &[]).unwrap_err();
+                assert_eq!(error.kind(), ErrorKind::Closed, "{rogue:?}: {error}");
+            });
+        }
+    }
 }
