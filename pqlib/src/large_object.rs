@@ -300,9 +300,13 @@ impl<'c> Transaction<'c> {
     /// Copies a large object into a file on the client, created or truncated (with mode
     /// `0666` less the umask on unix).
     ///
-    /// Written by libpq, 8 KiB per round trip. Errors have kind
-    /// [`Client`](crate::error::ErrorKind::Client) and libpq's message; a path with a NUL byte
-    /// is [`BadInput`](crate::error::ErrorKind::BadInput). On unix any path works; elsewhere it
+    /// The object is read as [`LargeObject`]'s `read` does, 2 MiB per round trip (libpq's
+    /// `lo_export` reads with an unchecked length into a buffer of its own, so pqlib does not
+    /// use it). A missing object is an error with
+    /// [`UNDEFINED_OBJECT`](crate::error::SqlState::UNDEFINED_OBJECT); a file that cannot be
+    /// created or written is an error of kind [`Client`](crate::error::ErrorKind::Client)
+    /// wrapping the [`io::Error`]; a path with a NUL byte is
+    /// [`BadInput`](crate::error::ErrorKind::BadInput). On unix any path works; elsewhere it
     /// must be valid Unicode.
     ///
     /// ```no_run
@@ -314,16 +318,25 @@ impl<'c> Transaction<'c> {
     /// ```
     #[doc(alias = "lo_export")]
     pub fn large_object_export(&mut self, oid: u32, path: impl AsRef<Path>) -> Result<()> {
-        let path = c_path(path.as_ref())?;
-        let conn = self.connection();
-        // SAFETY: the connection is alive and `path` is a NUL-terminated string that outlives
-        // the call; libpq only reads it.
-        let rc = unsafe { ffi::lo_export(conn.as_ptr(), oid, path.as_ptr()) };
-        conn.notices.resume_panic();
-        if rc < 0 {
-            return Err(conn.connection_error());
+        let path = path.as_ref();
+        // The same checks as the libpq calls take, before anything is sent.
+        c_path(path)?;
+        let mut lo = self.large_object_open(oid, LargeObjectMode::Read)?;
+        let file_error = |what: &str, e: io::Error| {
+            Error::client(format!("could not {what} file \"{}\": {e}", path.display()))
+                .with_source(e)
+        };
+        let mut file = std::fs::File::create(path).map_err(|e| file_error("open", e))?;
+        let mut buf = vec![0; CHUNK];
+        loop {
+            let n = lo.read_chunk(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n])
+                .map_err(|e| file_error("write to", e))?;
         }
-        Ok(())
+        lo.close()
     }
 }
 
