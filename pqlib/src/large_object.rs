@@ -102,7 +102,13 @@ const LO_TELL64: &str = "SELECT pg_catalog.lo_tell64($1)";
 /// writes are bound by the server at any size from 256 KiB up; reads are fastest at 1–2 MiB
 /// (about 260 MiB/s) and slow down above 4 MiB (about 160 MiB/s at 8 MiB). At 2 MiB a 1 ms
 /// network round trip still costs only a few percent of a call. libpq itself rejects lengths
-/// above `INT_MAX`, and the server caps a value at 1 GB.
+/// above `INT_MAX`, and the server caps a value at 1 GB. Those figures are from `lo_read`
+/// (`PQfn`); after reads moved to SQL `loread` (issue 13, finding 8), interleaved old/new runs
+/// of `throughput_100_mib` (tests/large_object.rs, release, 100 MiB, median of 3, run twice
+/// each) on a shared 2-core machine at load average ~10 could not tell them apart: 2 MiB reads
+/// 102 and 68 MiB/s before, 98 and 74 after; 256 KiB reads 87/105 before, 92/50 after; writes
+/// (unchanged code) 25–43 MiB/s. The absolute figures above were not re-measured on a quiet
+/// machine.
 const CHUNK: usize = 2 << 20;
 
 /// How a large object is opened: the `mode` of `lo_open`.
