@@ -351,13 +351,18 @@ fn file_errors_come_from_libpq() {
     assert!(e.to_string().contains("could not open file"), "{e}");
     drop(tx);
 
-    // Exporting an object that does not exist.
+    // Exporting an object that does not exist: the export opens it as large_object_open
+    // does (pqlib reads it itself since issue 13, finding 8), with the server's SQLSTATE.
     let mut tx = conn.transaction().unwrap();
     let e = tx
         .large_object_export(4_000_000_000, dir.path("out.bin"))
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Client, "{e:?}");
+    assert_eq!(e.code(), Some(&SqlState::UNDEFINED_OBJECT), "{e:?}");
     assert!(e.to_string().contains("does not exist"), "{e}");
+    assert!(
+        !dir.path("out.bin").exists(),
+        "no file for a missing object"
+    );
     assert_eq!(tx.transaction_status(), TransactionStatus::InError);
 }
 
@@ -475,12 +480,92 @@ fn seek_errors() {
     lo.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"6789");
 
-    // Before the start: the server refuses, which aborts the transaction.
+    // Before the start: the server refuses, which aborts the transaction. Seeks run as SQL
+    // (`lo_lseek64(fd, off, whence)`), so the error is the server's, with its SQLSTATE.
     let e = lo.seek(SeekFrom::End(-11)).unwrap_err();
     let e = inner(&e);
-    assert_eq!(e.kind(), ErrorKind::Client, "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Db, "{e:?}");
+    assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{e:?}");
     drop(lo);
     assert_eq!(tx.transaction_status(), TransactionStatus::InError);
+}
+
+/// Reads, seeks and tells (SQL `loread`, `lo_lseek64`, `lo_tell64` since issue 13, finding 8)
+/// across the 2 MiB chunk boundary and at the end: a read bigger than the object, a read into
+/// an empty buffer, reads and seeks past the end.
+#[test]
+fn reads_seeks_and_tells_at_chunk_boundaries_and_the_end() {
+    let data = Rng(13).bytes(2 * MIB + 3);
+    let total = data.len() as u64;
+    let mut conn = connect();
+    let mut tx = conn.transaction().unwrap();
+    let oid = tx.large_object_create().unwrap();
+    let mut lo = tx
+        .large_object_open(oid, LargeObjectMode::ReadWrite)
+        .unwrap();
+    lo.write_all(&data).unwrap();
+    assert_eq!(lo.tell().unwrap(), total);
+
+    // At the end: nothing to read, into any buffer.
+    let mut buf = vec![0x5au8; 3 * MIB];
+    assert_eq!(lo.read(&mut buf).unwrap(), 0);
+    assert_eq!(lo.read(&mut []).unwrap(), 0);
+    assert_eq!(lo.tell().unwrap(), total);
+
+    // A read bigger than the object, from the start: one call moves one chunk, the rest
+    // follows, and nothing past the object's bytes is touched.
+    lo.rewind().unwrap();
+    assert_eq!(lo.read(&mut buf).unwrap(), 2 * MIB);
+    assert_eq!(lo.tell().unwrap(), 2 * MIB as u64);
+    assert_eq!(lo.read(&mut buf[2 * MIB..]).unwrap(), 3);
+    assert!(buf[..data.len()] == data[..]);
+    assert!(
+        buf[data.len()..].iter().all(|&b| b == 0x5a),
+        "written past the object's bytes"
+    );
+    assert_eq!(lo.read(&mut buf).unwrap(), 0);
+
+    // A zero-length read moves nothing, mid-object too.
+    assert_eq!(lo.seek(SeekFrom::Start(10)).unwrap(), 10);
+    assert_eq!(lo.read(&mut []).unwrap(), 0);
+    assert_eq!(lo.tell().unwrap(), 10);
+
+    // Straddling the chunk boundary, with every kind of seek.
+    for (from, at) in [
+        (SeekFrom::Start(2 * MIB as u64 - 5), 2 * MIB - 5),
+        (SeekFrom::End(-8), data.len() - 8),
+        (SeekFrom::Current(-(MIB as i64)), data.len() - MIB),
+    ] {
+        let position = lo.seek(from).unwrap();
+        assert_eq!(position, at as u64, "{from:?}");
+        assert_eq!(lo.stream_position().unwrap(), position);
+        let mut piece = [0u8; 8];
+        lo.read_exact(&mut piece).unwrap();
+        assert_eq!(&piece[..], &data[at..at + 8], "{from:?}");
+        assert_eq!(lo.tell().unwrap(), position + 8);
+    }
+
+    // The last bytes, asked for with a larger buffer; then past the end.
+    lo.seek(SeekFrom::End(-2)).unwrap();
+    let mut tail = [0u8; 64];
+    assert_eq!(lo.read(&mut tail).unwrap(), 2);
+    assert_eq!(&tail[..2], &data[data.len() - 2..]);
+    assert_eq!(lo.seek(SeekFrom::End(100)).unwrap(), total + 100);
+    assert_eq!(lo.read(&mut tail).unwrap(), 0);
+    assert_eq!(lo.len().unwrap(), total);
+    assert_eq!(lo.tell().unwrap(), total + 100, "len() seeks back");
+
+    // A read-only descriptor reads through the same path.
+    drop(lo);
+    tx.commit().unwrap();
+    let mut tx = conn.transaction().unwrap();
+    let mut lo = tx.large_object_open(oid, LargeObjectMode::Read).unwrap();
+    let mut back = Vec::new();
+    assert_eq!(lo.read_to_end(&mut back).unwrap(), data.len());
+    assert!(back == data);
+    drop(lo);
+    tx.large_object_unlink(oid).unwrap();
+    tx.commit().unwrap();
 }
 
 #[test]
@@ -585,4 +670,67 @@ fn lost_connection_is_closed() {
     drop(lo); // must not hang or panic on the dead connection
     drop(tx);
     assert!(conn.is_closed());
+}
+
+/// A measurement, not a check: large-object write and read throughput over the test server's
+/// unix socket, 100 MiB per run, writes and reads interleaved, median of
+/// `PQLIB_LO_REPS` (default 5) runs per buffer size. Run it in release mode:
+/// `cargo test --release --test large_object -- --ignored --nocapture throughput`.
+#[test]
+#[ignore = "a measurement: run in release mode with --ignored --nocapture"]
+fn throughput_100_mib() {
+    let reps: usize = std::env::var("PQLIB_LO_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let source = Rng(0x51_7cc1_b727_220a).bytes(100 * MIB);
+    let mut conn = connect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // `PQLIB_LO_BUFFERS_KIB=2048,8192` measures only those buffer sizes.
+    let buffers: Vec<usize> = match std::env::var("PQLIB_LO_BUFFERS_KIB") {
+        Ok(list) => list
+            .split(',')
+            .map(|kib| kib.trim().parse::<usize>().unwrap() * 1024)
+            .collect(),
+        Err(_) => vec![64 * 1024, 256 * 1024, MIB, 2 * MIB, 8 * MIB],
+    };
+    for buffer in buffers {
+        let (mut writes, mut reads) = (Vec::new(), Vec::new());
+        let mut back = vec![0u8; buffer];
+        for _ in 0..reps {
+            let mut tx = conn.transaction().unwrap();
+            let oid = tx.large_object_create().unwrap();
+            let mut lo = tx
+                .large_object_open(oid, LargeObjectMode::ReadWrite)
+                .unwrap();
+            let started = Instant::now();
+            for piece in source.chunks(buffer) {
+                lo.write_all(piece).unwrap();
+            }
+            writes.push(100.0 / started.elapsed().as_secs_f64());
+            lo.seek(SeekFrom::Start(0)).unwrap();
+            let started = Instant::now();
+            let mut got = 0;
+            loop {
+                let n = lo.read(&mut back).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            reads.push(100.0 / started.elapsed().as_secs_f64());
+            assert_eq!(got, source.len());
+            drop(lo);
+            tx.rollback().unwrap();
+        }
+        eprintln!(
+            "large object 100 MiB, {:>5} KiB buffers, median of {reps}: write {:.0} MiB/s, read {:.0} MiB/s",
+            buffer / 1024,
+            median(writes),
+            median(reads),
+        );
+    }
 }

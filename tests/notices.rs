@@ -316,6 +316,15 @@ fn run_child(scenario: &str, conninfo: &str) -> (bool, String) {
     (status.success() && output.contains("CHILD OK"), output)
 }
 
+/// A panic payload whose `Drop` panics, with another `Bomb`.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        std::panic::panic_any(Bomb);
+    }
+}
+
 /// Not a test of its own: the body of the child process that `run_child` starts.
 #[test]
 fn notices_child() {
@@ -353,6 +362,42 @@ fn notices_child() {
             let payload = result.expect_err("the handler's panic propagates");
             assert_eq!(panic_message(&*payload), "handler saw: first");
         }
+        "bomb-payload" => {
+            let mut conn = Connection::connect(&conninfo).unwrap();
+            conn.set_notice_handler(|_| std::panic::panic_any(Bomb));
+            // Two notices in one libpq call: the second panic's payload is not the one raised
+            // and must be disposed of without its panicking Drop unwinding into libpq.
+            let payload = catch_unwind(AssertUnwindSafe(|| {
+                conn.batch_execute("DO $$ BEGIN RAISE NOTICE 'one'; RAISE NOTICE 'two'; END $$")
+            }))
+            .expect_err("the handler's panic comes out of batch_execute");
+            assert!(payload.is::<Bomb>(), "the first payload is resumed");
+            // Dropping a Bomb panics: the test keeps it.
+            std::mem::forget(payload);
+            conn.clear_notice_handler();
+            assert!(!conn.is_closed());
+            assert_eq!(conn.transaction_status(), pqlib::TransactionStatus::Idle);
+            let two: i32 = conn.query_one("SELECT 2::int4", &[]).unwrap().get(0);
+            assert_eq!(two, 2);
+        }
+        "bomb-payload-while-unwinding" => {
+            let mut conn = Connection::connect(&conninfo).unwrap();
+            conn.set_notice_handler(|_| std::panic::panic_any(Bomb));
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let mut tx = conn.transaction().unwrap();
+                // As in "double-panic": the rollback that dropping `tx` sends while unwinding
+                // draws a second notice, whose payload cannot be raised and must not be
+                // dropped while the thread unwinds.
+                tx.batch_execute("COMMIT; DO $$ BEGIN RAISE NOTICE 'first'; END $$")
+                    .unwrap();
+            }));
+            let payload = result.expect_err("the handler's panic propagates");
+            assert!(payload.is::<Bomb>());
+            std::mem::forget(payload);
+            conn.clear_notice_handler();
+            let two: i32 = conn.query_one("SELECT 2::int4", &[]).unwrap().get(0);
+            assert_eq!(two, 2);
+        }
         other => panic!("unknown scenario {other}"),
     }
     println!("CHILD OK");
@@ -389,5 +434,22 @@ fn no_handler_prints_nothing_during_connect() {
 #[test]
 fn handler_panic_while_a_transaction_unwinds_does_not_abort() {
     let (ok, output) = run_child("double-panic", &common::conninfo());
+    assert!(ok, "child failed (aborted?):\n{output}");
+}
+
+/// Issue 13, finding 6: a handler that panics twice in one libpq call, with a payload whose
+/// `Drop` panics. The second payload used to be dropped in the C-called receiver, outside
+/// `catch_unwind`, which aborts the process.
+#[test]
+fn second_panic_payload_with_a_panicking_drop_does_not_abort() {
+    let (ok, output) = run_child("bomb-payload", &common::conninfo());
+    assert!(ok, "child failed (aborted?):\n{output}");
+}
+
+/// The same payload when the second panic comes while the thread unwinds from the first: it
+/// can be neither raised nor dropped there.
+#[test]
+fn panic_payload_with_a_panicking_drop_while_unwinding_does_not_abort() {
+    let (ok, output) = run_child("bomb-payload-while-unwinding", &common::conninfo());
     assert!(ok, "child failed (aborted?):\n{output}");
 }

@@ -44,12 +44,18 @@
 //! pqlib calls the same server functions with a one-round-trip SQL `SELECT` instead, and their
 //! errors carry the full [`DbError`](crate::error::DbError) and its SQLSTATE.
 //!
-//! Everything done through a descriptor (read, write, seek, tell, truncate, close) and the
-//! file transfers use libpq's `lo_*` functions directly. Their errors carry libpq's message
-//! with kind [`Client`](crate::error::ErrorKind::Client), or
-//! [`Closed`](crate::error::ErrorKind::Closed) when the connection is gone; through the `io`
-//! traits they arrive as an [`io::Error`] of kind [`Other`](io::ErrorKind::Other) that wraps
-//! the [`Error`] (get it back with
+//! Reads, seeks and tells go through SQL as well (`loread`, `lo_lseek64`, `lo_tell64`, each a
+//! statement prepared once per connection): libpq's functions for them copy as many bytes as
+//! the server sends into the caller's buffer, so a broken or hostile server could overrun it,
+//! while pqlib checks the length of each answer (one longer than asked is an error of kind
+//! [`Client`](crate::error::ErrorKind::Client)). Their server errors carry the
+//! [`DbError`](crate::error::DbError) too.
+//!
+//! Writes, truncation, closing and the file transfers use libpq's `lo_*` functions directly.
+//! Their errors carry libpq's message with kind [`Client`](crate::error::ErrorKind::Client).
+//! Any operation fails with [`Closed`](crate::error::ErrorKind::Closed) when the connection
+//! is gone. Through the `io` traits errors arrive as an [`io::Error`] of kind
+//! [`Other`](io::ErrorKind::Other) that wraps the [`Error`] (get it back with
 //! [`get_ref`](io::Error::get_ref)`().and_then(|e| e.downcast_ref::<pqlib::Error>())`).
 //!
 //! As with any statement, a failure on the server aborts the transaction: roll it back (or use
@@ -76,7 +82,18 @@ const SEEK_SET: c_int = 0;
 const SEEK_CUR: c_int = 1;
 const SEEK_END: c_int = 2;
 
-/// The most bytes one `lo_read` or `lo_write` call moves.
+/// Reads, seeks and tells go through these SQL functions (prepared once per connection, binary
+/// results), not libpq's `lo_read`, `lo_lseek64` and `lo_tell64`: those use `PQfn`, which copies
+/// as many bytes as the server's answer holds into the caller's buffer (or an `int64` on
+/// libpq's stack), so a broken or hostile server could write past it. Here libpq stores the
+/// answer in a result sized by the answer itself, and [`copy_bounded`] refuses one longer than
+/// asked. `lo_write`, `lo_truncate64` and `lo_close` stay on libpq: their answer is an `int4`
+/// that libpq reads as one (any other length is an error).
+const LOREAD: &str = "SELECT pg_catalog.loread($1, $2)";
+const LO_LSEEK64: &str = "SELECT pg_catalog.lo_lseek64($1, $2, $3)";
+const LO_TELL64: &str = "SELECT pg_catalog.lo_tell64($1)";
+
+/// The most bytes one read (`loread`) or `lo_write` call moves.
 ///
 /// Every call is a round trip, so a large buffer should go in few calls; but the server
 /// allocates the requested length for each read whatever the object holds, libpq grows its
@@ -85,7 +102,13 @@ const SEEK_END: c_int = 2;
 /// writes are bound by the server at any size from 256 KiB up; reads are fastest at 1–2 MiB
 /// (about 260 MiB/s) and slow down above 4 MiB (about 160 MiB/s at 8 MiB). At 2 MiB a 1 ms
 /// network round trip still costs only a few percent of a call. libpq itself rejects lengths
-/// above `INT_MAX`, and the server caps a value at 1 GB.
+/// above `INT_MAX`, and the server caps a value at 1 GB. Those figures are from `lo_read`
+/// (`PQfn`); after reads moved to SQL `loread` (issue 13, finding 8), interleaved old/new runs
+/// of `throughput_100_mib` (tests/large_object.rs, release, 100 MiB, median of 3, run twice
+/// each) on a shared 2-core machine at load average ~10 could not tell them apart: 2 MiB reads
+/// 102 and 68 MiB/s before, 98 and 74 after; 256 KiB reads 87/105 before, 92/50 after; writes
+/// (unchanged code) 25–43 MiB/s. The absolute figures above were not re-measured on a quiet
+/// machine.
 const CHUNK: usize = 2 << 20;
 
 /// How a large object is opened: the `mode` of `lo_open`.
@@ -283,9 +306,13 @@ impl<'c> Transaction<'c> {
     /// Copies a large object into a file on the client, created or truncated (with mode
     /// `0666` less the umask on unix).
     ///
-    /// Written by libpq, 8 KiB per round trip. Errors have kind
-    /// [`Client`](crate::error::ErrorKind::Client) and libpq's message; a path with a NUL byte
-    /// is [`BadInput`](crate::error::ErrorKind::BadInput). On unix any path works; elsewhere it
+    /// The object is read as [`LargeObject`]'s `read` does, 2 MiB per round trip (libpq's
+    /// `lo_export` reads with an unchecked length into a buffer of its own, so pqlib does not
+    /// use it). A missing object is an error with
+    /// [`UNDEFINED_OBJECT`](crate::error::SqlState::UNDEFINED_OBJECT); a file that cannot be
+    /// created or written is an error of kind [`Client`](crate::error::ErrorKind::Client)
+    /// wrapping the [`io::Error`]; a path with a NUL byte is
+    /// [`BadInput`](crate::error::ErrorKind::BadInput). On unix any path works; elsewhere it
     /// must be valid Unicode.
     ///
     /// ```no_run
@@ -297,16 +324,25 @@ impl<'c> Transaction<'c> {
     /// ```
     #[doc(alias = "lo_export")]
     pub fn large_object_export(&mut self, oid: u32, path: impl AsRef<Path>) -> Result<()> {
-        let path = c_path(path.as_ref())?;
-        let conn = self.connection();
-        // SAFETY: the connection is alive and `path` is a NUL-terminated string that outlives
-        // the call; libpq only reads it.
-        let rc = unsafe { ffi::lo_export(conn.as_ptr(), oid, path.as_ptr()) };
-        conn.notices.resume_panic();
-        if rc < 0 {
-            return Err(conn.connection_error());
+        let path = path.as_ref();
+        // The same checks as the libpq calls take, before anything is sent.
+        c_path(path)?;
+        let mut lo = self.large_object_open(oid, LargeObjectMode::Read)?;
+        let file_error = |what: &str, e: io::Error| {
+            Error::client(format!("could not {what} file \"{}\": {e}", path.display()))
+                .with_source(e)
+        };
+        let mut file = std::fs::File::create(path).map_err(|e| file_error("open", e))?;
+        let mut buf = vec![0; CHUNK];
+        loop {
+            let n = lo.read_chunk(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n])
+                .map_err(|e| file_error("write to", e))?;
         }
-        Ok(())
+        lo.close()
     }
 }
 
@@ -423,11 +459,9 @@ impl LargeObject<'_> {
     #[doc(alias = "lo_tell64")]
     #[doc(alias = "lo_tell")]
     pub fn tell(&mut self) -> Result<u64> {
-        // SAFETY: the connection is alive (borrowed for 't) and `fd` is this transaction's
-        // open descriptor.
-        let position = unsafe { ffi::lo_tell64(self.conn.as_ptr(), self.fd) };
-        self.conn.notices.resume_panic();
-        u64::try_from(position).map_err(|_| self.conn.connection_error())
+        // SQL rather than libpq's lo_tell64 (see LOREAD).
+        let rows = self.conn.query(LO_TELL64, &[&self.fd])?;
+        position(single_value(&rows)?)
     }
 
     /// The object's size in bytes. Three round trips: it seeks to the end and back.
@@ -506,12 +540,54 @@ impl LargeObject<'_> {
     }
 
     fn lseek(&mut self, offset: i64, whence: c_int) -> Result<u64> {
-        // SAFETY: the connection is alive and `fd` is this transaction's open descriptor;
-        // any offset and whence are allowed (the server checks them).
-        let position = unsafe { ffi::lo_lseek64(self.conn.as_ptr(), self.fd, offset, whence) };
-        self.conn.notices.resume_panic();
-        u64::try_from(position).map_err(|_| self.conn.connection_error())
+        // SQL rather than libpq's lo_lseek64 (see LOREAD); any offset and whence are allowed
+        // (the server checks them).
+        let rows = self.conn.query(LO_LSEEK64, &[&self.fd, &offset, &whence])?;
+        position(single_value(&rows)?)
     }
+
+    fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let len = buf.len().min(CHUNK);
+        // `CHUNK` fits in an int4.
+        let rows = self.conn.query(LOREAD, &[&self.fd, &(len as i32)])?;
+        let value = match rows.get(0) {
+            Some(row) if rows.len() == 1 => row.raw(0)?,
+            _ => {
+                return Err(Error::client(format!(
+                    "loread: expected one row, got {}",
+                    rows.len()
+                )));
+            }
+        };
+        copy_bounded(&mut buf[..len], value)
+    }
+}
+
+/// Copies the bytes the server answered a read of `dst.len()` bytes with into `dst`, and
+/// returns how many. An answer longer than asked (which a broken or hostile server could
+/// send) or NULL is an error and copies nothing.
+fn copy_bounded(dst: &mut [u8], answer: Option<&[u8]>) -> Result<usize> {
+    let Some(answer) = answer else {
+        return Err(Error::client("loread returned NULL"));
+    };
+    let Some(dst) = dst.get_mut(..answer.len()) else {
+        return Err(Error::client(format!(
+            "the server answered a large object read of at most {} bytes with {} bytes",
+            dst.len(),
+            answer.len()
+        )));
+    };
+    dst.copy_from_slice(answer);
+    Ok(answer.len())
+}
+
+/// A position the server reported, which is never negative.
+fn position(position: i64) -> Result<u64> {
+    u64::try_from(position).map_err(|_| {
+        Error::client(format!(
+            "the server reported a negative large object position ({position})"
+        ))
+    })
 }
 
 /// A pqlib error as an `io::Error` of kind `Other`.
@@ -526,19 +602,7 @@ impl Read for LargeObject<'_> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let len = buf.len().min(CHUNK);
-        // SAFETY: the connection is alive and `fd` is this transaction's open descriptor.
-        // libpq writes at most `len` bytes at `buf`'s start, and `len <= buf.len()`; it asks
-        // the server for at most `len` bytes, and the server sends no more than asked.
-        let n = unsafe { ffi::lo_read(self.conn.as_ptr(), self.fd, buf.as_mut_ptr().cast(), len) };
-        self.conn.notices.resume_panic();
-        match usize::try_from(n) {
-            Ok(n) if n <= len => Ok(n),
-            Ok(n) => Err(io_error(Error::client(format!(
-                "lo_read returned {n} bytes for a read of at most {len}"
-            )))),
-            Err(_) => Err(io_error(self.conn.connection_error())),
-        }
+        self.read_chunk(buf).map_err(io_error)
     }
 }
 
@@ -619,5 +683,39 @@ impl fmt::Debug for LargeObject<'_> {
             .field("fd", &self.fd)
             .field("mode", &self.mode)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn copy_bounded_copies_an_answer_that_fits() {
+        let mut buf = [0xaa; 8];
+        assert_eq!(copy_bounded(&mut buf[..4], Some(b"abc")).unwrap(), 3);
+        assert_eq!(&buf, b"abc\xaa\xaa\xaa\xaa\xaa");
+        assert_eq!(copy_bounded(&mut buf[..4], Some(b"wxyz")).unwrap(), 4);
+        assert_eq!(copy_bounded(&mut buf[..4], Some(b"")).unwrap(), 0);
+        assert_eq!(copy_bounded(&mut [], Some(b"")).unwrap(), 0);
+    }
+
+    #[test]
+    fn copy_bounded_refuses_an_answer_longer_than_asked() {
+        let mut buf = [0xaa; 8];
+        let e = copy_bounded(&mut buf[..4], Some(b"12345")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Client, "{e:?}");
+        assert!(e.to_string().contains("at most 4 bytes with 5"), "{e}");
+        assert_eq!(buf, [0xaa; 8], "nothing copied");
+        assert!(copy_bounded(&mut [], Some(b"x")).is_err());
+        assert!(copy_bounded(&mut buf, None).is_err());
+    }
+
+    #[test]
+    fn negative_positions_are_errors() {
+        assert_eq!(position(0).unwrap(), 0);
+        assert_eq!(position(i64::MAX).unwrap(), i64::MAX as u64);
+        assert!(position(-1).is_err());
     }
 }

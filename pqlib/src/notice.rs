@@ -80,10 +80,41 @@ impl NoticeState {
         if let Some(payload) = payload {
             if std::thread::panicking() {
                 log::error!(target: "pqlib::notice", "the notice handler panicked during unwinding");
+                // Not dropped: a payload whose Drop panics would abort the unwinding thread.
+                std::mem::forget(payload);
                 return;
             }
             resume_unwind(payload);
         }
+    }
+}
+
+impl Drop for NoticeState {
+    fn drop(&mut self) {
+        // A payload nobody re-raised (the last result outlived the connection, or the
+        // connection closed first) is user data whose Drop may panic.
+        let payload = self
+            .panic
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(payload) = payload {
+            dispose(payload);
+        }
+    }
+}
+
+/// Drops a panic payload that will not be raised, without letting its `Drop` unwind: a
+/// payload is user data, and its `Drop` may panic. If it does, the new payload is leaked
+/// rather than dropped (its `Drop` may panic too, and so on), and while the thread is
+/// already unwinding nothing is dropped at all.
+fn dispose(payload: Box<dyn Any + Send>) {
+    if std::thread::panicking() {
+        std::mem::forget(payload);
+        return;
+    }
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
     }
 }
 
@@ -110,7 +141,16 @@ extern "C" fn receive_notice(arg: *mut c_void, result: *const ffi::PGresult) {
         state.deliver(&notice);
     }));
     if let Err(payload) = outcome {
-        lock(&state.panic).get_or_insert(payload);
+        // The first panic of a libpq call is the one raised; a later one (a second notice in
+        // the same call) is dropped here, inside `dispose`'s catch_unwind: nothing a payload's
+        // Drop does may unwind out of this extern "C" function.
+        let mut stored = lock(&state.panic);
+        if stored.is_none() {
+            *stored = Some(payload);
+        } else {
+            drop(stored);
+            dispose(payload);
+        }
     }
 }
 
