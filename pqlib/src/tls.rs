@@ -50,6 +50,9 @@ use pqlib_sys as ffi;
 use crate::Connection;
 use crate::handle::lossy_string;
 
+#[cfg(feature = "openssl")]
+mod same_openssl;
+
 impl Connection {
     /// One of libpq's TLS attributes of this connection, or `None` when the connection does
     /// not use TLS or libpq does not know the attribute.
@@ -113,42 +116,86 @@ impl Connection {
         }
     }
 
-    /// The OpenSSL session of this connection, or `None` without TLS.
+    /// The OpenSSL session of this connection, or `Ok(None)` without TLS.
     ///
     /// The reference borrows the connection, so it cannot outlive the session, and no method
     /// that talks to the server (all take `&mut self`) can run while it is held.
     ///
-    /// The `openssl` crate must use the same OpenSSL library as libpq. That holds for the
-    /// `vendored` and `vendored-openssl` features (both build on `openssl-sys`) and for a
-    /// system libpq with a system OpenSSL; it does not if libpq was built against another
-    /// OpenSSL than the one `openssl-sys` links (e.g. `openssl/vendored` with a system
-    /// libpq).
+    /// The `openssl` crate can only work on libpq's session if both use the same OpenSSL
+    /// library. That holds for the `vendored` and `vendored-openssl` features (both build on
+    /// `openssl-sys`) and for a system libpq with a system OpenSSL; it does not if libpq was
+    /// built against another OpenSSL than the one `openssl-sys` links (e.g. `openssl/vendored`,
+    /// which any crate in the dependency graph can switch on, with a system libpq). pqlib
+    /// checks this once per process, at run time, and returns an error of kind
+    /// [`Unsupported`](crate::error::ErrorKind::Unsupported) instead of a session it cannot
+    /// safely hand out. [`ssl_attribute`](Connection::ssl_attribute) works either way. On
+    /// platforms other than unix the check is not available, and only the `vendored`
+    /// features give the session.
     ///
     /// ```no_run
     /// # let conn = pqlib::Connection::connect("sslmode=require").unwrap();
-    /// if let Some(ssl) = conn.ssl() {
+    /// if let Some(ssl) = conn.ssl()? {
     ///     println!("{} {:?}", ssl.version_str(), ssl.current_cipher().map(|c| c.name()));
     ///     if let Some(cert) = ssl.peer_certificate() {
     ///         println!("server: {:?}", cert.subject_name());
     ///     }
     /// }
+    /// # Ok::<(), pqlib::Error>(())
     /// ```
     #[cfg(feature = "openssl")]
     #[doc(alias = "PQsslStruct")]
-    pub fn ssl(&self) -> Option<&openssl::ssl::SslRef> {
+    pub fn ssl(&self) -> crate::Result<Option<&openssl::ssl::SslRef>> {
         use foreign_types_shared::ForeignTypeRef;
 
         // SAFETY: the connection is alive; for the name "OpenSSL" libpq returns the
         // connection's `SSL *` or NULL.
         let ptr = unsafe { ffi::PQsslStruct(self.as_ptr(), c"OpenSSL".as_ptr()) };
         if ptr.is_null() {
-            return None;
+            return Ok(None);
         }
+        self.check_same_openssl()?;
         // SAFETY: a live `SSL *` owned by libpq, freed only by PQfinish or PQreset, which need
         // the connection by value or `&mut`: impossible while the returned borrow of `self`
         // lives. It is handed out as a shared reference, through which `SslRef` allows no
-        // mutation, and no I/O happens on the connection meanwhile (see above).
-        Some(unsafe { openssl::ssl::SslRef::from_ptr(ptr.cast()) })
+        // mutation, and no I/O happens on the connection meanwhile (see above). It was made by
+        // the OpenSSL that the `openssl` crate calls (checked just above).
+        Ok(Some(unsafe { openssl::ssl::SslRef::from_ptr(ptr.cast()) }))
+    }
+
+    /// Whether libpq's OpenSSL is the `openssl` crate's; decided once per process.
+    #[cfg(feature = "openssl")]
+    fn check_same_openssl(&self) -> crate::Result<()> {
+        static VERDICT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        let verdict = VERDICT.get_or_init(|| {
+            #[cfg(unix)]
+            {
+                // SAFETY: the connection is alive and uses TLS; for "library" libpq returns
+                // a static string inside libpq (or NULL), only used as an address here.
+                let data = unsafe { ffi::PQsslAttribute(self.as_ptr(), c"library".as_ptr()) };
+                if data.is_null() {
+                    return Err("libpq does not name its TLS library".into());
+                }
+                same_openssl::compare(&same_openssl::probe(data.cast()))
+            }
+            #[cfg(not(unix))]
+            {
+                if cfg!(feature = "vendored") {
+                    Ok(())
+                } else {
+                    Err(
+                        "cannot check on this platform that libpq uses the `openssl` crate's \
+                         OpenSSL (the `vendored` features guarantee it)"
+                            .into(),
+                    )
+                }
+            }
+        });
+        verdict.clone().map_err(|reason| {
+            crate::Error::unsupported(format!(
+                "Connection::ssl: {reason}; the session cannot be used through the `openssl` \
+                 crate (ssl_attribute still works)"
+            ))
+        })
     }
 }
 
