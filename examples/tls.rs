@@ -68,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The `openssl` feature gives the session itself.
-    if let Some(ssl) = conn.ssl() {
+    if let Some(ssl) = conn.ssl()? {
         if let Some(cipher) = ssl.current_cipher() {
             let description = cipher.description();
             let words: Vec<&str> = description.split_whitespace().skip(1).collect();

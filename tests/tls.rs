@@ -390,7 +390,10 @@ fn openssl_session_gives_protocol_cipher_and_peer_certificate() {
         "user=anyone sslmode=verify-full sslrootcert={}",
         p(&c.root_ca)
     )));
-    let ssl = conn.ssl().expect("a TLS session");
+    let ssl = conn
+        .ssl()
+        .expect("libpq and the openssl crate use one OpenSSL")
+        .expect("a TLS session");
     assert_eq!(
         Some(ssl.version_str()),
         conn.ssl_attribute("protocol").as_deref()
@@ -412,7 +415,7 @@ fn openssl_session_gives_protocol_cipher_and_peer_certificate() {
     );
 
     let plain = connect(&plain_conninfo("sslmode=disable"));
-    assert!(plain.ssl().is_none());
+    assert!(plain.ssl().unwrap().is_none());
 }
 
 /// libpq 17 added `sslnegotiation=direct`: the TLS handshake starts at once, without asking

@@ -223,6 +223,8 @@ impl Inner {
             unsafe { ffi::PQcancelReset(cancel.conn.as_ptr()) };
         }
         cancel.used = true;
+        // PQcancelBlocking may open TLS (libpq 17): the passphrase hook global comes first.
+        crate::tls::install_passphrase_trampoline();
         // SAFETY: as above; PQcancelBlocking connects, sends the request and waits for the
         // server to close the connection, touching no other libpq object.
         let sent = unsafe { ffi::PQcancelBlocking(cancel.conn.as_ptr()) } != 0;

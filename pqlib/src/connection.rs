@@ -88,6 +88,8 @@ impl Connection {
         let mut value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
         keyword_ptrs.push(std::ptr::null());
         value_ptrs.push(std::ptr::null());
+        // Before libpq may open TLS: the passphrase hook global is written only once, first.
+        crate::tls::install_passphrase_trampoline();
         // SAFETY: two NULL-terminated arrays of NUL-terminated strings, all alive during the
         // call; libpq copies them. expand_dbname = 0: a dbname is a name, not a conninfo.
         let ptr = unsafe { ffi::PQconnectdbParams(keyword_ptrs.as_ptr(), value_ptrs.as_ptr(), 0) };
@@ -676,6 +678,7 @@ impl Connection {
     /// ```
     #[doc(alias = "PQreset")]
     pub fn reset(&mut self) -> Result<()> {
+        crate::tls::install_passphrase_trampoline();
         // SAFETY: the connection is alive; PQreset keeps the same PGconn and notice hooks.
         unsafe { ffi::PQreset(self.conn.as_ptr()) };
         self.notices.resume_panic();

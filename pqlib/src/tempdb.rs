@@ -926,6 +926,8 @@ fn send_signal(child: &Child, signal: libc::c_int) -> io::Result<()> {
 
 /// Whether the server answers and would accept a connection.
 fn ping_ok(conninfo: &CString) -> bool {
+    // PQping may open TLS (`sslmode=prefer` over TCP).
+    crate::tls::install_passphrase_trampoline();
     // SAFETY: `conninfo` is a NUL-terminated string that outlives the call; PQping keeps no
     // pointer to it.
     let status = unsafe { pqlib_sys::PQping(conninfo.as_ptr()) };

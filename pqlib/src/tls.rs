@@ -43,12 +43,15 @@ use std::ffi::{CStr, CString, c_char, c_int};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Once, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use pqlib_sys as ffi;
 
 use crate::Connection;
 use crate::handle::lossy_string;
+
+#[cfg(feature = "openssl")]
+mod same_openssl;
 
 impl Connection {
     /// One of libpq's TLS attributes of this connection, or `None` when the connection does
@@ -113,42 +116,86 @@ impl Connection {
         }
     }
 
-    /// The OpenSSL session of this connection, or `None` without TLS.
+    /// The OpenSSL session of this connection, or `Ok(None)` without TLS.
     ///
     /// The reference borrows the connection, so it cannot outlive the session, and no method
     /// that talks to the server (all take `&mut self`) can run while it is held.
     ///
-    /// The `openssl` crate must use the same OpenSSL library as libpq. That holds for the
-    /// `vendored` and `vendored-openssl` features (both build on `openssl-sys`) and for a
-    /// system libpq with a system OpenSSL; it does not if libpq was built against another
-    /// OpenSSL than the one `openssl-sys` links (e.g. `openssl/vendored` with a system
-    /// libpq).
+    /// The `openssl` crate can only work on libpq's session if both use the same OpenSSL
+    /// library. That holds for the `vendored` and `vendored-openssl` features (both build on
+    /// `openssl-sys`) and for a system libpq with a system OpenSSL; it does not if libpq was
+    /// built against another OpenSSL than the one `openssl-sys` links (e.g. `openssl/vendored`,
+    /// which any crate in the dependency graph can switch on, with a system libpq). pqlib
+    /// checks this once per process, at run time, and returns an error of kind
+    /// [`Unsupported`](crate::error::ErrorKind::Unsupported) instead of a session it cannot
+    /// safely hand out. [`ssl_attribute`](Connection::ssl_attribute) works either way. On
+    /// platforms other than unix the check is not available, and only the `vendored`
+    /// features give the session.
     ///
     /// ```no_run
     /// # let conn = pqlib::Connection::connect("sslmode=require").unwrap();
-    /// if let Some(ssl) = conn.ssl() {
+    /// if let Some(ssl) = conn.ssl()? {
     ///     println!("{} {:?}", ssl.version_str(), ssl.current_cipher().map(|c| c.name()));
     ///     if let Some(cert) = ssl.peer_certificate() {
     ///         println!("server: {:?}", cert.subject_name());
     ///     }
     /// }
+    /// # Ok::<(), pqlib::Error>(())
     /// ```
     #[cfg(feature = "openssl")]
     #[doc(alias = "PQsslStruct")]
-    pub fn ssl(&self) -> Option<&openssl::ssl::SslRef> {
+    pub fn ssl(&self) -> crate::Result<Option<&openssl::ssl::SslRef>> {
         use foreign_types_shared::ForeignTypeRef;
 
         // SAFETY: the connection is alive; for the name "OpenSSL" libpq returns the
         // connection's `SSL *` or NULL.
         let ptr = unsafe { ffi::PQsslStruct(self.as_ptr(), c"OpenSSL".as_ptr()) };
         if ptr.is_null() {
-            return None;
+            return Ok(None);
         }
+        self.check_same_openssl()?;
         // SAFETY: a live `SSL *` owned by libpq, freed only by PQfinish or PQreset, which need
         // the connection by value or `&mut`: impossible while the returned borrow of `self`
         // lives. It is handed out as a shared reference, through which `SslRef` allows no
-        // mutation, and no I/O happens on the connection meanwhile (see above).
-        Some(unsafe { openssl::ssl::SslRef::from_ptr(ptr.cast()) })
+        // mutation, and no I/O happens on the connection meanwhile (see above). It was made by
+        // the OpenSSL that the `openssl` crate calls (checked just above).
+        Ok(Some(unsafe { openssl::ssl::SslRef::from_ptr(ptr.cast()) }))
+    }
+
+    /// Whether libpq's OpenSSL is the `openssl` crate's; decided once per process.
+    #[cfg(feature = "openssl")]
+    fn check_same_openssl(&self) -> crate::Result<()> {
+        static VERDICT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        let verdict = VERDICT.get_or_init(|| {
+            #[cfg(unix)]
+            {
+                // SAFETY: the connection is alive and uses TLS; for "library" libpq returns
+                // a static string inside libpq (or NULL), only used as an address here.
+                let data = unsafe { ffi::PQsslAttribute(self.as_ptr(), c"library".as_ptr()) };
+                if data.is_null() {
+                    return Err("libpq does not name its TLS library".into());
+                }
+                same_openssl::compare(&same_openssl::probe(data.cast()))
+            }
+            #[cfg(not(unix))]
+            {
+                if cfg!(feature = "vendored") {
+                    Ok(())
+                } else {
+                    Err(
+                        "cannot check on this platform that libpq uses the `openssl` crate's \
+                         OpenSSL (the `vendored` features guarantee it)"
+                            .into(),
+                    )
+                }
+            }
+        });
+        verdict.clone().map_err(|reason| {
+            crate::Error::unsupported(format!(
+                "Connection::ssl: {reason}; the session cannot be used through the `openssl` \
+                 crate (ssl_attribute still works)"
+            ))
+        })
     }
 }
 
@@ -312,8 +359,66 @@ type Hook = Arc<dyn Fn(&SslKeyPassphraseRequest<'_>) -> Option<String> + Send + 
 
 /// The Rust hook the trampoline calls; `None`: libpq's default behaviour (`sslpassword`).
 static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
-/// The trampoline is registered with libpq once and then never changed.
-static INSTALL: Once = Once::new();
+
+/// Registers pqlib's passphrase trampoline with libpq, once per process. Every pqlib path that
+/// can make libpq open a TLS session (blocking and async connect, reset, cancel, ping) calls
+/// this first, as does [`set_ssl_key_passphrase_hook`].
+///
+/// libpq keeps the hook in a plain C global (`PQsslKeyPassHook`) that every TLS connection
+/// attempt reads without a lock. Writing it once, before pqlib's first connection attempt and
+/// under a lock that every later attempt takes too, means it is never written while another
+/// thread reads it: each read happens after the one write. Replacing the user's hook later
+/// only changes [`HOOK`], which is behind a Rust lock.
+///
+/// On unix the lock is a `pthread_mutex_t` rather than a `std::sync::Once`: the mutex is
+/// visible to race detectors (helgrind, ThreadSanitizer intercept it), so the ordering of
+/// the write before every read is checked, not only true (`scripts/memcheck.sh helgrind`).
+/// Taking an uncontended mutex costs nothing next to opening a connection.
+pub(crate) fn install_passphrase_trampoline() {
+    install_once(|| {
+        // SAFETY: registers a function that stays valid for the life of the process and
+        // matches `PQsslKeyPassHook_OpenSSL_type`. Called once, before any pqlib path starts
+        // a TLS connection attempt (see above).
+        unsafe { ffi::PQsetSSLKeyPassHook_OpenSSL(Some(passphrase_trampoline)) }
+    });
+}
+
+#[cfg(unix)]
+fn install_once(install: impl FnOnce()) {
+    use std::cell::UnsafeCell;
+
+    struct Installer {
+        lock: UnsafeCell<libc::pthread_mutex_t>,
+        done: UnsafeCell<bool>,
+    }
+    // SAFETY: `lock` is a pthread mutex, made for sharing between threads; `done` is only
+    // read or written by a thread that holds `lock`.
+    unsafe impl Sync for Installer {}
+    static INSTALLER: Installer = Installer {
+        lock: UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER),
+        done: UnsafeCell::new(false),
+    };
+
+    // SAFETY: a statically initialised default mutex, never moved or destroyed; it is always
+    // unlocked below by the thread that locked it (`install` cannot unwind: it only calls C).
+    let locked = unsafe { libc::pthread_mutex_lock(INSTALLER.lock.get()) };
+    // A default mutex only fails to lock on a relock by its owner, which cannot happen here.
+    debug_assert_eq!(locked, 0);
+    // SAFETY: the lock is held, so no other thread touches `done`.
+    let done = unsafe { &mut *INSTALLER.done.get() };
+    if !*done {
+        install();
+        *done = true;
+    }
+    // SAFETY: locked by this thread above.
+    unsafe { libc::pthread_mutex_unlock(INSTALLER.lock.get()) };
+}
+
+#[cfg(not(unix))]
+fn install_once(install: impl FnOnce()) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(install);
+}
 
 /// Installs `hook` as the source of passphrases for encrypted client keys (`sslkey`), for
 /// **every connection in the process**, replacing any hook installed before.
@@ -333,12 +438,14 @@ static INSTALL: Once = Once::new();
 ///   is refused the same way (never truncated). pqlib overwrites its copy with zeros after
 ///   handing it to OpenSSL.
 ///
-/// The first call registers pqlib's trampoline with libpq, which keeps it in a plain C
-/// global that connecting threads read without a lock: make that first call before other
-/// threads start connecting (e.g. at program start). Once registered, libpq never prompts
-/// for a passphrase on the terminal, even after [`clear_ssl_key_passphrase_hook`]. Do not
-/// also call `pqlib_sys::PQsetSSLKeyPassHook_OpenSSL` yourself: it would replace pqlib's
-/// trampoline for the whole process.
+/// This may be called at any time, also while other threads connect: libpq keeps its hook in
+/// a plain C global that connecting threads read without a lock, so pqlib registers its own
+/// trampoline there once, before its first connection attempt, and never writes that global
+/// again; this function only replaces the Rust hook the trampoline asks. A consequence: in a
+/// process that uses pqlib, libpq never prompts for a passphrase on the terminal (an
+/// encrypted key without a hook or `sslpassword` fails to load instead). Do not call
+/// `pqlib_sys::PQsetSSLKeyPassHook_OpenSSL` yourself: it would replace pqlib's trampoline for
+/// the whole process, racing with connecting threads.
 ///
 /// ```no_run
 /// pqlib::tls::set_ssl_key_passphrase_hook(|request| {
@@ -363,11 +470,8 @@ where
         .replace(hook);
     // Dropped outside the lock: a hook's captured state may do anything when dropped.
     drop(previous);
-    INSTALL.call_once(|| {
-        // SAFETY: registers a function that stays valid for the life of the process and
-        // matches `PQsslKeyPassHook_OpenSSL_type`.
-        unsafe { ffi::PQsetSSLKeyPassHook_OpenSSL(Some(passphrase_trampoline)) }
-    });
+    // Normally done already by the first connection attempt; a no-op then.
+    install_passphrase_trampoline();
 }
 
 /// Removes the hook [`set_ssl_key_passphrase_hook`] installed, for every connection in the

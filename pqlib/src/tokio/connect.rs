@@ -122,6 +122,8 @@ fn start(config: &Config) -> Result<PgConn> {
     let mut value_ptrs: Vec<_> = values.iter().map(|v| v.as_ptr()).collect();
     keyword_ptrs.push(std::ptr::null());
     value_ptrs.push(std::ptr::null());
+    // Before libpq may open TLS: the passphrase hook global is written only once, first.
+    crate::tls::install_passphrase_trampoline();
     // SAFETY: NULL-terminated arrays of NUL-terminated strings, alive for the call (libpq
     // copies them); expand_dbname = 0 as in the blocking connect.
     let ptr = unsafe { ffi::PQconnectStartParams(keyword_ptrs.as_ptr(), value_ptrs.as_ptr(), 0) };
