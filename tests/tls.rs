@@ -597,6 +597,17 @@ fn passphrase_hook_child() {
     let e = connect_err(&base);
     assert_contains(&e, "could not load private key file");
     eprintln!("after a panicking hook: {e}");
+    // 4b. A payload whose Drop panics in turn: disposed of inside the guard, no abort.
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                std::panic::panic_any(Bomb);
+            }
+        }
+    }
+    pqlib::tls::set_ssl_key_passphrase_hook(|_| std::panic::panic_any(Bomb));
+    assert_contains(&connect_err(&base), "could not load private key file");
 
     // 5. Too long for OpenSSL's buffer, or with a NUL byte: refused, never truncated or
     //    written past the buffer.

@@ -108,7 +108,7 @@ impl Drop for NoticeState {
 /// payload is user data, and its `Drop` may panic. If it does, the new payload is leaked
 /// rather than dropped (its `Drop` may panic too, and so on), and while the thread is
 /// already unwinding nothing is dropped at all.
-fn dispose(payload: Box<dyn Any + Send>) {
+pub(crate) fn dispose(payload: Box<dyn Any + Send>) {
     if std::thread::panicking() {
         std::mem::forget(payload);
         return;

@@ -559,7 +559,7 @@ unsafe extern "C" fn passphrase_trampoline(
         Err(payload) => {
             // SAFETY: as above; the closure's borrow of the buffer has ended.
             unsafe { *buf = 0 };
-            let _ = catch_unwind(AssertUnwindSafe(move || {
+            let logged = catch_unwind(AssertUnwindSafe(|| {
                 let message = payload
                     .downcast_ref::<&str>()
                     .copied()
@@ -570,6 +570,11 @@ unsafe extern "C" fn passphrase_trampoline(
                     "the SSL key passphrase hook panicked ({message}); no passphrase given"
                 );
             }));
+            // Payloads are user data whose Drop may panic: never dropped outside a guard.
+            if let Err(again) = logged {
+                crate::notice::dispose(again);
+            }
+            crate::notice::dispose(payload);
             0
         }
     }
