@@ -49,6 +49,8 @@ pub struct Connection {
     lost: bool,
     /// How many more COPYs the statement being run may start (see `copy_discard::max_copies`).
     pub(crate) copies_left: usize,
+    /// libpq's number for the UTF8 encoding, which the session must keep (`require_utf8`).
+    utf8: c_int,
 }
 
 impl Connection {
@@ -120,6 +122,7 @@ impl Connection {
             pending_notifications: RefCell::default(),
             lost: false,
             copies_left: 1,
+            utf8: -1,
         };
         connection.require_utf8()?;
         #[cfg(feature = "tracing")]
@@ -138,6 +141,8 @@ impl Connection {
     /// server's or the environment's default encoding.
     fn require_utf8(&mut self) -> Result<()> {
         if self.client_encoding() == "UTF8" {
+            // SAFETY: the connection is alive.
+            self.utf8 = unsafe { ffi::PQclientEncoding(self.conn.as_ptr()) };
             return Ok(());
         }
         // SAFETY: the connection is alive; a static NUL-terminated string.
@@ -148,7 +153,25 @@ impl Connection {
                 self.conn.error_message()
             )));
         }
+        // SAFETY: the connection is alive.
+        self.utf8 = unsafe { ffi::PQclientEncoding(self.conn.as_ptr()) };
         Ok(())
+    }
+
+    /// Text goes both ways as UTF-8 (parameters are encoded, results decoded as such), so a
+    /// session whose `client_encoding` was changed (`SET client_encoding`, `set_config`)
+    /// would corrupt every text value from here on: it is closed instead.
+    fn check_encoding(&mut self) -> Result<()> {
+        // SAFETY: the connection is alive; this reads the encoding libpq tracks.
+        let encoding = unsafe { ffi::PQclientEncoding(self.conn.as_ptr()) };
+        if self.utf8 < 0 || encoding == self.utf8 || self.lost {
+            return Ok(());
+        }
+        let name = self.client_encoding();
+        Err(self.poison(&format!(
+            "the session's client_encoding was changed to {name}; pqlib exchanges text as \
+             UTF-8 only"
+        )))
     }
 
     /// Runs one or more SQL statements separated by semicolons with the simple query
@@ -435,6 +458,7 @@ impl Connection {
                  stream whose guard was leaked without being dropped)",
             ));
         }
+        self.check_encoding()?;
         self.copies_left = 1;
         if self.transaction_status() == TransactionStatus::InError {
             // The server refuses everything but ROLLBACK now; deallocate after it.
@@ -458,7 +482,9 @@ impl Connection {
     /// re-raises a panic from the notice handler once libpq is no longer on the stack.
     pub(crate) fn check(&mut self, ptr: *mut ffi::PGresult) -> Result<PgResult> {
         let checked = self.check_inner(ptr);
+        let encoding = self.check_encoding();
         self.notices.resume_panic();
+        encoding?;
         checked
     }
 

@@ -50,6 +50,12 @@ impl PgConnRef {
         // SAFETY: the PGconn is alive for &self.
         unsafe { ffi::PQstatus(self.as_ptr()) }
     }
+
+    /// A parameter the server reported (`PQparameterStatus`), copied.
+    pub(crate) fn parameter_status(&self, name: &CStr) -> Option<String> {
+        // SAFETY: the PGconn is alive for &self; the value is copied before returning.
+        unsafe { lossy_string(ffi::PQparameterStatus(self.as_ptr(), name.as_ptr())) }
+    }
 }
 
 impl PgResult {

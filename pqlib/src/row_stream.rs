@@ -181,14 +181,13 @@ impl RowStream<'_> {
                     return Some(Err(e));
                 }
             };
-            if result.status() == ffi::ExecStatusType::PGRES_TUPLES_OK {
-                // The end: zero rows and the command's status.
+            if result.ntuples() == 0 {
+                // The end (TUPLES_OK with zero rows; COMMAND_OK or EMPTY_QUERY for a statement
+                // without rows): the command's status.
                 self.rows_affected = Some(result.rows_affected());
                 continue;
             }
-            if result.ntuples() > 0 {
-                return Some(Ok(self.rows(result)));
-            }
+            return Some(Ok(self.rows(result)));
         }
     }
 

@@ -120,6 +120,10 @@ fn start(config: &Config) -> Result<PgConn> {
     let (keywords, values) = config.to_c_params()?;
     let mut keyword_ptrs: Vec<_> = keywords.iter().map(|k| k.as_ptr()).collect();
     let mut value_ptrs: Vec<_> = values.iter().map(|v| v.as_ptr()).collect();
+    // Text is exchanged as UTF-8 whatever the environment (PGCLIENTENCODING) or a service
+    // file says; a later keyword overrides an earlier one.
+    keyword_ptrs.push(c"client_encoding".as_ptr());
+    value_ptrs.push(c"UTF8".as_ptr());
     keyword_ptrs.push(std::ptr::null());
     value_ptrs.push(std::ptr::null());
     // Before libpq may open TLS: the passphrase hook global is written only once, first.

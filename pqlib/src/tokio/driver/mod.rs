@@ -20,7 +20,7 @@ use pqlib_sys as ffi;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::copy_discard::{CopyDiscard, Discard, is_copy, max_copies};
+use crate::copy_discard::max_copies;
 use crate::error::{DbError, Error, ErrorKind, Result, Severity};
 use crate::handle::{PgConn, PgResult};
 use crate::notice::NoticeState;
@@ -29,34 +29,18 @@ use crate::params::EncodedParams;
 use crate::statement::Statement;
 use crate::types::Oid;
 
-/// COPY OUT rows already received are handed to the stream in chunks of about this size.
-const COPY_OUT_BATCH: usize = 64 * 1024;
+mod copy;
+mod rows;
 
-/// A streamed query's rows are handed over once this many have arrived (or the socket has
-/// no more for now); the connection task stops reading while a full batch waits for room, so
-/// a slow consumer holds the server back instead of filling memory.
-///
-/// Before libpq 17 every row is a `PGresult` of its own, and the size matters (W3s, 100k
-/// rows, measured against C): with the consumer on the same thread, batches of 32 kept the
-/// results in cache (1.07× C, against 2.0× with 1,000), but on a multi-thread runtime they
-/// were slower (2.5× against 2.15×), and after a pause they drained the socket in steps so
-/// small that 2M rows took 43 s instead of 4 s (the server woken for every few KB). One
-/// chunk's worth is the choice that never falls off a cliff; libpq 17+ streams in chunks
-/// (1.08× C with this size).
-const STREAM_BATCH_ROWS: usize = crate::STREAM_CHUNK_ROWS;
-
-/// The largest piece of a `CopyInSink` chunk handed to libpq at once.
-const COPY_IN_PIECE: usize = crate::copy::BUFFER_SIZE;
-
-/// The abort message for a COPY that a later statement of a COPY's SQL text started.
-const DISCARDED: &std::ffi::CStr =
-    c"COPY aborted by the client: only the first COPY of the SQL text is taken";
+use copy::CopyState;
+pub(crate) use copy::{CopyInMessage, CopyTarget};
+pub(crate) use rows::RowSender;
+use rows::RowSink;
 
 /// How many rounds of sending, flushing and reading one poll may do before it yields, so that
 /// a large result streaming in cannot starve the other tasks of a single-threaded runtime
 /// (each read takes what the socket has, which can be megabytes).
 const POLL_BUDGET: usize = 2;
-
 /// Something the server sent that is not the answer to a request.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -105,159 +89,6 @@ pub(crate) enum Work {
     /// server is in COPY mode the data flows through `target`.
     Copy { sql: CString, target: CopyTarget },
 }
-
-/// Where a COPY's data comes from or goes to.
-pub(crate) enum CopyTarget {
-    /// COPY FROM STDIN: chunks from the client's sink.
-    In(futures_channel::mpsc::Receiver<CopyInMessage>),
-    /// COPY TO STDOUT: chunks to the client's stream.
-    Out(futures_channel::mpsc::Sender<Result<bytes::Bytes>>),
-}
-
-/// Where a streamed query's results go: batches of row-holding results.
-pub(crate) type RowSender = futures_channel::mpsc::Sender<Vec<PgResult>>;
-
-/// The connection task's side of a streamed query.
-struct RowSink {
-    /// `None` once the stream is dropped: the rest is read and discarded.
-    sender: Option<RowSender>,
-    batch: Vec<PgResult>,
-    batch_rows: usize,
-}
-
-impl RowSink {
-    fn push(&mut self, result: PgResult) {
-        if self.sender.is_some() {
-            self.batch_rows += result.ntuples();
-            self.batch.push(result);
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        self.batch_rows >= STREAM_BATCH_ROWS
-    }
-
-    fn take_batch(&mut self) -> Vec<PgResult> {
-        self.batch_rows = 0;
-        std::mem::take(&mut self.batch)
-    }
-
-    /// Hands the batch over if the channel has room. Returns `Pending` only when a full batch
-    /// has to wait (the channel's waker is registered then).
-    fn poll_deliver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        use futures_sink::Sink;
-        let Some(sender) = self.sender.as_mut() else {
-            return Poll::Ready(());
-        };
-        if self.batch.is_empty() {
-            return Poll::Ready(());
-        }
-        match Pin::new(&mut *sender).poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                self.batch_rows = 0;
-                let batch = std::mem::take(&mut self.batch);
-                if Pin::new(&mut *sender).start_send(batch).is_err() {
-                    self.sender = None;
-                }
-                Poll::Ready(())
-            }
-            Poll::Ready(Err(_)) => {
-                // The stream was dropped.
-                self.sender = None;
-                self.take_batch();
-                Poll::Ready(())
-            }
-            Poll::Pending if self.is_full() => Poll::Pending,
-            Poll::Pending => Poll::Ready(()),
-        }
-    }
-
-    /// The query's results are complete: the last rows go without waiting (a fresh clone of
-    /// the sender has a slot of its own in the channel), then the channel closes.
-    fn finish(mut self) {
-        if let Some(sender) = self.sender.take() {
-            if !self.batch.is_empty() {
-                let _ = sender.clone().try_send(std::mem::take(&mut self.batch));
-            }
-        }
-    }
-}
-
-/// What a `CopyInSink` sends to the connection task.
-pub(crate) enum CopyInMessage {
-    Data(bytes::Bytes),
-    /// The end of the data: the answer is the number of rows copied.
-    Finish(oneshot::Sender<Result<u64>>),
-}
-
-/// The connection task's side of a COPY in progress.
-enum CopyState {
-    /// Sending the client's chunks; `pending` could not be queued yet.
-    In {
-        data: futures_channel::mpsc::Receiver<CopyInMessage>,
-        pending: Option<bytes::Bytes>,
-        error: Option<Error>,
-        copies_left: usize,
-    },
-    /// `PQputCopyEnd` is to be sent (`Err` message: abort) and then the final result read.
-    Ending {
-        abort: Option<&'static std::ffi::CStr>,
-        sent: bool,
-        reply: Option<oneshot::Sender<Result<u64>>>,
-        rows: Option<u64>,
-        error: Option<Error>,
-        copies_left: usize,
-    },
-    /// Receiving data for the client's stream (`None`: nobody listens; discard).
-    Out {
-        sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
-        copies_left: usize,
-    },
-    /// The COPY OUT is over: its last stream item (the error, or the empty end marker) waits
-    /// for room in the channel.
-    OutDelivering {
-        sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
-        last: Option<Result<bytes::Bytes>>,
-    },
-    /// COPY OUT data is over: reading the final result for the stream.
-    OutEnding {
-        sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
-        error: Option<Error>,
-        copies_left: usize,
-    },
-    /// A later statement of the same SQL text started another COPY: it is ended (see
-    /// `copy_discard`), then `then` goes on reading the results.
-    Discarding {
-        discard: CopyDiscard,
-        then: Box<CopyState>,
-    },
-}
-
-impl CopyState {
-    /// Records that a later statement started a COPY of its own, which is being discarded:
-    /// the answer becomes an error (if it is not one already). Returns how many more COPYs
-    /// the request's text allows, or `None` if it allows no more.
-    fn another_copy(&mut self) -> Option<usize> {
-        let (error, copies_left) = match self {
-            CopyState::Ending {
-                error, copies_left, ..
-            }
-            | CopyState::OutEnding {
-                error, copies_left, ..
-            } => (error, copies_left),
-            _ => return None,
-        };
-        *copies_left = copies_left.checked_sub(1)?;
-        error.get_or_insert_with(|| {
-            Error::bad_input(
-                "a later statement in the COPY's SQL text started another COPY (it was aborted \
-                 or its data discarded)",
-            )
-        });
-        Some(*copies_left)
-    }
-}
-
 /// The successful results of a request (NULL separators and sync points left out), or the
 /// first error.
 pub(crate) type Reply = Result<Vec<PgResult>>;
@@ -332,6 +163,8 @@ pub struct Connection {
     failed: bool,
     /// The error that ended the connection, until `poll_message` has returned it.
     final_error: Option<Error>,
+    /// libpq's number for UTF8, the encoding the session must keep.
+    utf8: c_int,
 }
 
 impl Connection {
@@ -349,6 +182,11 @@ impl Connection {
         if !ok {
             return Err(Error::connect(conn.error_message()));
         }
+        if conn.parameter_status(c"client_encoding").as_deref() != Some("UTF8") {
+            return Err(Error::connect("the session's client_encoding is not UTF8"));
+        }
+        // SAFETY: the connection is alive.
+        let utf8 = unsafe { ffi::PQclientEncoding(ptr) };
         Ok(Connection {
             socket,
             conn,
@@ -364,6 +202,7 @@ impl Connection {
             _notice_state: notice_state,
             failed: false,
             final_error: None,
+            utf8,
         })
     }
 
@@ -606,11 +445,7 @@ impl Connection {
         match work {
             Work::Copy { target, .. } => copy = Some(target),
             Work::Stream { rows: sender, .. } if error.is_none() => {
-                rows = Some(RowSink {
-                    sender: Some(sender),
-                    batch: Vec::new(),
-                    batch_rows: 0,
-                });
+                rows = Some(RowSink::new(sender));
             }
             _ => {}
         }
@@ -716,6 +551,16 @@ impl Connection {
     }
 
     fn on_result(&mut self, ptr: *mut ffi::PGresult) -> Result<()> {
+        // SAFETY: the connection is alive; this reads the encoding libpq tracks, which a
+        // ParameterStatus before the statement's result has updated.
+        if !ptr.is_null() && unsafe { ffi::PQclientEncoding(self.conn.as_ptr()) } != self.utf8 {
+            drop(PgResult::from_returned(ptr));
+            // Text goes both ways as UTF-8: everything from here on would be corrupted.
+            return Err(Error::closed(
+                "the session's client_encoding was changed from UTF8 (SET client_encoding); \
+                 pqlib exchanges text as UTF-8 only, so the connection was closed",
+            ));
+        }
         let Some(front) = self.in_flight.front_mut() else {
             drop(PgResult::from_returned(ptr));
             return Ok(());
@@ -766,82 +611,8 @@ impl Connection {
                         return Err(Error::closed("the server ended the session"));
                     }
                 }
-                ffi::ExecStatusType::PGRES_COPY_IN | ffi::ExecStatusType::PGRES_COPY_OUT
-                    if front.sync =>
-                {
-                    // The server ignores Syncs during a COPY IN and libpq adds one when it
-                    // ends, so nothing after this could be matched to its request any more.
-                    // Statements are checked for COPY before they are sent; this is a server
-                    // out of step with us.
-                    return Err(Error::closed(
-                        "a statement started a COPY inside the pipeline; the connection was \
-                         closed because its protocol state can no longer be trusted",
-                    ));
-                }
-                ffi::ExecStatusType::PGRES_COPY_IN | ffi::ExecStatusType::PGRES_COPY_OUT
-                    if front.copies_left == 0 =>
-                {
-                    return Err(Error::closed(
-                        "the server started more COPYs than the SQL text has statements",
-                    ));
-                }
-                ffi::ExecStatusType::PGRES_COPY_IN => {
-                    let copies_left = front.copies_left - 1;
-                    let target = front.copy.take();
-                    let Some(done) = self.in_flight.pop_front() else {
-                        return Ok(());
-                    };
-                    match target {
-                        Some(CopyTarget::In(data)) => {
-                            let _ = done.reply.send(Ok(Vec::new()));
-                            self.copy = Some(CopyState::In {
-                                data,
-                                pending: None,
-                                error: None,
-                                copies_left,
-                            });
-                        }
-                        _ => {
-                            let _ = done
-                                .reply
-                                .send(Err(copy_refused("COPY FROM STDIN", "copy_in")));
-                            self.copy = Some(CopyState::Ending {
-                                abort: Some(c"COPY FROM STDIN is not supported through this call"),
-                                sent: false,
-                                reply: None,
-                                rows: None,
-                                error: None,
-                                copies_left,
-                            });
-                        }
-                    }
-                }
-                ffi::ExecStatusType::PGRES_COPY_OUT => {
-                    let copies_left = front.copies_left - 1;
-                    let target = front.copy.take();
-                    let Some(done) = self.in_flight.pop_front() else {
-                        return Ok(());
-                    };
-                    match target {
-                        Some(CopyTarget::Out(sink)) => {
-                            let _ = done.reply.send(Ok(Vec::new()));
-                            self.copy = Some(CopyState::Out {
-                                sink: Some(sink),
-                                copies_left,
-                            });
-                        }
-                        _ => {
-                            // Read and discard the data, so the connection stays in step.
-                            let _ = done
-                                .reply
-                                .send(Err(copy_refused("COPY TO STDOUT", "copy_out")));
-                            self.copy = Some(CopyState::Out {
-                                sink: None,
-                                copies_left,
-                            });
-                        }
-                    }
-                }
+                status @ (ffi::ExecStatusType::PGRES_COPY_IN
+                | ffi::ExecStatusType::PGRES_COPY_OUT) => self.start_copy(status)?,
                 other => {
                     front.error.get_or_insert_with(|| {
                         Error::client(format!("result status {} is not supported here", other.0))
@@ -887,313 +658,6 @@ impl Connection {
             let _ = request.reply.send(Err(Error::closed(message.clone())));
         }
     }
-
-    /// Moves a COPY along: client chunks to libpq, libpq's chunks to the client, and the
-    /// final result. Returns whether anything happened.
-    fn poll_copy(&mut self, cx: &mut Context<'_>) -> Result<bool> {
-        use futures_core::Stream;
-        use futures_sink::Sink;
-        let ptr = self.conn.as_ptr();
-        let mut progress = false;
-        loop {
-            let Some(state) = self.copy.as_mut() else {
-                return Ok(progress);
-            };
-            match state {
-                CopyState::In {
-                    data,
-                    pending,
-                    error,
-                    copies_left,
-                } => {
-                    if let Some(mut chunk) = pending.take() {
-                        // libpq takes at most c_int::MAX bytes a call, and copies each piece
-                        // into its buffer: hand big chunks over in pieces, never truncated.
-                        let piece = chunk.len().min(COPY_IN_PIECE);
-                        // SAFETY: the connection is alive and in COPY IN; `chunk` has `piece`
-                        // (which fits in c_int) readable bytes for the call; libpq copies them.
-                        let sent = unsafe {
-                            ffi::PQputCopyData(ptr, chunk.as_ptr().cast(), piece as c_int)
-                        };
-                        match sent {
-                            1 => {
-                                if piece < chunk.len() {
-                                    *pending = Some(chunk.split_off(piece));
-                                }
-                                self.needs_flush = true;
-                                progress = true;
-                                // More pieces only once libpq's buffer is sent, so memory
-                                // stays bounded however big the chunk.
-                                // SAFETY: the connection is alive; non-blocking, so this
-                                // never waits.
-                                if pending.is_some() && unsafe { ffi::PQflush(ptr) } != 0 {
-                                    return Ok(progress);
-                                }
-                                if pending.is_some() {
-                                    continue;
-                                }
-                            }
-                            0 => {
-                                // libpq's buffer is full: flush first, then try again.
-                                *pending = Some(chunk);
-                                self.needs_flush = true;
-                                return Ok(progress);
-                            }
-                            _ => {
-                                error.get_or_insert_with(|| {
-                                    Error::client(self.conn.error_message())
-                                });
-                            }
-                        }
-                    }
-                    match Pin::new(&mut *data).poll_next(cx) {
-                        Poll::Pending => return Ok(progress),
-                        Poll::Ready(Some(CopyInMessage::Data(chunk))) => {
-                            if error.is_none() {
-                                *pending = Some(chunk);
-                            }
-                            progress = true;
-                        }
-                        Poll::Ready(Some(CopyInMessage::Finish(reply))) => {
-                            let error = error.take();
-                            self.copy = Some(CopyState::Ending {
-                                abort: error
-                                    .as_ref()
-                                    .map(|_| c"the client failed to send COPY data"),
-                                sent: false,
-                                reply: Some(reply),
-                                rows: None,
-                                error,
-                                copies_left: *copies_left,
-                            });
-                            progress = true;
-                        }
-                        Poll::Ready(None) => {
-                            // The sink was dropped without finish: abort the COPY.
-                            self.copy = Some(CopyState::Ending {
-                                abort: Some(
-                                    c"COPY aborted by the client: the CopyInSink was dropped",
-                                ),
-                                sent: false,
-                                reply: None,
-                                rows: None,
-                                error: None,
-                                copies_left: *copies_left,
-                            });
-                            progress = true;
-                        }
-                    }
-                }
-                CopyState::Ending {
-                    abort,
-                    sent,
-                    reply,
-                    rows,
-                    error,
-                    ..
-                } => {
-                    if !*sent {
-                        let message = abort.map_or(std::ptr::null(), |m| m.as_ptr());
-                        // SAFETY: the connection is alive and in COPY IN; the message is NULL
-                        // (success) or a static NUL-terminated string.
-                        match unsafe { ffi::PQputCopyEnd(ptr, message) } {
-                            1 => {
-                                *sent = true;
-                                self.needs_flush = true;
-                                progress = true;
-                            }
-                            0 => {
-                                self.needs_flush = true;
-                                return Ok(progress);
-                            }
-                            _ => return Err(self.connection_error()),
-                        }
-                    }
-                    // SAFETY: the connection is alive; PQisBusy only parses buffered input.
-                    if unsafe { ffi::PQisBusy(ptr) } != 0 {
-                        return Ok(progress);
-                    }
-                    // SAFETY: not busy, so this returns at once; the result is owned below.
-                    match PgResult::from_returned(unsafe { ffi::PQgetResult(ptr) }) {
-                        Some(result) if is_copy(result.status()) => {
-                            self.discard_another_copy(result.status())?;
-                            progress = true;
-                        }
-                        Some(result) => {
-                            if result.status() == ffi::ExecStatusType::PGRES_COMMAND_OK {
-                                rows.get_or_insert(result.rows_affected());
-                            } else if error.is_none() {
-                                *error = Some(result_error(&result));
-                            }
-                            progress = true;
-                        }
-                        None => {
-                            let answer = match (error.take(), *rows) {
-                                (Some(e), _) => Err(e),
-                                (None, Some(rows)) => Ok(rows),
-                                (None, None) => Err(Error::client("COPY ended without a result")),
-                            };
-                            if let Some(reply) = reply.take() {
-                                let _ = reply.send(answer);
-                            }
-                            self.copy = None;
-                            return Ok(true);
-                        }
-                    }
-                }
-                CopyState::Out { sink, copies_left } => {
-                    if let Some(s) = sink.as_mut() {
-                        match Pin::new(&mut *s).poll_ready(cx) {
-                            Poll::Pending => return Ok(progress),
-                            Poll::Ready(Ok(())) => {}
-                            // The stream was dropped: keep reading, discard the data.
-                            Poll::Ready(Err(_)) => *sink = None,
-                        }
-                    }
-                    // Rows come one per libpq buffer; gather what is already here into one
-                    // chunk, so the stream pays per 64 KiB rather than per row.
-                    let mut batch = bytes::BytesMut::new();
-                    let mut ended = false;
-                    loop {
-                        let mut buffer: *mut std::ffi::c_char = std::ptr::null_mut();
-                        // SAFETY: the connection is alive and in COPY OUT; async = 1 never
-                        // waits. A returned buffer is freed by PqBuffer.
-                        let n = unsafe { ffi::PQgetCopyData(ptr, &mut buffer, 1) };
-                        // SAFETY: `buffer` is NULL or libpq memory holding `n` bytes.
-                        let chunk = unsafe {
-                            crate::handle::PqBuffer::from_raw(
-                                buffer,
-                                usize::try_from(n).unwrap_or(0),
-                            )
-                        };
-                        match n {
-                            0 => break,
-                            -1 => {
-                                ended = true;
-                                break;
-                            }
-                            n if n > 0 => {
-                                if let Some(chunk) = chunk {
-                                    batch.extend_from_slice(chunk.as_bytes());
-                                }
-                                if batch.len() >= COPY_OUT_BATCH {
-                                    break;
-                                }
-                            }
-                            _ => return Err(self.connection_error()),
-                        }
-                    }
-                    let got_data = !batch.is_empty();
-                    if got_data {
-                        if let Some(s) = sink.as_mut() {
-                            if Pin::new(&mut *s).start_send(Ok(batch.freeze())).is_err() {
-                                *sink = None;
-                            }
-                        }
-                        progress = true;
-                    }
-                    if ended {
-                        let sink = sink.take();
-                        self.copy = Some(CopyState::OutEnding {
-                            sink,
-                            error: None,
-                            copies_left: *copies_left,
-                        });
-                        progress = true;
-                    } else if !got_data {
-                        return Ok(progress);
-                    }
-                }
-                CopyState::OutDelivering { sink, last } => {
-                    if let Some(s) = sink.as_mut() {
-                        match Pin::new(&mut *s).poll_ready(cx) {
-                            Poll::Pending => return Ok(progress),
-                            Poll::Ready(Ok(())) => {
-                                if let Some(item) = last.take() {
-                                    let _ = Pin::new(&mut *s).start_send(item);
-                                }
-                            }
-                            Poll::Ready(Err(_)) => {}
-                        }
-                    }
-                    self.copy = None;
-                    return Ok(true);
-                }
-                CopyState::OutEnding { sink, error, .. } => {
-                    // SAFETY: the connection is alive; PQisBusy only parses buffered input.
-                    if unsafe { ffi::PQisBusy(ptr) } != 0 {
-                        return Ok(progress);
-                    }
-                    // SAFETY: not busy, so this returns at once; the result is owned below.
-                    match PgResult::from_returned(unsafe { ffi::PQgetResult(ptr) }) {
-                        Some(result) if is_copy(result.status()) => {
-                            self.discard_another_copy(result.status())?;
-                            progress = true;
-                        }
-                        Some(result) => {
-                            if result.status() != ffi::ExecStatusType::PGRES_COMMAND_OK
-                                && error.is_none()
-                            {
-                                *error = Some(result_error(&result));
-                            }
-                            progress = true;
-                        }
-                        None => {
-                            // The stream's last item: the error that ended the COPY, or the
-                            // empty chunk that marks a complete one. Delivered with room in
-                            // the channel; a stream that never sees either reports the loss.
-                            let last = error.take().map_or(Ok(bytes::Bytes::new()), Err);
-                            let sink = sink.take();
-                            self.copy = Some(CopyState::OutDelivering {
-                                sink,
-                                last: Some(last),
-                            });
-                            progress = true;
-                        }
-                    }
-                }
-                CopyState::Discarding { discard, .. } => {
-                    // SAFETY: the connection is alive, ours, and in the COPY the discard
-                    // was made for.
-                    match unsafe { discard.step(ptr, DISCARDED) } {
-                        Discard::Done => {
-                            if let Some(CopyState::Discarding { then, .. }) = self.copy.take() {
-                                self.copy = Some(*then);
-                            }
-                            self.needs_flush = true;
-                            progress = true;
-                        }
-                        Discard::NeedsFlush => {
-                            self.needs_flush = true;
-                            return Ok(progress);
-                        }
-                        // Woken by the readable socket, which `drive` reads.
-                        Discard::NeedsInput => return Ok(progress),
-                        Discard::Failed => return Err(self.connection_error().into_closed()),
-                    }
-                }
-            }
-        }
-    }
-
-    /// While a COPY's results are read, a later statement of its SQL text started another
-    /// COPY: end that one first, then go on reading.
-    fn discard_another_copy(&mut self, status: ffi::ExecStatusType) -> Result<()> {
-        let Some(mut state) = self.copy.take() else {
-            return Ok(());
-        };
-        if state.another_copy().is_none() {
-            return Err(Error::closed(
-                "the server started more COPYs than the SQL text has statements",
-            ));
-        }
-        self.copy = Some(CopyState::Discarding {
-            discard: CopyDiscard::new(status),
-            then: Box::new(state),
-        });
-        Ok(())
-    }
-
     fn is_bad(&self) -> bool {
         self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD
     }
@@ -1219,13 +683,6 @@ impl Connection {
         n > 0 && fd.revents & libc::POLLIN != 0
     }
 }
-
-fn copy_refused(what: &str, method: &str) -> Error {
-    Error::bad_input(format!(
-        "the statement started a {what}; use {method} for it"
-    ))
-}
-
 /// The error of a failed result (a server error, or one libpq made).
 fn result_error(result: &PgResult) -> Error {
     let db = DbError::from_result(result);
