@@ -786,7 +786,7 @@ fn summarize(title: &str, reports: &[Report], started: Instant) {
     let failing: Vec<&Report> = reports.iter().filter(|r| !r.problems.is_empty()).collect();
     println!(
         "{title}: {} cases ({} APIs × {} kinds) in {:.1} s: {answered} answered, {closed} \
-         closed, {} undecided; {} failing",
+         closed, {} neither (wrong probe answers or no end); {} failing",
         reports.len(),
         reports.len() / KINDS.len(),
         KINDS.len(),
