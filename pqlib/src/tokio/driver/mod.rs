@@ -551,9 +551,12 @@ impl Connection {
     }
 
     fn on_result(&mut self, ptr: *mut ffi::PGresult) -> Result<()> {
-        // SAFETY: the connection is alive; this reads the encoding libpq tracks, which a
-        // ParameterStatus before the statement's result has updated.
-        if !ptr.is_null() && unsafe { ffi::PQclientEncoding(self.conn.as_ptr()) } != self.utf8 {
+        // A pipelined request's results are checked one by one (the next may be another
+        // caller's); a simple-protocol request runs alone, so its text may switch the
+        // encoding and back (`SET client_encoding TO 'LATIN1'; SET … 'UTF8'`) and is
+        // checked once it is complete.
+        let alone = self.in_flight.front().is_some_and(|f| !f.sync);
+        if (!alone || ptr.is_null()) && self.encoding_changed() {
             drop(PgResult::from_returned(ptr));
             // Text goes both ways as UTF-8: everything from here on would be corrupted.
             return Err(Error::closed(
@@ -658,6 +661,12 @@ impl Connection {
             let _ = request.reply.send(Err(Error::closed(message.clone())));
         }
     }
+    fn encoding_changed(&self) -> bool {
+        // SAFETY: the connection is alive; this reads the encoding libpq tracks, which a
+        // ParameterStatus before the statement's result has updated.
+        unsafe { ffi::PQclientEncoding(self.conn.as_ptr()) != self.utf8 }
+    }
+
     fn is_bad(&self) -> bool {
         self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD
     }
