@@ -465,3 +465,54 @@ mod rogue_server {
         }
     }
 }
+
+/// `PGCLIENTENCODING=LATIN1` in the environment: both clients still speak UTF-8 (text would
+/// be corrupted both ways otherwise), and a `SET client_encoding` later closes the session.
+#[test]
+fn client_encoding_stays_utf8_whatever_the_environment() {
+    const FLAG: &str = "PQLIB_CHILD_CLIENT_ENCODING";
+    if std::env::var_os(FLAG).is_some() {
+        let conninfo = std::env::var("CHILD_CONNINFO").unwrap();
+        let mut conn = Connection::connect(&conninfo).unwrap();
+        assert_eq!(conn.client_encoding(), "UTF8");
+        let row = conn
+            .query_one("SELECT $1::text = chr(233), chr(233)", &[&"é"])
+            .unwrap();
+        assert!(row.get::<_, bool>(0));
+        assert_eq!(row.get::<_, &str>(1), "é");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = pqlib::tokio::connect(&conninfo).await.unwrap();
+            tokio::spawn(connection);
+            let row = client
+                .query_one("SELECT $1::text = chr(233), chr(233)", &[&"é"])
+                .await
+                .unwrap();
+            assert!(row.get::<_, bool>(0));
+            assert_eq!(row.get::<_, String>(1), "é");
+            let set = client
+                .batch_execute("SET client_encoding TO 'LATIN1'")
+                .await;
+            assert_eq!(set.unwrap_err().kind(), ErrorKind::Closed);
+            let after = client.query_one("SELECT 1", &[]).await.unwrap_err();
+            assert_eq!(after.kind(), ErrorKind::Closed);
+        });
+        let set = conn.execute("SET client_encoding TO 'LATIN1'", &[]);
+        assert_eq!(set.unwrap_err().kind(), ErrorKind::Closed);
+        assert!(conn.is_closed());
+        println!("CHILD OK");
+        return;
+    }
+    let (ok, output) = common::run_child_test(
+        "client_encoding_stays_utf8_whatever_the_environment",
+        FLAG,
+        &[
+            ("PGCLIENTENCODING", "LATIN1".to_owned()),
+            ("CHILD_CONNINFO", common::conninfo()),
+        ],
+    );
+    assert!(ok, "{output}");
+}
