@@ -222,8 +222,7 @@ fn a_leaked_pipeline_closes_the_connection_instead_of_leaking_its_results() {
     std::mem::forget(pipeline);
     let error = conn
         .pipeline()
-        .err()
-        .expect("a second pipeline over a leaked one");
+        .expect_err("a second pipeline over a leaked one");
     assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
     assert!(conn.is_closed());
     let error = conn.query("SELECT 'new'::text", &[]).unwrap_err();
