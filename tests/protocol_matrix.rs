@@ -78,6 +78,7 @@ enum Kind {
     Notify,
     SetLatin1,
     SetUtf8,
+    SetSqlAscii,
     Latin1AndBack,
     DiscardAll,
     DeallocateAll,
@@ -221,6 +222,11 @@ const KINDS: &[KindDef] = &[
     KindDef {
         kind: Kind::SetUtf8,
         sql: "SET client_encoding TO 'UTF8'",
+        nature: Nature::Command(0),
+    },
+    KindDef {
+        kind: Kind::SetSqlAscii,
+        sql: "SET client_encoding TO 'SQL_ASCII'",
         nature: Nature::Command(0),
     },
     KindDef {

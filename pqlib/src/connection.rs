@@ -10,6 +10,7 @@ use std::sync::Arc;
 use foreign_types::ForeignType;
 use pqlib_sys as ffi;
 
+use crate::encoding::EncodingCheck;
 use crate::error::{DbError, Error, Result, Severity};
 use crate::handle::{PgConn, PgResult, PgResultRef, PqBuffer, lossy_string};
 use crate::notice::NoticeState;
@@ -49,8 +50,8 @@ pub struct Connection {
     lost: bool,
     /// How many more COPYs the statement being run may start (see `copy_discard::max_copies`).
     pub(crate) copies_left: usize,
-    /// libpq's number for the UTF8 encoding, which the session must keep (`require_utf8`).
-    utf8: c_int,
+    /// Set once the session is in UTF8 (`require_utf8`); checked after every result.
+    encoding: Option<EncodingCheck>,
 }
 
 impl Connection {
@@ -122,7 +123,7 @@ impl Connection {
             pending_notifications: RefCell::default(),
             lost: false,
             copies_left: 1,
-            utf8: -1,
+            encoding: None,
         };
         connection.require_utf8()?;
         #[cfg(feature = "tracing")]
@@ -141,8 +142,7 @@ impl Connection {
     /// server's or the environment's default encoding.
     fn require_utf8(&mut self) -> Result<()> {
         if self.client_encoding() == "UTF8" {
-            // SAFETY: the connection is alive.
-            self.utf8 = unsafe { ffi::PQclientEncoding(self.conn.as_ptr()) };
+            self.encoding = Some(EncodingCheck::new(&self.conn));
             return Ok(());
         }
         // SAFETY: the connection is alive; a static NUL-terminated string.
@@ -153,24 +153,26 @@ impl Connection {
                 self.conn.error_message()
             )));
         }
-        // SAFETY: the connection is alive.
-        self.utf8 = unsafe { ffi::PQclientEncoding(self.conn.as_ptr()) };
+        self.encoding = Some(EncodingCheck::new(&self.conn));
         Ok(())
     }
 
     /// Text goes both ways as UTF-8 (parameters are encoded, results decoded as such), so a
-    /// session whose `client_encoding` was changed (`SET client_encoding`, `set_config`)
-    /// would corrupt every text value from here on: it is closed instead.
+    /// session whose `client_encoding` was changed to a converting encoding (`SET
+    /// client_encoding`, `set_config`) would corrupt every text value from here on: it is
+    /// closed instead. `SQL_ASCII`, which converts nothing, is allowed (see `encoding`).
     fn check_encoding(&mut self) -> Result<()> {
-        // SAFETY: the connection is alive; this reads the encoding libpq tracks.
-        let encoding = unsafe { ffi::PQclientEncoding(self.conn.as_ptr()) };
-        if self.utf8 < 0 || encoding == self.utf8 || self.lost {
+        let intact = match self.encoding.as_mut() {
+            Some(check) => check.is_intact(&self.conn),
+            None => true,
+        };
+        if intact || self.lost {
             return Ok(());
         }
         let name = self.client_encoding();
         Err(self.poison(&format!(
             "the session's client_encoding was changed to {name}; pqlib exchanges text as \
-             UTF-8 only"
+             UTF-8 bytes, which {name} would convert"
         )))
     }
 

@@ -92,6 +92,7 @@ pub mod config;
 mod connection;
 mod copy;
 mod copy_discard;
+mod encoding;
 pub mod error;
 mod handle;
 pub mod large_object;

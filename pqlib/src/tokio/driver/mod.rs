@@ -21,6 +21,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::copy_discard::max_copies;
+use crate::encoding::EncodingCheck;
 use crate::error::{DbError, Error, ErrorKind, Result, Severity};
 use crate::handle::{PgConn, PgResult};
 use crate::notice::NoticeState;
@@ -163,8 +164,8 @@ pub struct Connection {
     failed: bool,
     /// The error that ended the connection, until `poll_message` has returned it.
     final_error: Option<Error>,
-    /// libpq's number for UTF8, the encoding the session must keep.
-    utf8: c_int,
+    /// The client encodings that keep text intact (UTF8, SQL_ASCII).
+    encoding: EncodingCheck,
 }
 
 impl Connection {
@@ -185,8 +186,7 @@ impl Connection {
         if conn.parameter_status(c"client_encoding").as_deref() != Some("UTF8") {
             return Err(Error::connect("the session's client_encoding is not UTF8"));
         }
-        // SAFETY: the connection is alive.
-        let utf8 = unsafe { ffi::PQclientEncoding(ptr) };
+        let encoding = EncodingCheck::new(&conn);
         Ok(Connection {
             socket,
             conn,
@@ -202,7 +202,7 @@ impl Connection {
             _notice_state: notice_state,
             failed: false,
             final_error: None,
-            utf8,
+            encoding,
         })
     }
 
@@ -560,8 +560,9 @@ impl Connection {
             drop(PgResult::from_returned(ptr));
             // Text goes both ways as UTF-8: everything from here on would be corrupted.
             return Err(Error::closed(
-                "the session's client_encoding was changed from UTF8 (SET client_encoding); \
-                 pqlib exchanges text as UTF-8 only, so the connection was closed",
+                "the session's client_encoding was changed to one that converts text (SET \
+                 client_encoding); pqlib exchanges text as UTF-8 bytes, so the connection was \
+                 closed",
             ));
         }
         let Some(front) = self.in_flight.front_mut() else {
@@ -661,10 +662,9 @@ impl Connection {
             let _ = request.reply.send(Err(Error::closed(message.clone())));
         }
     }
-    fn encoding_changed(&self) -> bool {
-        // SAFETY: the connection is alive; this reads the encoding libpq tracks, which a
-        // ParameterStatus before the statement's result has updated.
-        unsafe { ffi::PQclientEncoding(self.conn.as_ptr()) != self.utf8 }
+    fn encoding_changed(&mut self) -> bool {
+        // A ParameterStatus before the statement's result has told libpq.
+        !self.encoding.is_intact(&self.conn)
     }
 
     fn is_bad(&self) -> bool {
