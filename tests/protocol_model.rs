@@ -24,6 +24,7 @@ mod common;
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::io::{BufRead, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -1681,4 +1682,875 @@ fn async_shared_client_model() {
 #[test]
 fn async_pool_model() {
     run_async_model(true, requests() / 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The blocking model: one `Connection` per thread.
+
+/// A blocking connection with what the model knows about it.
+struct Blocking {
+    conn: pqlib::Connection,
+    pid: i32,
+    notices: Arc<Mutex<Vec<String>>>,
+    st: BState,
+}
+
+/// What the model knows about a blocking connection's state.
+#[derive(Clone, Copy, Debug, Default)]
+struct BState {
+    /// The model killed the backend or leaked a guard: the next call must fail with `Closed`.
+    dead: bool,
+    /// A cancel may hit the statement running now.
+    cancelling: bool,
+    /// The connection is in a transaction that failed.
+    failed_txn: bool,
+}
+
+impl Blocking {
+    fn connect() -> Result<Blocking, String> {
+        let mut conn =
+            pqlib::Connection::connect(&common::conninfo()).map_err(|e| e.to_string())?;
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let sink = notices.clone();
+        conn.set_notice_handler(move |notice| {
+            sink.lock().unwrap().push(notice.message().to_owned())
+        });
+        let pid: i32 = conn
+            .query_one("SELECT pg_backend_pid()", &[])
+            .map_err(|e| e.to_string())?
+            .get(0);
+        // The statements pipelines use, prepared and cached ahead (a pipeline prepares new
+        // SQL text inside itself, which an aborted segment would refuse).
+        conn.query(SQL_ITEM, &[&"warm-up", &0i32])
+            .map_err(|e| e.to_string())?;
+        let _ = conn.query(SQL_DIV, &[&"warm-up", &0i32]);
+        Ok(Blocking {
+            conn,
+            pid,
+            notices,
+            st: BState::default(),
+        })
+    }
+}
+
+impl BState {
+    fn judge(&self, e: &pqlib::Error, expected: &[Exp]) -> Outcome {
+        if e.is_closed() {
+            return if self.dead {
+                Ok(Verdict::Closed)
+            } else {
+                Err(format!(
+                    "a Closed error on a connection nobody killed: {e} ({e:?})"
+                ))
+            };
+        }
+        if expected.iter().any(|x| x.matches(e)) {
+            return Ok(Verdict::Done);
+        }
+        if e.code() == Some(&SqlState::QUERY_CANCELED) && self.cancelling {
+            return Ok(Verdict::Done);
+        }
+        if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) && self.failed_txn {
+            return Ok(Verdict::Done);
+        }
+        Err(format!(
+            "unexpected error (kind {:?}, code {:?}), expected one of {expected:?}: {e}",
+            e.kind(),
+            e.code().map(|c| c.code())
+        ))
+    }
+}
+
+/// `attempt!` for the blocking model.
+macro_rules! b_attempt {
+    ($b:expr, $call:expr) => {
+        b_attempt!($b, $call, [])
+    };
+    ($b:expr, $call:expr, [$($exp:expr),*]) => {
+        match $call {
+            Ok(value) => value,
+            Err(e) => return $b.judge(&e, &[$($exp),*]),
+        }
+    };
+}
+
+/// `refused!` for the blocking model.
+macro_rules! b_refused {
+    ($b:expr, $what:expr, $call:expr, [$($exp:expr),*]) => {
+        match $call {
+            Ok(_) => return Err(format!("{} succeeded; it must fail", $what)),
+            Err(e) => return $b.judge(&e, &[$($exp),*]),
+        }
+    };
+}
+
+#[derive(Clone, Copy, Debug)]
+enum POp {
+    Item(i32),
+    Div(i32),
+    Typed(i32),
+    Prepare(u64),
+    Sync,
+    CopyQuery,
+    CopyTyped,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum PEnd {
+    ReadAll,
+    DropAfter(usize),
+    Forget(usize),
+}
+
+/// One request of the blocking model.
+#[derive(Clone, Debug)]
+enum BReq {
+    Query(QueryApi, i32),
+    Typed(i32),
+    Stream {
+        rows: i32,
+        keep: Option<usize>,
+        forget: bool,
+    },
+    Pipeline {
+        ops: Vec<POp>,
+        end: PEnd,
+    },
+    Simple(SimpleKind),
+    CopyIn {
+        rows: i32,
+        chunks: u64,
+        abandon: bool,
+        forget: bool,
+    },
+    CopyOut {
+        rows: i32,
+        keep: Option<usize>,
+        forget: bool,
+    },
+    CopyThrough(u64),
+    Error(u64),
+    Empty(u64),
+    Cancel {
+        wait_active: bool,
+        delay_us: u64,
+        sleep_ms: u64,
+    },
+    Txn {
+        end: TxnEnd,
+        error: bool,
+        savepoint: Option<bool>,
+    },
+    Kill,
+}
+
+impl BReq {
+    fn random(rng: &mut Rng) -> BReq {
+        match rng.weighted(&[25, 6, 8, 16, 8, 6, 6, 5, 5, 3, 3, 5, 1]) {
+            0 => match Req::random(rng, false) {
+                Req::Query(api, rows) => BReq::Query(api, rows),
+                _ => BReq::Query(QueryApi::QueryOne, 1),
+            },
+            1 => BReq::Typed(rng.below(1000) as i32),
+            2 => BReq::Stream {
+                rows: rng.range(1, 3000) as i32,
+                keep: rng.chance(40).then(|| rng.below(50) as usize),
+                forget: rng.chance(5),
+            },
+            3 => {
+                let ops = (0..rng.range(1, 10))
+                    .map(|k| {
+                        let i = k as i32;
+                        match rng.weighted(&[40, 8, 15, 8, 20, 4, 4]) {
+                            0 => POp::Item(i),
+                            1 => POp::Div(i),
+                            2 => POp::Typed(i),
+                            3 => POp::Prepare(rng.below(4)),
+                            4 => POp::Sync,
+                            5 => POp::CopyQuery,
+                            _ => POp::CopyTyped,
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                let end = match rng.weighted(&[80, 12, 8]) {
+                    0 => PEnd::ReadAll,
+                    1 => PEnd::DropAfter(rng.below(ops.len() as u64 + 1) as usize),
+                    _ => PEnd::Forget(rng.below(ops.len() as u64 + 1) as usize),
+                };
+                BReq::Pipeline { ops, end }
+            }
+            4 => match Req::random(rng, false) {
+                Req::Simple(kind) => BReq::Simple(kind),
+                _ => BReq::Simple(SimpleKind::Notify),
+            },
+            5 => BReq::CopyIn {
+                rows: rng.range(1, 500) as i32,
+                chunks: rng.range(1, 5),
+                abandon: rng.chance(15),
+                forget: rng.chance(5),
+            },
+            6 => BReq::CopyOut {
+                rows: rng.range(1, 3000) as i32,
+                keep: rng.chance(30).then(|| rng.below(20) as usize),
+                forget: rng.chance(5),
+            },
+            7 => BReq::CopyThrough(rng.below(5)),
+            8 => BReq::Error(rng.below(3)),
+            9 => BReq::Empty(rng.below(3)),
+            10 => BReq::Cancel {
+                wait_active: rng.chance(50),
+                delay_us: rng.below(30_000),
+                sleep_ms: rng.range(1, 40),
+            },
+            11 => BReq::Txn {
+                end: [TxnEnd::Commit, TxnEnd::Rollback, TxnEnd::Drop][rng.below(3) as usize],
+                error: rng.chance(20),
+                savepoint: rng.chance(30).then(|| rng.chance(50)),
+            },
+            _ => BReq::Kill,
+        }
+    }
+}
+
+fn check_pipeline_rows(result: &pqlib::PipelineResult, tag: &str, i: i32) -> Result<(), String> {
+    match result {
+        pqlib::PipelineResult::Rows(rows) => {
+            ensure(rows.len() == 1, || {
+                format!("pipeline item {i} has {} rows", rows.len())
+            })?;
+            check_row(&rows.get(0).unwrap(), tag, i)
+        }
+        other => Err(format!("pipeline item {i} answered {other:?}")),
+    }
+}
+
+/// What a queued pipeline operation must answer.
+#[derive(Debug)]
+enum PExp {
+    Rows(i32),
+    Prepared,
+    Sync,
+    Error(Exp),
+}
+
+fn run_pipeline(b: &mut Blocking, tag: &str, ops: &[POp], end: PEnd) -> Outcome {
+    let st = b.st;
+    let dead_after = matches!(end, PEnd::Forget(_));
+    let mut pipeline = b_attempt!(st, b.conn.pipeline());
+    let mut expected = Vec::new();
+    let mut aborted = false;
+    let aborted_exp = Exp::Kind(ErrorKind::PipelineAborted);
+    for op in ops {
+        match *op {
+            POp::Item(i) | POp::Div(i) => {
+                let div = matches!(op, POp::Div(_));
+                let sql = if div { SQL_DIV } else { SQL_ITEM };
+                if let Err(e) = pipeline.query(sql, &[&tag, &i]) {
+                    return Err(format!("queuing {op:?} failed: {e}"));
+                }
+                expected.push(match (aborted, div) {
+                    (true, _) => PExp::Error(aborted_exp),
+                    (false, true) => PExp::Error(DIV),
+                    (false, false) => PExp::Rows(i),
+                });
+                aborted |= div;
+            }
+            POp::Typed(i) => {
+                let queued = pipeline.query_typed(
+                    "SELECT $1 AS tag, $2 AS i",
+                    &[(&tag, Type::TEXT), (&i, Type::INT4)],
+                );
+                if let Err(e) = queued {
+                    return Err(format!("queuing {op:?} failed: {e}"));
+                }
+                expected.push(if aborted {
+                    PExp::Error(aborted_exp)
+                } else {
+                    PExp::Rows(i)
+                });
+            }
+            POp::Prepare(v) => {
+                let sql = format!("SELECT $1::text AS tag, $2::int4 AS i -- p{v}");
+                if let Err(e) = pipeline.prepare(&sql) {
+                    return Err(format!("queuing {op:?} failed: {e}"));
+                }
+                expected.push(if aborted {
+                    PExp::Error(aborted_exp)
+                } else {
+                    PExp::Prepared
+                });
+            }
+            POp::Sync => {
+                if let Err(e) = pipeline.sync() {
+                    return Err(format!("sync failed: {e}"));
+                }
+                expected.push(PExp::Sync);
+                aborted = false;
+            }
+            POp::CopyQuery | POp::CopyTyped => {
+                let refused = if matches!(op, POp::CopyQuery) {
+                    pipeline.query("COPY model_rows TO STDOUT", &[])
+                } else {
+                    pipeline.query_typed("COPY model_rows TO STDOUT", &[])
+                };
+                match refused {
+                    Ok(()) => return Err(format!("{op:?} was queued in a pipeline")),
+                    Err(e) if BAD_INPUT.matches(&e) => {}
+                    Err(e) if aborted && aborted_exp.matches(&e) => {}
+                    Err(e) => return Err(format!("{op:?} in a pipeline failed with {e}")),
+                }
+            }
+        }
+    }
+    let read = match end {
+        PEnd::ReadAll => expected.len(),
+        PEnd::DropAfter(k) | PEnd::Forget(k) => k.min(expected.len()),
+    };
+    for (n, exp) in expected.iter().take(read).enumerate() {
+        let got = match pipeline.next_result() {
+            None => return Err(format!("pipeline result {n} ({exp:?}) is missing")),
+            Some(got) => got,
+        };
+        match (exp, got) {
+            (PExp::Rows(i), Ok(result)) => check_pipeline_rows(&result, tag, *i)?,
+            (PExp::Prepared, Ok(pqlib::PipelineResult::Prepared(_))) => {}
+            (PExp::Sync, Ok(pqlib::PipelineResult::Sync)) => {}
+            (PExp::Error(x), Err(e)) if x.matches(&e) => {}
+            (exp, got) => {
+                return Err(format!(
+                    "pipeline result {n}: expected {exp:?}, got {got:?}"
+                ));
+            }
+        }
+    }
+    match end {
+        PEnd::ReadAll => {
+            if let Some(extra) = pipeline.next_result() {
+                return Err(format!("a pipeline result nobody asked for: {extra:?}"));
+            }
+            b_attempt!(st, pipeline.finish());
+        }
+        PEnd::DropAfter(_) => drop(pipeline),
+        PEnd::Forget(_) => std::mem::forget(pipeline),
+    }
+    b.st.dead |= dead_after;
+    Ok(Verdict::Done)
+}
+
+fn copy_error(e: std::io::Error) -> pqlib::Error {
+    match e.into_inner().map(|inner| inner.downcast::<pqlib::Error>()) {
+        Some(Ok(e)) => *e,
+        Some(Err(other)) => panic!("an I/O error that is no pqlib::Error: {other}"),
+        None => panic!("an I/O error without a pqlib::Error"),
+    }
+}
+
+fn run_blocking_request(b: &mut Blocking, req: &BReq, tag: &str, rng: &mut Rng) -> Outcome {
+    let st = b.st;
+    match req {
+        BReq::Query(api, rows) => {
+            let rows = *rows;
+            match api {
+                QueryApi::Query => {
+                    let got = b_attempt!(st, b.conn.query(SQL_ROWS, &[&tag, &rows]));
+                    check_rows(&got, tag, rows)?;
+                }
+                QueryApi::QueryOne => {
+                    let row = b_attempt!(st, b.conn.query_one(SQL_ROWS, &[&tag, &1i32]));
+                    check_owned_row(&row, tag, 1)?;
+                }
+                QueryApi::QueryOpt => match (
+                    b_attempt!(st, b.conn.query_opt(SQL_ROWS, &[&tag, &rows])),
+                    rows,
+                ) {
+                    (None, 0) => {}
+                    (Some(row), 1) => check_owned_row(&row, tag, 1)?,
+                    (row, _) => {
+                        return Err(format!(
+                            "query_opt of {rows} rows answered {:?}",
+                            row.map(|_| "a row")
+                        ));
+                    }
+                },
+                QueryApi::Execute => {
+                    let n = tag_number(tag);
+                    let count = b_attempt!(
+                        st,
+                        b.conn
+                            .execute("SELECT g FROM generate_series(1, $1::int4) g", &[&n])
+                    );
+                    ensure(count == n as u64, || {
+                        format!("execute affected {count} rows, expected {n}")
+                    })?;
+                }
+                QueryApi::Prepared => {
+                    let sql = format!("SELECT $1::text AS tag, $2::int4 AS i -- v{}", rng.below(4));
+                    let statement = b_attempt!(st, b.conn.prepare(&sql));
+                    let i = rng.below(1000) as i32;
+                    let row = b_attempt!(st, b.conn.query_one(&statement, &[&tag, &i]));
+                    check_owned_row(&row, tag, i)?;
+                }
+            }
+        }
+        BReq::Typed(i) => {
+            let rows = b_attempt!(
+                st,
+                b.conn.query_typed(
+                    "SELECT $1 AS tag, $2 AS i",
+                    &[(&tag, Type::TEXT), (i, Type::INT4)]
+                )
+            );
+            ensure(rows.len() == 1, || {
+                format!("query_typed gave {} rows", rows.len())
+            })?;
+            check_row(&rows.get(0).unwrap(), tag, *i)?;
+        }
+        BReq::Stream { rows, keep, forget } => {
+            let params: [&(dyn ToSql + Sync); 2] = [&tag, rows];
+            let mut stream = b_attempt!(st, b.conn.query_raw(SQL_ROWS, params));
+            let mut next = 1;
+            loop {
+                if keep.is_some_and(|k| next > k as i32) {
+                    if *forget {
+                        std::mem::forget(stream);
+                        b.st.dead = true;
+                    }
+                    return Ok(Verdict::Done);
+                }
+                match stream.next_row() {
+                    None => break,
+                    Some(Err(e)) => return st.judge(&e, &[]),
+                    Some(Ok(row)) => {
+                        check_row(&row, tag, next)?;
+                        next += 1;
+                    }
+                }
+            }
+            ensure(next - 1 == *rows, || {
+                format!("the stream gave {} rows of {rows}", next - 1)
+            })?;
+            ensure(stream.rows_affected() == Some(*rows as u64), || {
+                format!("the stream's rows_affected is {:?}", stream.rows_affected())
+            })?;
+        }
+        BReq::Pipeline { ops, end } => return run_pipeline(b, tag, ops, *end),
+        BReq::Simple(kind) => match kind {
+            SimpleKind::One => b_attempt!(st, b.conn.batch_execute("SELECT 1")),
+            SimpleKind::Many => b_attempt!(
+                st,
+                b.conn.batch_execute("SELECT 1; SELECT 2, 3; VALUES (4)")
+            ),
+            SimpleKind::CopyOut => {
+                let sql = format!("SELECT 1; COPY (SELECT '{tag}') TO STDOUT; SELECT 2");
+                b_refused!(
+                    st,
+                    "batch_execute with COPY OUT",
+                    b.conn.batch_execute(&sql),
+                    [BAD_INPUT]
+                );
+            }
+            SimpleKind::CopyIn => {
+                let sql = format!("SELECT '{tag}'; {COPY_IN_SQL}");
+                b_refused!(
+                    st,
+                    "batch_execute with COPY IN",
+                    b.conn.batch_execute(&sql),
+                    [BAD_INPUT]
+                );
+            }
+            SimpleKind::Notice => {
+                let text = format!("model-notice {tag}");
+                let sql = format!("DO $$BEGIN RAISE NOTICE '{text}'; END$$");
+                b_attempt!(st, b.conn.batch_execute(&sql));
+                let seen = b.notices.lock().unwrap().contains(&text);
+                ensure(seen, || {
+                    format!("the notice {text:?} did not arrive with its statement")
+                })?;
+            }
+            SimpleKind::Notify => {
+                let sql = format!("LISTEN model_chan; NOTIFY model_chan, '{tag}'");
+                b_attempt!(st, b.conn.batch_execute(&sql));
+                let mut found = false;
+                for n in b.conn.notifications().timeout_iter(Duration::from_secs(5)) {
+                    match n {
+                        Ok(n) if n.payload() == tag => {
+                            found = true;
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => return st.judge(&e, &[]),
+                    }
+                }
+                ensure(found, || format!("the notification {tag:?} never arrived"))?;
+            }
+            SimpleKind::Empty => b_attempt!(st, b.conn.batch_execute("")),
+            SimpleKind::Error => {
+                let sql = format!("SELECT '{tag}'; SELECT 1/0; SELECT 3");
+                b_refused!(
+                    st,
+                    "batch_execute with an error",
+                    b.conn.batch_execute(&sql),
+                    [DIV]
+                );
+            }
+        },
+        BReq::CopyIn {
+            rows,
+            chunks,
+            abandon,
+            forget,
+        } => {
+            let data = copy_lines(tag, *rows).into_bytes();
+            let mut writer = b_attempt!(st, b.conn.copy_in(COPY_IN_SQL));
+            let mut cuts: Vec<usize> = (1..*chunks)
+                .map(|_| rng.below(data.len() as u64) as usize)
+                .collect();
+            cuts.push(data.len());
+            cuts.sort_unstable();
+            let mut from = 0;
+            let last = cuts.len();
+            for (k, to) in cuts.into_iter().enumerate() {
+                if (*abandon || *forget) && k + 1 == last {
+                    break;
+                }
+                if let Err(e) = writer.write_all(&data[from..to]) {
+                    return st.judge(&copy_error(e), &[]);
+                }
+                from = to;
+            }
+            let expect = if *forget {
+                std::mem::forget(writer);
+                b.st.dead = true;
+                return Ok(Verdict::Done);
+            } else if *abandon {
+                drop(writer);
+                (0, 0)
+            } else {
+                let n = b_attempt!(st, writer.finish());
+                ensure(n == *rows as u64, || {
+                    format!("copy_in copied {n} rows of {rows}")
+                })?;
+                let r = i64::from(*rows);
+                (r, r * (r + 1) / 2)
+            };
+            let row = b_attempt!(st, b.conn.query_one(SQL_READ_BACK, &[&tag]));
+            let got = read_back(&row)?;
+            ensure(got == expect, || {
+                format!("copy_in read back (count, sum) = {got:?}, expected {expect:?}")
+            })?;
+        }
+        BReq::CopyOut { rows, keep, forget } => {
+            let sql =
+                format!("COPY (SELECT '{tag}', g FROM generate_series(1, {rows}) g) TO STDOUT");
+            let mut reader = b_attempt!(st, b.conn.copy_out(&sql));
+            if let Some(k) = keep {
+                let mut data = Vec::new();
+                for _ in 0..*k {
+                    let chunk = match reader.fill_buf() {
+                        Ok(chunk) => chunk.to_vec(),
+                        Err(e) => return st.judge(&copy_error(e), &[]),
+                    };
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    reader.consume(chunk.len());
+                    data.extend_from_slice(&chunk);
+                }
+                check_copy_text(&data, tag, *rows, true)?;
+                if *forget {
+                    std::mem::forget(reader);
+                    b.st.dead = true;
+                }
+                return Ok(Verdict::Done);
+            }
+            let mut data = Vec::new();
+            if let Err(e) = reader.read_to_end(&mut data) {
+                return st.judge(&copy_error(e), &[]);
+            }
+            drop(reader);
+            check_copy_text(&data, tag, *rows, false)?;
+        }
+        BReq::CopyThrough(api) => {
+            let sql = "COPY model_rows TO STDOUT";
+            match api {
+                0 => b_refused!(st, "query(COPY)", b.conn.query(sql, &[]), [BAD_INPUT]),
+                1 => b_refused!(
+                    st,
+                    "query_typed(COPY)",
+                    b.conn.query_typed(sql, &[]),
+                    [BAD_INPUT]
+                ),
+                2 => b_refused!(st, "execute(COPY)", b.conn.execute(sql, &[]), [BAD_INPUT]),
+                3 => b_refused!(
+                    st,
+                    "query_raw(COPY)",
+                    b.conn.query_raw(sql, std::iter::empty::<i32>()).map(drop),
+                    [BAD_INPUT]
+                ),
+                _ => {
+                    let sql = format!("COPY model_rows FROM STDIN -- {tag}");
+                    let statement = b_attempt!(st, b.conn.prepare(&sql));
+                    b_refused!(
+                        st,
+                        "query(prepared COPY)",
+                        b.conn.query(&statement, &[]),
+                        [BAD_INPUT]
+                    );
+                }
+            }
+        }
+        BReq::Error(variant) => match variant {
+            0 => b_refused!(
+                st,
+                "query(1/0)",
+                b.conn.query(SQL_DIV, &[&tag, &7i32]),
+                [DIV]
+            ),
+            1 => b_refused!(
+                st,
+                "query_typed(syntax error)",
+                b.conn.query_typed("SELEC $1", &[(&tag, Type::TEXT)]),
+                [Exp::Db(&SqlState::SYNTAX_ERROR)]
+            ),
+            _ => b_refused!(
+                st,
+                "query_one(3 rows)",
+                b.conn.query_one(SQL_ROWS, &[&tag, &3i32]),
+                [Exp::Kind(ErrorKind::RowCount)]
+            ),
+        },
+        BReq::Empty(variant) => {
+            let rows = match variant {
+                0 => b_attempt!(st, b.conn.query("", &[])),
+                1 => b_attempt!(st, b.conn.query_typed("", &[])),
+                _ => b_attempt!(st, b.conn.query("  -- nothing", &[])),
+            };
+            ensure(rows.is_empty(), || {
+                format!("an empty query gave {} rows", rows.len())
+            })?;
+        }
+        BReq::Cancel {
+            wait_active,
+            delay_us,
+            sleep_ms,
+        } => {
+            let token = b.conn.cancel_token();
+            let pid = b.pid;
+            let wait_active = *wait_active;
+            let delay = Duration::from_micros(*delay_us);
+            let canceller = std::thread::spawn(move || -> Result<(), String> {
+                if wait_active {
+                    let mut observer = pqlib::Connection::connect(&common::conninfo())
+                        .map_err(|e| e.to_string())?;
+                    common::wait_until_active(&mut observer, pid);
+                } else {
+                    std::thread::sleep(delay);
+                }
+                token.cancel_query().map_err(|e| e.to_string())
+            });
+            // With a wait, the statement outlives the cancel: it must be cancelled.
+            let seconds = if wait_active {
+                30.0
+            } else {
+                *sleep_ms as f64 / 1000.0
+            };
+            b.st.cancelling = true;
+            let st = b.st;
+            let result = b.conn.query_one(SQL_SLEEP, &[&tag, &seconds]);
+            let cancelled = canceller
+                .join()
+                .map_err(|_| "the canceller panicked".to_string())?;
+            cancelled.map_err(|e| format!("cancel_query failed: {e}"))?;
+            let outcome = match result {
+                Ok(row) if !wait_active => {
+                    let got: &str = row.try_get(0).map_err(|e| e.to_string())?;
+                    ensure(got == tag, || format!("the cancel target answered {got:?}"))?;
+                    Ok(Verdict::Done)
+                }
+                Ok(_) => Err("a 30 s statement cancelled while active was not cancelled".into()),
+                Err(e) => st.judge(&e, &[]),
+            };
+            b.st.cancelling = false;
+            return outcome;
+        }
+        BReq::Txn {
+            end,
+            error,
+            savepoint,
+        } => return run_blocking_txn(b, tag, *end, *error, *savepoint),
+        BReq::Kill => {
+            terminate(b.pid)?;
+            b.st.dead = true;
+        }
+    }
+    Ok(Verdict::Done)
+}
+
+fn run_blocking_txn(
+    b: &mut Blocking,
+    tag: &str,
+    end: TxnEnd,
+    error: bool,
+    savepoint: Option<bool>,
+) -> Outcome {
+    let st = b.st;
+    let mut tx = b_attempt!(st, b.conn.transaction());
+    let mut kept = false;
+    if let Some(keep) = savepoint {
+        let mut sp = match tx.transaction() {
+            Ok(sp) => sp,
+            Err(e) => return Err(format!("SAVEPOINT: {e}")),
+        };
+        if let Err(e) = sp.execute("INSERT INTO model_rows (tag, n) VALUES ($1, 2)", &[&tag]) {
+            return Err(format!("insert in a savepoint: {e}"));
+        }
+        let done = if keep { sp.commit() } else { sp.rollback() };
+        done.map_err(|e| format!("ending a savepoint: {e}"))?;
+        kept = keep;
+    }
+    let n = tx
+        .execute("INSERT INTO model_rows (tag, n) VALUES ($1, 1)", &[&tag])
+        .map_err(|e| format!("insert in a transaction: {e}"))?;
+    ensure(n == 1, || format!("the insert affected {n} rows"))?;
+    let rows = tx
+        .query(SQL_ROWS, &[&tag, &2i32])
+        .map_err(|e| format!("query in a transaction: {e}"))?;
+    check_rows(&rows, tag, 2)?;
+    if error {
+        match tx.query(SQL_DIV, &[&tag, &1i32]) {
+            Ok(_) => return Err("1/0 succeeded in a transaction".into()),
+            Err(e) if DIV.matches(&e) => {}
+            Err(e) => return Err(format!("1/0 in a transaction failed with {e}")),
+        }
+        // The transaction is failed now: everything but its end is refused.
+        match tx.query(SQL_ITEM, &[&tag, &1i32]) {
+            Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {}
+            other => {
+                return Err(format!(
+                    "a statement in a failed transaction answered {other:?}"
+                ));
+            }
+        }
+    }
+    let committed = match end {
+        TxnEnd::Commit => match (tx.commit(), error) {
+            (Ok(()), false) => true,
+            (Err(e), true) if e.kind() == ErrorKind::Client && failed_before(&e) => false,
+            (other, _) => {
+                return Err(format!(
+                    "commit (error in the transaction: {error}) answered {other:?}"
+                ));
+            }
+        },
+        TxnEnd::Rollback => {
+            tx.rollback().map_err(|e| format!("rollback: {e}"))?;
+            false
+        }
+        TxnEnd::Drop => {
+            drop(tx);
+            false
+        }
+    };
+    let row = b_attempt!(st, b.conn.query_one(SQL_READ_BACK, &[&tag]));
+    let got = read_back(&row)?;
+    let expected = match (committed, kept) {
+        (true, true) => (2, 3),
+        (true, false) => (1, 1),
+        _ => (0, 0),
+    };
+    ensure(got == expected, || {
+        format!(
+            "after the transaction ({end:?}, committed {committed}) (count, sum) of its rows is {got:?}, expected {expected:?}"
+        )
+    })?;
+    Ok(Verdict::Done)
+}
+
+const BLOCKING_THREADS: usize = 4;
+
+fn blocking_thread(history: Arc<History>, thread: usize, count: usize) -> usize {
+    let who = format!("thread b{thread} ");
+    let mut rng = Rng::fork(seed(), 3, thread as u64);
+    let mut b =
+        Blocking::connect().unwrap_or_else(|e| history.fail(&who, &format!("connecting: {e}")));
+    let mut done = 0;
+    for n in 0..count {
+        if history.stop.load(SeqCst) {
+            break;
+        }
+        let tag = format!("{}-b{thread}-{n}", seed());
+        let req = loop {
+            let req = BReq::random(&mut rng);
+            let name = format!("{req:?}");
+            if only().is_empty() || only().iter().any(|p| name.starts_with(p.as_str())) {
+                break req;
+            }
+        };
+        let mut req_rng = Rng::new(rng.next());
+        history.log(format!("{who}#{n} {req:?} tag {tag}"));
+        match run_blocking_request(&mut b, &req, &tag, &mut req_rng) {
+            Ok(_) if b.st.dead => {
+                // Killed or a guard leaked: the next call must fail with Closed, never read
+                // what was left; then reconnect.
+                let after = b.conn.query_one(SQL_ITEM, &[&tag, &1i32]);
+                match after {
+                    Err(e) if e.is_closed() => {}
+                    other => history.fail(
+                        &who,
+                        &format!("request #{n} ({req:?}): the next call after it answered {other:?}, not Closed"),
+                    ),
+                }
+                history.log(format!("{who}#{n} ok, closed; reconnecting"));
+                b = Blocking::connect()
+                    .unwrap_or_else(|e| history.fail(&who, &format!("reconnecting: {e}")));
+            }
+            Ok(Verdict::Done) => history.log(format!("{who}#{n} ok")),
+            Ok(Verdict::Closed) => history.fail(&who, &format!("request #{n} ({req:?}): closed")),
+            Err(message) => history.fail(
+                &who,
+                &format!("request #{n} ({req:?}, tag {tag}): {message}"),
+            ),
+        }
+        b.st.failed_txn = false;
+        done += 1;
+    }
+    done
+}
+
+#[test]
+fn blocking_model() {
+    setup();
+    let total = requests() / 2;
+    eprintln!(
+        "protocol_model blocking: PQLIB_MODEL_SEED={} requests={total}",
+        seed()
+    );
+    let started = Instant::now();
+    let history = Arc::new(History::new("blocking"));
+    let per_thread = total.div_ceil(BLOCKING_THREADS);
+    let threads: Vec<_> = (0..BLOCKING_THREADS)
+        .map(|t| {
+            let history = history.clone();
+            std::thread::spawn(move || blocking_thread(history, t, per_thread))
+        })
+        .collect();
+    let mut done = 0;
+    let mut panic = None;
+    for thread in threads {
+        match thread.join() {
+            Ok(n) => done += n,
+            Err(payload) => {
+                history.stop.store(true, SeqCst);
+                panic.get_or_insert(payload);
+            }
+        }
+    }
+    if let Some(payload) = panic {
+        std::panic::resume_unwind(payload);
+    }
+    eprintln!(
+        "protocol_model blocking: seed {} ran {done} requests in {:.1?}",
+        seed(),
+        started.elapsed()
+    );
 }
