@@ -509,10 +509,12 @@ fn escaping_is_safe_in_every_client_encoding() {
     // The legacy encodings, after the session switched to them: libpq would escape by their
     // rules, under which some UTF-8 text is an incomplete character that swallows a quote
     // (BIG5 and GBK let it through; cf. CVE-2025-1094). pqlib's text is UTF-8, so it
-    // refuses to escape at all in such a session.
+    // refuses to escape at all in such a session. (Such a session is closed at once, since
+    // every text value would be converted from here on; escaping is refused all the same.)
     for encoding in ["SJIS", "BIG5", "GBK", "GB18030"] {
-        conn.batch_execute(&format!("SET client_encoding = '{encoding}'"))
-            .unwrap();
+        let mut conn = Connection::connect(&s.socket_conninfo).unwrap();
+        let switched = conn.batch_execute(&format!("SET client_encoding = '{encoding}'"));
+        assert_eq!(switched.unwrap_err().kind(), ErrorKind::Closed);
         assert_eq!(conn.client_encoding(), encoding);
         for input in ["plain", "Á'", "it's"] {
             for e in [
@@ -524,7 +526,7 @@ fn escaping_is_safe_in_every_client_encoding() {
             }
         }
     }
-    conn.batch_execute("RESET client_encoding").unwrap();
+    conn.batch_execute("SET client_encoding = 'UTF8'").unwrap();
     assert_eq!(conn.client_encoding(), "UTF8");
 }
 
