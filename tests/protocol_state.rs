@@ -515,3 +515,94 @@ fn client_encoding_stays_utf8_whatever_the_environment() {
     );
     assert!(ok, "{output}");
 }
+
+/// Waits (bounded) until backend `pid` has left the COPY: a cancel ended it.
+fn wait_until_idle(observer: &mut Connection, pid: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let idle: bool = observer
+            .query_one(
+                "SELECT state = 'idle' FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .unwrap()
+            .get(0);
+        if idle {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancel did not end the COPY"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A cancel that ends a COPY IN while the client is still sending: the COPY fails with the
+/// cancel's error, and the connection goes on.
+#[tokio::test]
+async fn async_copy_in_cancelled_by_the_server_fails_alone() {
+    let client = common::connect_async().await;
+    client
+        .batch_execute("CREATE TEMP TABLE copy_target (x int)")
+        .await
+        .unwrap();
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut sink = client.copy_in("COPY copy_target FROM STDIN").await.unwrap();
+    futures_util::SinkExt::send(&mut sink, bytes::Bytes::from_static(b"1\n"))
+        .await
+        .unwrap();
+    // A backend waiting for COPY data acts on the cancel when the next data arrives.
+    client.cancel_token().cancel_query().await.unwrap();
+    futures_util::SinkExt::send(&mut sink, bytes::Bytes::from_static(b"2\n"))
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || wait_until_idle(&mut connect(), pid))
+        .await
+        .unwrap();
+    // The driver meets the server's error while sending these.
+    for _ in 0..3 {
+        let _ = futures_util::SinkExt::send(&mut sink, bytes::Bytes::from_static(b"2\n")).await;
+    }
+    let finished = tokio::time::timeout(LIMIT, sink.finish()).await.unwrap();
+    let error = finished.unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(&pqlib::error::SqlState::QUERY_CANCELED),
+        "{error}"
+    );
+    four_callers_get_their_own_rows(&client).await;
+}
+
+#[test]
+fn blocking_copy_in_cancelled_by_the_server_fails_alone() {
+    common::bounded("a cancelled copy_in", LIMIT, || {
+        let mut conn = connect();
+        conn.batch_execute("CREATE TEMP TABLE copy_target (x int)")
+            .unwrap();
+        let pid = conn.backend_pid() as i32;
+        let token = conn.cancel_token();
+        let mut writer = conn.copy_in("COPY copy_target FROM STDIN").unwrap();
+        std::io::Write::write_all(&mut writer, b"1\n").unwrap();
+        token.cancel_query().unwrap();
+        // Acted on when the next data arrives.
+        std::io::Write::write_all(&mut writer, b"2\n").unwrap();
+        std::io::Write::flush(&mut writer).unwrap();
+        wait_until_idle(&mut connect(), pid);
+        for _ in 0..3 {
+            let _ = std::io::Write::write_all(&mut writer, &[b'2'; 70_000]);
+        }
+        let error = writer.finish().unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(&pqlib::error::SqlState::QUERY_CANCELED),
+            "{error}"
+        );
+        let tag: String = conn.query_one("SELECT 'mine'::text", &[]).unwrap().get(0);
+        assert_eq!(tag, "mine");
+    });
+}

@@ -43,7 +43,7 @@ pub(crate) enum Discard {
     /// The rest of a COPY OUT has not arrived: wait until the socket is readable, call
     /// `PQconsumeInput`, then step again.
     NeedsInput,
-    /// libpq refused: the connection is broken.
+    /// The connection is broken.
     Failed,
 }
 
@@ -75,7 +75,8 @@ impl CopyDiscard {
             match unsafe { ffi::PQputCopyEnd(conn, message.as_ptr()) } {
                 1 => self.end_sent = true,
                 0 => return Discard::NeedsFlush,
-                _ => return Discard::Failed,
+                // SAFETY: as above.
+                _ => return unsafe { left_or_failed(conn) },
             }
         }
         while self.read_out {
@@ -89,10 +90,25 @@ impl CopyDiscard {
                 0 => return Discard::NeedsInput,
                 -1 => self.read_out = false,
                 n if n > 0 => {}
-                _ => return Discard::Failed,
+                // SAFETY: as above.
+                _ => return unsafe { left_or_failed(conn) },
             }
         }
         Discard::Done
+    }
+}
+
+/// libpq refused a COPY call: either it has already left the COPY (the server ended it with
+/// an error, e.g. a cancel, which `PQgetResult` now returns), or the connection is broken.
+///
+/// # Safety
+/// `conn` is a live connection.
+unsafe fn left_or_failed(conn: *mut ffi::PGconn) -> Discard {
+    // SAFETY: per the contract.
+    if unsafe { ffi::PQstatus(conn) } == ffi::ConnStatusType::CONNECTION_OK {
+        Discard::Done
+    } else {
+        Discard::Failed
     }
 }
 

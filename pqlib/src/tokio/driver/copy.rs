@@ -83,6 +83,18 @@ pub(super) enum CopyState {
 }
 
 impl CopyState {
+    /// The state's name, for `Debug`.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            CopyState::In { .. } => "In",
+            CopyState::Ending { .. } => "Ending",
+            CopyState::Out { .. } => "Out",
+            CopyState::OutDelivering { .. } => "OutDelivering",
+            CopyState::OutEnding { .. } => "OutEnding",
+            CopyState::Discarding { .. } => "Discarding",
+        }
+    }
+
     /// Records that a later statement started a COPY of its own, which is being discarded:
     /// the answer becomes an error (if it is not one already). Returns how many more COPYs
     /// the request's text allows, or `None` if it allows no more.
@@ -309,6 +321,14 @@ impl Connection {
                             0 => {
                                 self.needs_flush = true;
                                 return Ok(progress);
+                            }
+                            // libpq already left the COPY (the server ended it: an error,
+                            // a cancel); its result follows.
+                            // SAFETY: the connection is alive.
+                            _ if unsafe { ffi::PQstatus(ptr) }
+                                == ffi::ConnStatusType::CONNECTION_OK =>
+                            {
+                                *sent = true;
                             }
                             _ => return Err(self.connection_error()),
                         }

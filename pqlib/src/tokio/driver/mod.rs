@@ -723,9 +723,23 @@ impl Future for Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let front = self.in_flight.front().map(|f| {
+            format!(
+                "sync: {}, nulls_left: {}, rows: {}, results: {}",
+                f.sync,
+                f.nulls_left,
+                f.rows.is_some(),
+                f.results.len()
+            )
+        });
         f.debug_struct("Connection")
             .field("in_flight", &self.in_flight.len())
+            .field("front", &front)
+            .field("held", &self.held.is_some())
+            .field("copy", &self.copy.as_ref().map(CopyState::name))
             .field("in_pipeline", &self.in_pipeline)
+            .field("needs_flush", &self.needs_flush)
+            .field("clients_gone", &self.clients_gone)
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
