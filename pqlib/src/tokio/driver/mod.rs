@@ -276,17 +276,21 @@ impl Connection {
             if rows_waiting {
                 // Woken by the stream taking a batch (or by a new request).
             } else if let Poll::Ready(ready) = self.socket.poll_read_ready(cx) {
-                // Kept ready for now: whether it may be cleared is known only after reading.
-                ready
-                    .map_err(|e| Error::closed(format!("socket: {e}")))?
-                    .retain_ready();
-                self.read()?;
+                let mut guard = ready.map_err(|e| Error::closed(format!("socket: {e}")))?;
+                // SAFETY: the connection is alive; non-blocking, so this takes what is there.
+                let consumed = unsafe { ffi::PQconsumeInput(self.conn.as_ptr()) } != 0;
                 if !self.readable_now() {
                     // Drained: forget the readiness so the next poll waits for the reactor.
-                    if let Poll::Ready(Ok(mut guard)) = self.socket.poll_read_ready(cx) {
-                        guard.clear_ready();
-                    }
+                    // Through the guard taken before the read: readiness from data that
+                    // arrives after the check carries a newer tick and survives. (A guard
+                    // taken now could carry that tick, and clearing it would lose the
+                    // wakeup for data nobody reads: a hang.)
+                    guard.clear_ready();
                 }
+                if !consumed {
+                    return Poll::Ready(Err(self.connection_error()));
+                }
+                self.take_results()?;
                 progress = true;
             }
             if self.clients_gone
@@ -506,16 +510,6 @@ impl Connection {
                 _ => return Poll::Ready(Err(self.connection_error())),
             }
         }
-    }
-
-    /// Reads what the socket has and hands out every complete result.
-    fn read(&mut self) -> Result<()> {
-        let ptr = self.conn.as_ptr();
-        // SAFETY: the connection is alive; non-blocking, so this only takes what is there.
-        if unsafe { ffi::PQconsumeInput(ptr) } == 0 {
-            return Err(self.connection_error());
-        }
-        self.take_results()
     }
 
     /// Hands out every complete result libpq has parsed or can parse from what it has read,
