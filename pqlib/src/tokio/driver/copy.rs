@@ -118,6 +118,7 @@ impl CopyState {
         Some(*copies_left)
     }
 }
+
 impl Connection {
     /// The front request's statement started a COPY (`status`): hand the data side to the
     /// caller that asked for it, or end it unread. Only requests sent alone with the simple
@@ -126,81 +127,64 @@ impl Connection {
         let Some(front) = self.in_flight.front_mut() else {
             return Ok(());
         };
-        match status {
-            _ if front.sync => {
-                // The server ignores Syncs during a COPY IN and libpq adds one when it
-                // ends, so nothing after this could be matched to its request any more.
-                // Statements are checked for COPY before they are sent; this is a server
-                // out of step with us.
-                return Err(Error::closed(
-                    "a statement started a COPY inside the pipeline; the connection was \
-                     closed because its protocol state can no longer be trusted",
-                ));
-            }
-            _ if front.copies_left == 0 => {
-                return Err(Error::closed(
-                    "the server started more COPYs than the SQL text has statements",
-                ));
-            }
-            ffi::ExecStatusType::PGRES_COPY_IN => {
-                let copies_left = front.copies_left - 1;
-                let target = front.copy.take();
-                let Some(done) = self.in_flight.pop_front() else {
-                    return Ok(());
-                };
-                match target {
-                    Some(CopyTarget::In(data)) => {
-                        let _ = done.reply.send(Ok(Vec::new()));
-                        self.copy = Some(CopyState::In {
-                            data,
-                            pending: None,
-                            error: None,
-                            copies_left,
-                        });
-                    }
-                    _ => {
-                        let _ = done
-                            .reply
-                            .send(Err(copy_refused("COPY FROM STDIN", "copy_in")));
-                        self.copy = Some(CopyState::Ending {
-                            abort: Some(c"COPY FROM STDIN is not supported through this call"),
-                            sent: false,
-                            reply: None,
-                            rows: None,
-                            error: None,
-                            copies_left,
-                        });
-                    }
-                }
-            }
-            ffi::ExecStatusType::PGRES_COPY_OUT => {
-                let copies_left = front.copies_left - 1;
-                let target = front.copy.take();
-                let Some(done) = self.in_flight.pop_front() else {
-                    return Ok(());
-                };
-                match target {
-                    Some(CopyTarget::Out(sink)) => {
-                        let _ = done.reply.send(Ok(Vec::new()));
-                        self.copy = Some(CopyState::Out {
-                            sink: Some(sink),
-                            copies_left,
-                        });
-                    }
-                    _ => {
-                        // Read and discard the data, so the connection stays in step.
-                        let _ = done
-                            .reply
-                            .send(Err(copy_refused("COPY TO STDOUT", "copy_out")));
-                        self.copy = Some(CopyState::Out {
-                            sink: None,
-                            copies_left,
-                        });
-                    }
-                }
-            }
-            _ => {}
+        if front.sync {
+            // The server ignores Syncs during a COPY IN and libpq adds one when it ends, so
+            // nothing after this could be matched to its request any more. Statements are
+            // checked for COPY before they are sent; this is a server out of step with us.
+            return Err(Error::closed(
+                "a statement started a COPY inside the pipeline; the connection was closed \
+                 because its protocol state can no longer be trusted",
+            ));
         }
+        let Some(copies_left) = front.copies_left.checked_sub(1) else {
+            return Err(Error::closed(
+                "the server started more COPYs than the SQL text has statements",
+            ));
+        };
+        let target = front.copy.take();
+        let Some(done) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let copy_in = status == ffi::ExecStatusType::PGRES_COPY_IN;
+        let (answer, state) = match target {
+            Some(CopyTarget::In(data)) if copy_in => (
+                Ok(Vec::new()),
+                CopyState::In {
+                    data,
+                    pending: None,
+                    error: None,
+                    copies_left,
+                },
+            ),
+            Some(CopyTarget::Out(sink)) if !copy_in => (
+                Ok(Vec::new()),
+                CopyState::Out {
+                    sink: Some(sink),
+                    copies_left,
+                },
+            ),
+            // Nobody asked for this COPY: abort it, or read and discard its data.
+            _ if copy_in => (
+                Err(copy_refused("COPY FROM STDIN", "copy_in")),
+                CopyState::Ending {
+                    abort: Some(c"COPY FROM STDIN is not supported through this call"),
+                    sent: false,
+                    reply: None,
+                    rows: None,
+                    error: None,
+                    copies_left,
+                },
+            ),
+            _ => (
+                Err(copy_refused("COPY TO STDOUT", "copy_out")),
+                CopyState::Out {
+                    sink: None,
+                    copies_left,
+                },
+            ),
+        };
+        let _ = done.reply.send(answer);
+        self.copy = Some(state);
         Ok(())
     }
 
