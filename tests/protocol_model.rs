@@ -165,6 +165,10 @@ impl History {
             report.push_str(e);
             report.push('\n');
         }
+        report.push_str(&format!(
+            "--- driver: {} ---\n",
+            DRIVER_DEBUG.lock().unwrap()
+        ));
         report.push_str("--- the last events of every task ---\n");
         for e in events.iter().rev().take(120).rev() {
             report.push_str(e);
@@ -1445,6 +1449,10 @@ struct AsyncWorld {
     pool: Option<pqlib::pool::deadpool::Pool>,
 }
 
+/// The shared client's connection task as it was after its latest poll (`Debug`: requests in
+/// flight, COPY state, pipeline mode), printed with a failure: a hang shows where it stopped.
+static DRIVER_DEBUG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
 /// Connects without holding a non-`Send` future on a worker, and runs the connection task
 /// with its notices and notifications going to `messages`.
 async fn connect_shared(n: u64, messages: Arc<Messages>) -> Slot {
@@ -1457,7 +1465,16 @@ async fn connect_shared(n: u64, messages: Arc<Messages>) -> Slot {
             .expect("connecting");
     tokio::spawn(async move {
         loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match std::future::poll_fn(|cx| {
+                let polled = connection.poll_message(cx);
+                *DRIVER_DEBUG.lock().unwrap() = format!(
+                    "{connection:?}, last poll {}",
+                    if polled.is_ready() { "ready" } else { "pending" }
+                );
+                polled
+            })
+            .await
+            {
                 Some(Ok(AsyncMessage::Notice(notice))) => {
                     messages
                         .notices
