@@ -1469,7 +1469,11 @@ async fn connect_shared(n: u64, messages: Arc<Messages>) -> Slot {
                 let polled = connection.poll_message(cx);
                 *DRIVER_DEBUG.lock().unwrap() = format!(
                     "{connection:?}, last poll {}",
-                    if polled.is_ready() { "ready" } else { "pending" }
+                    if polled.is_ready() {
+                        "ready"
+                    } else {
+                        "pending"
+                    }
                 );
                 polled
             })

@@ -320,6 +320,8 @@ mod rogue_server {
     enum Rogue {
         CopyOut,
         CopyIn,
+        /// Answers every `loread` with more bytes than it asked for.
+        LongLargeObjectRead,
     }
 
     fn message(kind: u8, body: &[u8]) -> Vec<u8> {
@@ -338,15 +340,16 @@ mod rogue_server {
         Some((header[0], body))
     }
 
-    fn serve(mut stream: TcpStream, rogue: Rogue) {
+    /// Reads the startup packet and says hello: trust authentication, UTF8, idle.
+    fn handshake(stream: &mut TcpStream) -> bool {
         // The startup packet (no type byte).
         let mut len = [0u8; 4];
         if stream.read_exact(&mut len).is_err() {
-            return;
+            return false;
         }
         let mut startup = vec![0u8; i32::from_be_bytes(len) as usize - 4];
         if stream.read_exact(&mut startup).is_err() {
-            return;
+            return false;
         }
         let mut hello = message(b'R', &0i32.to_be_bytes());
         for (name, value) in [
@@ -359,7 +362,16 @@ mod rogue_server {
         }
         hello.extend(message(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
         hello.extend(message(b'Z', b"I"));
-        let _ = stream.write_all(&hello);
+        stream.write_all(&hello).is_ok()
+    }
+
+    fn serve(mut stream: TcpStream, rogue: Rogue) {
+        if !handshake(&mut stream) {
+            return;
+        }
+        if let Rogue::LongLargeObjectRead = rogue {
+            return serve_large_objects(stream);
+        }
         let mut executed = false;
         while let Some((kind, body)) = read_message(&mut stream) {
             let reply = match kind {
@@ -382,6 +394,7 @@ mod rogue_server {
                             out
                         }
                         Rogue::CopyIn => message(b'G', &[0, 0, 0]),
+                        Rogue::LongLargeObjectRead => unreachable!(),
                     }
                 }
                 b'E' => message(b'C', b"SELECT 0\0"),
@@ -398,6 +411,121 @@ mod rogue_server {
                 return;
             }
         }
+    }
+
+    /// A `RowDescription` of one binary column of type `oid`.
+    fn one_column(oid: u32) -> Vec<u8> {
+        let mut body = 1i16.to_be_bytes().to_vec();
+        body.extend_from_slice(b"v\0");
+        body.extend_from_slice(&0u32.to_be_bytes()); // table
+        body.extend_from_slice(&0i16.to_be_bytes()); // column
+        body.extend_from_slice(&oid.to_be_bytes());
+        body.extend_from_slice(&(-1i16).to_be_bytes()); // typlen
+        body.extend_from_slice(&(-1i32).to_be_bytes()); // typmod
+        body.extend_from_slice(&1i16.to_be_bytes()); // binary
+        message(b'T', &body)
+    }
+
+    fn one_value(value: &[u8]) -> Vec<u8> {
+        let mut body = 1i16.to_be_bytes().to_vec();
+        body.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        body.extend_from_slice(value);
+        message(b'D', &body)
+    }
+
+    /// Just enough of a server for `Transaction::large_object_open` and a read: `lo_open`
+    /// answers descriptor 0, and `loread($1, $2)` answers 1000 bytes whatever `$2` asked for.
+    fn serve_large_objects(mut stream: TcpStream) {
+        let mut statements = std::collections::HashMap::<Vec<u8>, String>::new();
+        let mut bound = String::new();
+        let mut status = b'I';
+        let nul = |bytes: &[u8]| bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        while let Some((kind, body)) = read_message(&mut stream) {
+            let (oid, value): (u32, Vec<u8>) = if bound.contains("loread") {
+                (17, vec![b'x'; 1000])
+            } else {
+                (23, 0i32.to_be_bytes().to_vec())
+            };
+            let reply = match kind {
+                b'P' => {
+                    let name = body[..nul(&body)].to_vec();
+                    let rest = &body[name.len() + 1..];
+                    let sql = String::from_utf8_lossy(&rest[..nul(rest)]).into_owned();
+                    statements.insert(name, sql);
+                    message(b'1', b"")
+                }
+                b'B' => {
+                    let rest = &body[nul(&body) + 1..];
+                    bound = statements
+                        .get(&rest[..nul(rest)])
+                        .cloned()
+                        .unwrap_or_default();
+                    message(b'2', b"")
+                }
+                b'D' if body.first() == Some(&b'S') => {
+                    let sql = statements.get(&body[1..nul(&body[1..]) + 1]).cloned();
+                    let sql = sql.unwrap_or_default();
+                    let params = if sql.contains("$2") { 2i16 } else { 0 };
+                    let mut description = params.to_be_bytes().to_vec();
+                    for _ in 0..params {
+                        description.extend_from_slice(&23u32.to_be_bytes());
+                    }
+                    let mut out = message(b't', &description);
+                    out.extend(one_column(if sql.contains("loread") { 17 } else { 23 }));
+                    out
+                }
+                b'D' => one_column(oid),
+                b'E' => {
+                    let mut out = one_value(&value);
+                    out.extend(message(b'C', b"SELECT 1\0"));
+                    out
+                }
+                b'S' => message(b'Z', &[status]),
+                b'Q' => {
+                    let sql = String::from_utf8_lossy(&body).to_uppercase();
+                    let tag: &[u8] = if sql.starts_with("BEGIN") {
+                        status = b'T';
+                        b"BEGIN\0"
+                    } else {
+                        status = b'I';
+                        b"ROLLBACK\0"
+                    };
+                    let mut out = message(b'C', tag);
+                    out.extend(message(b'Z', &[status]));
+                    out
+                }
+                b'X' => return,
+                _ => Vec::new(),
+            };
+            if stream.write_all(&reply).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A large-object read is bounded by the caller's buffer, whatever the server answers
+    /// (issue 13, finding 8: libpq's `lo_read` copied the server's length into it).
+    #[test]
+    fn large_object_read_refuses_an_answer_longer_than_asked() {
+        let conninfo = start(Rogue::LongLargeObjectRead);
+        common::bounded(
+            "a large-object read from a rogue server",
+            LIMIT,
+            move || {
+                let mut conn = Connection::connect(&conninfo).unwrap();
+                let mut transaction = conn.transaction().unwrap();
+                let mut object = transaction
+                    .large_object_open(4242, pqlib::large_object::LargeObjectMode::Read)
+                    .unwrap();
+                let mut buf = [0u8; 16];
+                let error = std::io::Read::read(&mut object, &mut buf).unwrap_err();
+                assert!(
+                    error.to_string().contains("with 1000 bytes"),
+                    "an over-long answer must be refused: {error}"
+                );
+                assert_eq!(buf, [0u8; 16], "nothing was copied");
+            },
+        );
     }
 
     /// A one-connection rogue server on 127.0.0.1; returns its conninfo.
