@@ -161,6 +161,16 @@ impl PgResultRef {
         }
     }
 
+    /// Whether the result carries a command tag. libpq 17+'s chunked-rows mode puts the
+    /// tag (`SELECT 2`) on the last chunk and leaves the closing zero-row result without one.
+    pub(crate) fn has_command_status(&self) -> bool {
+        // SAFETY: the result is alive; PQcmdStatus returns a NUL-terminated string it owns.
+        unsafe {
+            let ptr = ffi::PQcmdStatus(self.as_ptr());
+            !ptr.is_null() && *ptr != 0
+        }
+    }
+
     /// The command tag (`INSERT 0 5`).
     pub(crate) fn command_status(&self) -> String {
         // SAFETY: the result is alive; PQcmdStatus returns a string owned by the result.

@@ -75,6 +75,7 @@ impl Connection {
             chunk: None,
             position: 0,
             rows_affected: None,
+            chunk_tag: None,
             done: false,
         };
         if streaming != 1 {
@@ -97,6 +98,8 @@ pub struct RowStream<'c> {
     /// The next row of `chunk` to hand out.
     position: usize,
     rows_affected: Option<u64>,
+    /// The row count of a chunk that carried the command tag (libpq 17+ chunked mode).
+    chunk_tag: Option<u64>,
     done: bool,
 }
 
@@ -183,9 +186,16 @@ impl RowStream<'_> {
             };
             if result.ntuples() == 0 {
                 // The end (TUPLES_OK with zero rows; COMMAND_OK or EMPTY_QUERY for a statement
-                // without rows): the command's status.
-                self.rows_affected = Some(result.rows_affected());
+                // without rows): the command's status, unless the last chunk carried it.
+                self.rows_affected = match self.chunk_tag {
+                    Some(rows) if !result.has_command_status() => Some(rows),
+                    _ => Some(result.rows_affected()),
+                };
                 continue;
+            }
+            if result.has_command_status() {
+                // libpq 17+'s chunked mode: the tag comes with the last chunk of rows.
+                self.chunk_tag = Some(result.rows_affected());
             }
             return Some(Ok(self.rows(result)));
         }

@@ -86,6 +86,7 @@ impl Client {
             columns,
             notices: self.notices(),
             rows_affected: None,
+            chunk_tag: None,
         })
     }
 }
@@ -104,6 +105,8 @@ pub struct RowStream {
     columns: Arc<[Column]>,
     notices: Arc<NoticeState>,
     rows_affected: Option<u64>,
+    /// The row count of a chunk that carried the command tag (libpq 17+ chunked mode).
+    chunk_tag: Option<u64>,
 }
 
 impl RowStream {
@@ -133,6 +136,10 @@ impl Stream for RowStream {
         let this = self.get_mut();
         loop {
             if let Some(result) = this.batch.next() {
+                if result.has_command_status() {
+                    // libpq 17+'s chunked mode: the tag comes with the last chunk of rows.
+                    this.chunk_tag = Some(result.rows_affected());
+                }
                 return Poll::Ready(Some(Ok(Rows::new(
                     result,
                     this.columns.clone(),
@@ -152,7 +159,10 @@ impl Stream for RowStream {
         this.end = None;
         match outcome {
             Ok(Ok(results)) => {
-                this.rows_affected = results.last().map(|r| r.rows_affected());
+                this.rows_affected = match (results.last(), this.chunk_tag) {
+                    (Some(last), Some(rows)) if !last.has_command_status() => Some(rows),
+                    (last, chunk_tag) => last.map(|r| r.rows_affected()).or(chunk_tag),
+                };
                 Poll::Ready(None)
             }
             Ok(Err(e)) => Poll::Ready(Some(Err(e))),
