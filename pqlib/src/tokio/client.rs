@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot};
@@ -108,6 +109,16 @@ impl Client {
 
     /// Queues a request; the answer comes through the returned receiver.
     pub(super) fn send_only(&self, work: Work, detached: bool) -> Result<oneshot::Receiver<Reply>> {
+        self.queue(work, detached, None)
+    }
+
+    /// Queues a request, with the flag the connection task sets if it succeeds.
+    fn queue(
+        &self,
+        work: Work,
+        detached: bool,
+        succeeded: Option<Arc<AtomicBool>>,
+    ) -> Result<oneshot::Receiver<Reply>> {
         self.deallocate_dropped();
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -116,6 +127,8 @@ impl Client {
                 work,
                 reply,
                 detached,
+                succeeded,
+                only_if: None,
             })
             .map_err(|_| Error::closed("the connection task has ended"))?;
         Ok(answer)
@@ -133,11 +146,20 @@ impl Client {
 
     /// Sends a request whose answer nobody waits for; it runs even so.
     fn detached(&self, work: Work) {
+        self.detached_if(work, None);
+    }
+
+    /// Sends a request whose answer nobody waits for; it runs even so, unless `only_if` is
+    /// given and the request that sets it (queued earlier) did not succeed. `work` must be
+    /// simple-protocol SQL if `only_if` is given.
+    fn detached_if(&self, work: Work, only_if: Option<Arc<AtomicBool>>) {
         let (reply, _) = oneshot::channel();
         let _ = self.inner.sender.send(Request {
             work,
             reply,
             detached: true,
+            succeeded: None,
+            only_if,
         });
     }
 
@@ -419,12 +441,7 @@ impl Client {
     /// the connection, as with `tokio_postgres`.
     #[doc(alias = "BEGIN")]
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
-        self.batch_execute("BEGIN").await?;
-        Ok(Transaction {
-            client: self,
-            depth: 0,
-            finished: false,
-        })
+        Transaction::begin(self, 0).await
     }
 }
 
@@ -454,9 +471,50 @@ pub struct Transaction<'a> {
     client: &'a mut Client,
     depth: u32,
     finished: bool,
+    /// While its `BEGIN` (or `SAVEPOINT`) is awaited: the flag the connection task sets if
+    /// that succeeds. The rollback on drop then runs only if it did.
+    begun: Option<Arc<AtomicBool>>,
 }
 
-impl Transaction<'_> {
+impl<'a> Transaction<'a> {
+    /// Sends `BEGIN` (depth 0) or `SAVEPOINT` and waits for it.
+    ///
+    /// The transaction exists (unconfirmed) from the moment the statement is queued: if this
+    /// future is dropped before the answer, the drop queues the rollback right behind the
+    /// statement, and the connection task runs it only if the statement was sent and
+    /// succeeded. So the client's next statement never lands in an abandoned transaction or
+    /// savepoint, and a `BEGIN` that failed (or never went out) leaves nothing behind.
+    async fn begin(client: &'a mut Client, depth: u32) -> Result<Transaction<'a>> {
+        let sql = match depth {
+            0 => "BEGIN".to_owned(),
+            n => format!("SAVEPOINT pqlib_savepoint_{n}"),
+        };
+        let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        let begun = Arc::new(AtomicBool::new(false));
+        let answer = client.queue(Work::Simple { sql }, false, Some(begun.clone()))?;
+        let mut transaction = Transaction {
+            client,
+            depth,
+            finished: false,
+            begun: Some(begun),
+        };
+        let reply = answer
+            .await
+            .map_err(|_| Error::closed("the connection task ended before answering"))
+            .and_then(|reply| reply);
+        match reply {
+            Ok(_) => {
+                transaction.begun = None;
+                Ok(transaction)
+            }
+            Err(error) => {
+                // Nothing to roll back: the statement failed.
+                transaction.finished = true;
+                Err(error)
+            }
+        }
+    }
+
     /// Commits (or releases the savepoint). A transaction in which a statement failed is
     /// rolled back by the server instead; that is an error here.
     #[doc(alias = "COMMIT")]
@@ -501,15 +559,7 @@ impl Transaction<'_> {
     /// Starts a nested transaction: a savepoint.
     #[doc(alias = "SAVEPOINT")]
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
-        let depth = self.depth + 1;
-        self.client
-            .batch_execute(&format!("SAVEPOINT pqlib_savepoint_{depth}"))
-            .await?;
-        Ok(Transaction {
-            client: &mut *self.client,
-            depth,
-            finished: false,
-        })
+        Transaction::begin(&mut *self.client, self.depth + 1).await
     }
 }
 
@@ -525,7 +575,8 @@ impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         if !self.finished {
             if let Ok(sql) = CString::new(self.rollback_sql()) {
-                self.client.detached(Work::Simple { sql });
+                self.client
+                    .detached_if(Work::Simple { sql }, self.begun.take());
             }
         }
     }

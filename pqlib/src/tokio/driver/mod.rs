@@ -12,6 +12,7 @@ use std::ffi::{CString, c_int};
 use std::future::Future;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -100,6 +101,14 @@ pub(crate) struct Request {
     /// Runs even though nobody waits for the answer (a rollback from a dropped transaction,
     /// a deallocation).
     pub(crate) detached: bool,
+    /// Set by this task once the request has succeeded (a `BEGIN` or `SAVEPOINT` whose
+    /// caller may give up before the answer).
+    pub(crate) succeeded: Option<Arc<AtomicBool>>,
+    /// Run only if this flag (another request's `succeeded`) is set when the request's turn
+    /// comes; otherwise answered with an error unsent. Only simple-protocol requests may
+    /// carry it: they wait until everything queued before them has been answered, so an
+    /// earlier request's outcome is known by then.
+    pub(crate) only_if: Option<Arc<AtomicBool>>,
 }
 
 /// A request on the wire, waiting for its results.
@@ -118,6 +127,8 @@ struct InFlight {
     /// How many COPYs its SQL text may start (`copy_discard::max_copies`): none for
     /// pipelined requests, where a COPY closes the connection.
     copies_left: usize,
+    /// Set once the request has succeeded ([`Request::succeeded`]).
+    succeeded: Option<Arc<AtomicBool>>,
 }
 
 /// A duplicate of the connection's socket, for tokio's reactor: readiness is the same (one
@@ -335,6 +346,15 @@ impl Connection {
                     self.held = Some(request);
                     return Ok(progress);
                 }
+                if let Some(flag) = &request.only_if {
+                    // Everything before it has been answered: the flag is final.
+                    if !flag.load(Ordering::Acquire) {
+                        let _ = request.reply.send(Err(Error::client(
+                            "not sent: the request it depended on did not succeed",
+                        )));
+                        continue;
+                    }
+                }
                 self.set_pipeline(false)?;
             } else if !self.in_pipeline || matches!(request.work, Work::Stream { .. }) {
                 // Leaving simple mode needs the pipeline drained, and so does streaming (the
@@ -372,7 +392,12 @@ impl Connection {
 
     fn send(&mut self, request: Request) -> Result<()> {
         let ptr = self.conn.as_ptr();
-        let Request { work, reply, .. } = request;
+        let Request {
+            work,
+            reply,
+            succeeded,
+            ..
+        } = request;
         let mut copy = None;
         let mut rows = None;
         let mut error = None;
@@ -473,6 +498,7 @@ impl Connection {
             copy,
             rows,
             copies_left,
+            succeeded,
         });
         self.needs_flush = true;
         Ok(())
@@ -633,7 +659,12 @@ impl Connection {
             }
             let reply = match done.error {
                 Some(error) => Err(error),
-                None => Ok(done.results),
+                None => {
+                    if let Some(flag) = &done.succeeded {
+                        flag.store(true, Ordering::Release);
+                    }
+                    Ok(done.results)
+                }
             };
             let _ = done.reply.send(reply);
         }
