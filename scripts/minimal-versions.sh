@@ -22,7 +22,7 @@
 #
 # Feature sets: the whole workspace as `cargo test --workspace` builds it (the root package
 # turns on every pqlib feature but `vendored*`), then pqlib and pqlib-sys with no optional
-# features. Not checked: `vendored`, `vendored-openssl` and `asan`, which add only pq-src (pinned
+# features. Not checked: `vendored` and `vendored-openssl`, which add only pq-src (pinned
 # exactly, `=0.3.14`: nothing to minimize) and openssl-sys's `vendored` feature, and would
 # build libpq and OpenSSL from C sources for minutes; openssl-sys itself is at its minimum in
 # the checked builds through the `openssl` feature.
