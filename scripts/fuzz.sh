@@ -9,7 +9,10 @@
 # escape_identifier on a connection to a fake server), from_sql (FromSql through Row::try_get
 # on PGresults built with PQmakeEmptyPGresult/PQsetResultAttrs/PQsetvalue) and binary_copy
 # (the binary COPY parser). The last two use pqlib's hidden fuzzing hooks
-# (`Rows::__from_raw_result`, `binary_copy::__decode`), built with the `hooks` feature.
+# (`Rows::__single_column`, `binary_copy::__decode`), built with the `hooks` feature.
+# Every target in fuzz/Cargo.toml runs; one that does not build or run fails the script.
+# Each oracle lives in fuzz/oracles/, shared with tests/fuzz_regressions.rs, which replays
+# fuzz/regressions/ in the ordinary test suite.
 #
 # cargo-fuzz needs nightly flags (-Zsanitizer); with no nightly toolchain available this
 # runs stable rustc with RUSTC_BOOTSTRAP=1. `cargo install cargo-fuzz` if it is missing.
@@ -27,14 +30,13 @@ esac
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
-features=()
-targets=(config escape)
-if grep -q "__from_raw_result" ../pqlib/src/row.rs && grep -q "fn __decode" ../pqlib/src/binary_copy.rs; then
-    features=(--features hooks)
-    targets+=(from_sql binary_copy)
-else
-    echo "fuzz: from_sql and binary_copy skipped: pqlib lacks its fuzzing hooks"
+features=(--features hooks)
+mapfile -t targets < <(sed -n 's/^name = "\(.*\)"/\1/p' Cargo.toml | grep -vx pqlib-fuzz)
+if ((${#targets[@]} < 4)); then
+    echo "fuzz: expected at least 4 targets in fuzz/Cargo.toml, found: ${targets[*]}"
+    exit 1
 fi
+echo "fuzz: targets: ${targets[*]}"
 budget="${FUZZ_BUDGET:-$(( ${#targets[@]} * (seconds + 600) ))}"
 deadline=$(( $(date +%s) + budget ))
 
