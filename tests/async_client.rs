@@ -390,7 +390,7 @@ async fn connect_timeout_moves_on_from_a_silent_host() {
     // packet gets no reply.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
-    let Some(cluster) = common::cluster() else {
+    let Some(cluster) = common::own_cluster() else {
         return;
     };
     let conninfo = format!(
@@ -459,7 +459,7 @@ async fn latency_proxy(target_port: u16, delay: Duration) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelining_saves_round_trips_on_a_slow_network() {
-    let Some(cluster) = common::cluster() else {
+    let Some(cluster) = common::own_cluster() else {
         return;
     };
     let delay = Duration::from_millis(5);

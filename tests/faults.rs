@@ -317,15 +317,15 @@ fn server_stopped_and_restarted(signal: libc::c_int) {
 
 #[test]
 fn server_fast_shutdown_then_restart() {
-    if common::cluster().is_none() {
-        return; // An external server: no TempCluster here.
+    if common::own_cluster().is_none() {
+        return;
     }
     server_stopped_and_restarted(libc::SIGINT);
 }
 
 #[test]
 fn server_immediate_shutdown_then_restart() {
-    if common::cluster().is_none() {
+    if common::own_cluster().is_none() {
         return;
     }
     server_stopped_and_restarted(libc::SIGQUIT);
@@ -357,7 +357,7 @@ fn connect_timeout_ends_a_connect_to_a_silent_server() {
 }
 
 fn proxied(extra: &str) -> Option<(Proxy, Connection)> {
-    let port = common::cluster()?.port;
+    let port = common::own_cluster()?.port;
     let proxy = Proxy::start(Upstream::Tcp(port));
     let conn = Connection::connect(&proxy.conninfo(extra)).expect("connecting through the proxy");
     Some((proxy, conn))
@@ -451,11 +451,12 @@ fn a_stalled_proxy_keeps_the_statement_waiting_until_the_connection_is_cut() {
 
 /// What a dead-network child checks; `name` is the test function that runs it.
 fn run_netns_child(name: &str, flag: &str) {
-    if common::cluster().is_none() && std::env::var_os(flag).is_none() {
-        return; // An external server may not be reachable from another namespace.
+    // An external server may not be reachable from another namespace.
+    if std::env::var_os(flag).is_none() && common::own_cluster().is_none() {
+        return;
     }
     match common::run_child_in_netns(name, flag) {
-        None => eprintln!("SKIPPED {name}: network namespaces are not available (needs root)"),
+        None => common::skip("network namespaces are not available (needs root and unshare)"),
         Some((ok, output)) => {
             eprintln!("{output}");
             assert!(ok, "the child failed:\n{output}");

@@ -317,7 +317,7 @@ async fn server_stopped_and_restarted(signal: libc::c_int) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_fast_shutdown_then_restart() {
-    if common::cluster().is_none() {
+    if common::own_cluster().is_none() {
         return;
     }
     server_stopped_and_restarted(libc::SIGINT).await;
@@ -325,7 +325,7 @@ async fn server_fast_shutdown_then_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_immediate_shutdown_then_restart() {
-    if common::cluster().is_none() {
+    if common::own_cluster().is_none() {
         return;
     }
     server_stopped_and_restarted(libc::SIGQUIT).await;
@@ -338,7 +338,7 @@ async fn server_immediate_shutdown_then_restart() {
 /// the connection task ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_connection_fails_everything_in_flight() {
-    let Some(cluster) = common::cluster() else {
+    let Some(cluster) = common::own_cluster() else {
         return;
     };
     let proxy = Proxy::start(Upstream::Tcp(cluster.port));
@@ -383,11 +383,11 @@ async fn connect_timeout_ends_a_connect_to_a_silent_server() {
 }
 
 fn run_netns_child(name: &str, flag: &str) {
-    if common::cluster().is_none() {
+    if common::own_cluster().is_none() {
         return;
     }
     match common::run_child_in_netns(name, flag) {
-        None => eprintln!("SKIPPED {name}: network namespaces are not available (needs root)"),
+        None => common::skip("network namespaces are not available (needs root and unshare)"),
         Some((ok, output)) => {
             eprintln!("{output}");
             assert!(ok, "the child failed:\n{output}");

@@ -65,7 +65,10 @@ fn every_stored_fuzz_input_passes_its_oracle() {
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
         let (_, check) = TARGETS
             .iter()
-            .find(|(target, _)| name.strip_prefix(target).is_some_and(|r| r.starts_with('-')))
+            .find(|(target, _)| {
+                name.strip_prefix(target)
+                    .is_some_and(|r| r.starts_with('-'))
+            })
             .unwrap_or_else(|| panic!("{name}: names no fuzz target ({TARGETS:?})"));
         check(&std::fs::read(&path).unwrap());
         replayed.push(name);

@@ -395,7 +395,7 @@ fn make_certificates(dir: &Path) {
 #[test]
 fn tls_files_enable_ssl_and_client_certificates() {
     if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("skipped: no `openssl` command to make test certificates with");
+        common::skip("no `openssl` command to make test certificates with");
         return;
     }
     let scratch = Scratch::new("tls");

@@ -65,6 +65,33 @@ pub async fn connect_async() -> pqlib::tokio::Client {
     client
 }
 
+/// Set by `.ci/run`: a test that cannot run what it is about fails instead of skipping.
+pub const NO_SKIP: &str = "PQLIB_TEST_NO_SKIP";
+
+/// Reports that the calling test does not run here, and why (the caller then returns). Where
+/// [`NO_SKIP`] is set and the suite runs its own servers (no `DATABASE_URL`/`PGHOST`: CI's
+/// setup, where every test can run), this panics instead. Children that a test starts with
+/// `DATABASE_URL` pointing at its server may still skip: their parent checks what they did.
+pub fn skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let external =
+        std::env::var_os("DATABASE_URL").is_some() || std::env::var_os("PGHOST").is_some();
+    if std::env::var_os(NO_SKIP).is_some() && !external {
+        panic!("{test} would be skipped ({reason}), and {NO_SKIP} is set");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+}
+
+/// [`cluster`], or `None` after reporting the skip: for tests that need this binary's own
+/// server (to stop it, reach it over TCP, or read its files).
+pub fn own_cluster() -> Option<&'static TestCluster> {
+    let cluster = cluster();
+    if cluster.is_none() {
+        skip("needs the suite's own server; DATABASE_URL or PGHOST names an external one");
+    }
+    cluster
+}
+
 /// This binary's [`TempCluster`], started on first use; `None` when `DATABASE_URL` or `PGHOST`
 /// names an external server. Panics with the reason if the cluster cannot start.
 pub fn cluster() -> Option<&'static TestCluster> {
