@@ -29,6 +29,7 @@ import argparse
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -362,6 +363,33 @@ def resolve_indirect(items: list[Item], functions: set[str] | None) -> None:
                 changed = True
 
 
+def positive_controls(items: list[Item], functions: set[str]) -> bool:
+    """A checker that scans nothing, or cannot see a missing alias, passes anything: it must
+    find known aliased wrappers in the tree, and flag a wrapper without one."""
+    ok = True
+    public = [i for i in items if i.public]
+    if len(public) < 100:
+        print(f"control: only {len(public)} public functions found under {SRC}", file=sys.stderr)
+        ok = False
+    for owner, name, alias in [("Connection", "server_version", "PQserverVersion"),
+                               ("Connection", "execute", "PQexecPrepared")]:
+        found = [i for i in public if i.name == name and i.owner_type == owner]
+        if not any(alias in " ".join(i.attrs) for i in found):
+            print(f"control: {owner}::{name} with doc(alias = \"{alias}\") not found", file=sys.stderr)
+            ok = False
+    with tempfile.NamedTemporaryFile("w", suffix=".rs", delete=False) as f:
+        f.write("pub struct C;\nimpl C {\n    /// Runs.\n    pub fn run(&self) {\n"
+                "        unsafe { ffi::PQexec(self.0, c\"\".as_ptr()) };\n    }\n}\n")
+    try:
+        flagged = [i for i in scan_file(f.name, functions) if i.public and "PQexec" in i.direct]
+    finally:
+        os.unlink(f.name)
+    if not flagged:
+        print("control: a public wrapper of PQexec without an alias was not flagged", file=sys.stderr)
+        ok = False
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--indirect", action="store_true", help="follow calls to helpers")
@@ -379,6 +407,8 @@ def main() -> int:
 
     if args.indirect:
         resolve_indirect(all_items, functions)
+    if not positive_controls(all_items, functions):
+        return 2
 
     missing = 0
     for item in sorted(all_items, key=lambda i: (i.path, i.line)):

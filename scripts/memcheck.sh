@@ -22,6 +22,8 @@
 # (default 1800 s: the first ASan build compiles OpenSSL-using libpq from source).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tests that bound themselves (tests/common: `deadline`) get ten times as long under the tools.
+export PQLIB_TEST_TIME_SCALE=10
 
 what="${1:-all}"
 valgrind_budget="${MEMCHECK_VALGRIND_BUDGET:-900}"

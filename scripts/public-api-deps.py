@@ -263,6 +263,13 @@ def main() -> int:
 
     api = Api(doc)
     api.visit(api.root, "")
+    # Positive controls: a scan that walked nothing (a changed JSON format, a wrong file) would
+    # find no foreign crate and pass. These mentions are certain: `ToSql` in `query`'s
+    # signature, and the raw `PGconn` pointer of `Connection::as_ptr`.
+    for crate, how in (("postgres_types", "signature"), ("pqlib_sys", "signature")):
+        if not any(h == how for _, _, h in api.found.get(crate, ())):
+            print(f"control: no {how} mention of {crate} found in {args.json}", file=sys.stderr)
+            return 2
     unexpected = []
     for crate in sorted(api.found):
         marker = "" if crate in EXPECTED else "   <-- NOT AN INTENDED PUBLIC DEPENDENCY"

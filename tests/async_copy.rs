@@ -32,6 +32,7 @@ async fn count(client: &Client, name: &str) -> i64 {
 
 #[tokio::test]
 async fn text_copy_in_and_out_round_trip() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     table(&client, "acopy_text").await;
     // Statements queued before the COPY finish first; the COPY waits for them.
@@ -81,6 +82,7 @@ async fn text_copy_in_and_out_round_trip() {
 
 #[tokio::test]
 async fn a_failing_copy_in_reports_at_finish_and_leaves_the_client_usable() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     table(&client, "acopy_dup").await;
     let mut sink = client.copy_in("COPY acopy_dup FROM STDIN").await.unwrap();
@@ -94,6 +96,7 @@ async fn a_failing_copy_in_reports_at_finish_and_leaves_the_client_usable() {
 
 #[tokio::test]
 async fn a_dropped_sink_aborts_the_copy() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     table(&client, "acopy_abort").await;
     {
@@ -108,6 +111,7 @@ async fn a_dropped_sink_aborts_the_copy() {
 
 #[tokio::test]
 async fn copy_out_errors_and_early_drops() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let mut stream = client
         .copy_out("COPY (SELECT 1 / (g - 5000) FROM generate_series(1, 10000) g) TO STDOUT")
@@ -138,6 +142,7 @@ async fn copy_out_errors_and_early_drops() {
 
 #[tokio::test]
 async fn the_wrong_direction_or_no_copy_is_bad_input() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     table(&client, "acopy_dir").await;
     let e = client
@@ -162,6 +167,7 @@ async fn the_wrong_direction_or_no_copy_is_bad_input() {
 
 #[tokio::test]
 async fn binary_copy_round_trip() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     client
         .batch_execute(

@@ -30,6 +30,7 @@ async fn count(client: &Client, table: &str) -> i64 {
 
 #[tokio::test]
 async fn a_thousand_inserts_in_one_batch() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let table = table(&client, "batch_insert").await;
     let insert = client
@@ -62,6 +63,7 @@ async fn a_thousand_inserts_in_one_batch() {
 
 #[tokio::test]
 async fn results_come_back_in_order_with_their_own_columns() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let mut batch = client.pipeline();
     batch.query("SELECT $1::int4 * 2", &[&21i32]).await.unwrap();
@@ -85,6 +87,7 @@ async fn results_come_back_in_order_with_their_own_columns() {
 
 #[tokio::test]
 async fn an_error_rolls_the_whole_batch_back_and_the_connection_goes_on() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let table = table(&client, "batch_error").await;
     let insert = format!("INSERT INTO {table} VALUES ($1, 'x')");
@@ -110,6 +113,7 @@ async fn an_error_rolls_the_whole_batch_back_and_the_connection_goes_on() {
 
 #[tokio::test]
 async fn bad_statements_fail_before_anything_is_sent() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let mut batch = client.pipeline();
     let e = batch.query("SELECT $1::int4", &[]).await.unwrap_err();
@@ -131,6 +135,7 @@ async fn bad_statements_fail_before_anything_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_and_single_statements_from_other_tasks_interleave_safely() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let mut tasks = Vec::new();
     for t in 0..8i32 {
@@ -163,6 +168,7 @@ async fn batches_and_single_statements_from_other_tasks_interleave_safely() {
 
 #[tokio::test]
 async fn a_batch_inside_a_transaction_is_part_of_it() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let mut client = connect().await;
     let table = table(&client, "batch_tx").await;
     let insert = format!("INSERT INTO {table} VALUES ($1, 'x')");

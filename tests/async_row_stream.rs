@@ -22,6 +22,7 @@ fn max_chunk_rows() -> usize {
 
 #[tokio::test]
 async fn every_row_arrives_in_order_in_bounded_chunks() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let mut stream = client
         .query_raw(
@@ -55,6 +56,7 @@ async fn every_row_arrives_in_order_in_bounded_chunks() {
 
 #[tokio::test]
 async fn an_empty_result_is_an_empty_stream() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let mut stream = client
         .query_raw("SELECT 1 WHERE false", std::iter::empty::<i32>())
@@ -66,6 +68,7 @@ async fn an_empty_result_is_an_empty_stream() {
 
 #[tokio::test]
 async fn the_stream_is_a_futures_stream() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     use futures_util::TryStreamExt;
     let client = connect().await;
     let stream = client
@@ -82,6 +85,7 @@ async fn the_stream_is_a_futures_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_before_and_after_a_stream_keep_their_own_answers() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     // Sent before the stream: the stream waits for it.
     let before = {
@@ -122,6 +126,7 @@ async fn statements_before_and_after_a_stream_keep_their_own_answers() {
 
 #[tokio::test]
 async fn an_error_mid_stream_is_the_last_item_and_the_connection_goes_on() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let mut stream = client
         .query_raw(
@@ -149,6 +154,7 @@ async fn an_error_mid_stream_is_the_last_item_and_the_connection_goes_on() {
 
 #[tokio::test]
 async fn bad_parameters_fail_before_anything_is_sent() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let e = client
         .query_raw("SELECT $1::int4", std::iter::empty::<i32>())
@@ -166,6 +172,7 @@ async fn bad_parameters_fail_before_anything_is_sent() {
 
 #[tokio::test]
 async fn a_dropped_stream_is_read_to_its_end_and_the_next_statement_gets_its_own_answer() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     for _ in 0..3 {
         let mut stream = client
@@ -210,6 +217,7 @@ async fn a_dropped_stream_is_read_to_its_end_and_the_next_statement_gets_its_own
 /// reading the whole result into memory. A sequence counts the rows the server has made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_holds_the_server_back() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     const ROWS: i64 = 2_000_000;
     let client = connect().await;
     let observer = connect().await;

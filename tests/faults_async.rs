@@ -228,6 +228,7 @@ async fn check_connection_ends(busy: Busy, client: &Client, driver: JoinHandle<p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_backend_fails_work_in_flight_with_closed() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let conninfo = common::conninfo();
     let mut failures = Vec::new();
     for busy in ALL_BUSY {
@@ -317,6 +318,7 @@ async fn server_stopped_and_restarted(signal: libc::c_int) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_fast_shutdown_then_restart() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     if common::own_cluster().is_none() {
         return;
     }
@@ -325,6 +327,7 @@ async fn server_fast_shutdown_then_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_immediate_shutdown_then_restart() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     if common::own_cluster().is_none() {
         return;
     }
@@ -338,6 +341,7 @@ async fn server_immediate_shutdown_then_restart() {
 /// the connection task ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_connection_fails_everything_in_flight() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let Some(cluster) = common::own_cluster() else {
         return;
     };
@@ -364,6 +368,7 @@ async fn a_cut_connection_fails_everything_in_flight() {
 /// connect too, with a `Connect` error.
 #[tokio::test]
 async fn connect_timeout_ends_a_connect_to_a_silent_server() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let proxy = Proxy::start(Upstream::Silent);
     let started = Instant::now();
     let e = timeout(
@@ -501,6 +506,7 @@ fn async_tcp_user_timeout_child() {
 /// `statement_timeout`: 57014 for the statement, the connection goes on.
 #[tokio::test]
 async fn statement_timeout_cancels_a_long_statement() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let conninfo = format!("{} options='-c statement_timeout=300'", common::conninfo());
     let (client, _driver) = connect_to(&conninfo).await;
     let started = Instant::now();
@@ -523,6 +529,7 @@ async fn statement_timeout_cancels_a_long_statement() {
 /// `cancel_query` returned: the next statement always succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_racing_completion_never_cancels_the_next_statement() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (client, _driver) = connect_to(&common::conninfo()).await;
     let token = client.cancel_token();
     let (mut cancelled, mut completed) = (0, 0);
@@ -560,6 +567,7 @@ async fn a_cancel_racing_completion_never_cancels_the_next_statement() {
 /// flight closes the connection at once; the statement's caller gets `Closed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_connection_with_a_statement_in_flight_is_prompt() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let conninfo = common::conninfo();
     let (client, driver) = connect_to(&conninfo).await;
     let pid = backend_pid(&client).await;
@@ -607,6 +615,7 @@ async fn dropping_the_connection_with_a_statement_in_flight_is_prompt() {
 /// through C.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_message_consumer_closes_only_its_connection() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let conninfo = common::conninfo();
     let (client, mut connection) = pqlib::tokio::connect(&conninfo).await.unwrap();
     let driver = tokio::spawn(async move {

@@ -107,6 +107,7 @@ async fn async_in_transaction(client: &pqlib::tokio::Client) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_exhausted_pool_times_out_then_recovers() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let pool = deadpool("pools_dp_exhaust", 3, RecyclingMethod::Fast);
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -144,6 +145,7 @@ async fn deadpool_exhausted_pool_times_out_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_recovers_after_backends_are_killed() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     for (name, method) in [
         ("pools_dp_kill_fast", RecyclingMethod::Fast),
         ("pools_dp_kill_verified", RecyclingMethod::Verified),
@@ -193,6 +195,7 @@ async fn deadpool_recovers_after_backends_are_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_never_hands_out_a_broken_connection_again() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let pool = deadpool("pools_dp_broken", 1, RecyclingMethod::Fast);
     let client = pool.get().await.unwrap();
     let pid = pid_of(&client).await;
@@ -213,6 +216,7 @@ async fn deadpool_never_hands_out_a_broken_connection_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_rolls_back_a_transaction_left_open() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     table("pools_dp_tx");
     let pool = deadpool("pools_dp_tx", 1, RecyclingMethod::Fast);
     let insert = "INSERT INTO pools_dp_tx VALUES (1)";
@@ -281,6 +285,7 @@ async fn deadpool_rolls_back_a_transaction_left_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_fast_recycling_sends_nothing_for_an_idle_connection() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let pool = deadpool("pools_dp_cheap", 1, RecyclingMethod::Fast);
     let client = pool.get().await.unwrap();
     let pid: i32 = client

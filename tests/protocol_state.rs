@@ -39,6 +39,7 @@ const COPY_STATEMENTS: [&str; 2] = ["COPY (SELECT 1) TO STDOUT", "COPY copy_targ
 
 #[tokio::test]
 async fn async_copy_statement_through_query_apis_is_refused_and_answers_stay_in_step() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = common::connect_async().await;
     client
         .batch_execute("CREATE TEMP TABLE copy_target (x int)")
@@ -74,6 +75,7 @@ async fn async_copy_statement_through_query_apis_is_refused_and_answers_stay_in_
 
 #[tokio::test]
 async fn async_batch_execute_with_two_copies_ends_both_and_stays_in_step() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = common::connect_async().await;
     client
         .batch_execute("CREATE TEMP TABLE copy_target (x int)")
@@ -270,6 +272,7 @@ fn leaked_copy_and_row_stream_guards_close_the_connection() {
 /// A `CopyInSink` chunk larger than libpq's `int` length: sent whole, in pieces.
 #[tokio::test]
 async fn async_copy_in_chunk_over_2_gib_is_sent_whole() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = common::connect_async().await;
     client
         .batch_execute("CREATE TEMP TABLE big (line text)")
@@ -545,6 +548,7 @@ mod rogue_server {
 
     #[tokio::test]
     async fn async_client_closes_on_a_copy_it_did_not_ask_for() {
+        let _deadline = common::deadline(common::TEST_DEADLINE);
         for rogue in [Rogue::CopyOut, Rogue::CopyIn] {
             let (client, connection) = pqlib::tokio::connect(&start(rogue)).await.unwrap();
             let driver = tokio::spawn(connection);
@@ -670,6 +674,7 @@ fn wait_until_idle(observer: &mut Connection, pid: i32) {
 /// cancel's error, and the connection goes on.
 #[tokio::test]
 async fn async_copy_in_cancelled_by_the_server_fails_alone() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = common::connect_async().await;
     client
         .batch_execute("CREATE TEMP TABLE copy_target (x int)")

@@ -65,6 +65,40 @@ pub async fn connect_async() -> pqlib::tokio::Client {
     client
 }
 
+/// How long an async test may take before [`deadline`] aborts the binary.
+pub const TEST_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Bounds the calling test from outside while the returned guard lives: a test still running
+/// after `limit` is hung (a deadlock or a lost wake-up that no timeout inside it can see,
+/// since those need the runtime that is stuck), so the whole binary aborts, naming the test,
+/// rather than hanging until CI's own limit.
+#[must_use = "the deadline ends when the guard is dropped"]
+///
+/// `PQLIB_TEST_TIME_SCALE` multiplies every limit (scripts/memcheck.sh sets it: code under
+/// valgrind runs tens of times slower).
+pub fn deadline(limit: Duration) -> Deadline {
+    let scale: u32 = std::env::var("PQLIB_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let limit = limit * scale.max(1);
+    let test = thread::current().name().unwrap_or("a test").to_owned();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
+            // Straight to the descriptor: libtest captures `eprintln!`, and the abort below
+            // would discard what it captured.
+            let message = format!("\n{test} did not finish within {limit:?}: aborting\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
+            std::process::abort();
+        }
+    });
+    Deadline(done)
+}
+
+/// The guard of [`deadline`]; dropping it (the test ended, or is unwinding) disarms it.
+pub struct Deadline(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
 /// Set by `.ci/run`: a test that cannot run what it is about fails instead of skipping.
 pub const NO_SKIP: &str = "PQLIB_TEST_NO_SKIP";
 
