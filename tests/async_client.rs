@@ -130,7 +130,10 @@ async fn custom_types_are_looked_up_asynchronously() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_queries_share_round_trips_and_keep_their_own_results() {
+/// A thousand tasks on one client, some failing: each gets its own answer or its own error.
+/// (That concurrent statements share round trips is measured on a slow link in
+/// `pipelining_saves_round_trips_on_a_slow_network`.)
+async fn concurrent_queries_keep_their_own_results_and_errors() {
     let (client, _driver) = connect().await;
     // Warm the statement cache so every task runs the same prepared statement.
     client
@@ -167,20 +170,9 @@ async fn concurrent_queries_share_round_trips_and_keep_their_own_results() {
             answered += 1;
         }
     }
-    let pipelined = started.elapsed();
-    assert!(answered > 980);
-
-    // The same statements one after another, each waiting for its round trip.
-    let started = Instant::now();
-    for i in 0..1000i32 {
-        let _: i32 = client
-            .query_one("SELECT $1::int4 + 0 * pg_backend_pid()", &[&i])
-            .await
-            .unwrap()
-            .get(0);
-    }
-    let sequential = started.elapsed();
-    eprintln!("1000 queries: concurrent {pipelined:?}, sequential {sequential:?}");
+    let errors = (0..1000).filter(|i| i % 97 == 13).count();
+    assert_eq!(answered, 1000 - errors);
+    eprintln!("1000 concurrent queries: {:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -529,43 +521,81 @@ async fn the_connect_future_is_send() {
     assert_eq!(n, 3);
 }
 
+/// This process's open socket descriptors.
+fn open_sockets() -> std::collections::BTreeSet<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            target.to_str()?.starts_with("socket:").then_some(())?;
+            entry.file_name().to_str()?.parse().ok()
+        })
+        .collect()
+}
+
+/// A connection whose socket libpq has closed, but whose `Connection` (and its registration
+/// with the runtime) lives on, must not disturb a newer connection that was given the same
+/// descriptor number. The kernel hands out the lowest free number, so B usually gets the one
+/// A's libpq socket had; other tests open sockets concurrently, so the scenario is repeated
+/// until that happened (checked in `/proc/self/fd`), and B must work every time.
 #[tokio::test]
 async fn a_lost_connection_dropped_late_never_disturbs_a_newer_one() {
-    let (a, mut a_connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
-    // A's task hands its Connection back when it ends, so that it outlives the failure.
-    let a_task = tokio::spawn(async move {
-        let result = (&mut a_connection).await;
-        (result, a_connection)
-    });
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (killer, _killer_driver) = connect().await;
-    let pid: i32 = a
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let _: bool = killer
-        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(a.query_one("SELECT 1", &[]).await.is_err());
-    // libpq has closed A's socket, but A's Connection (and its registration) lives on.
-    let (result, a_connection) = tokio::time::timeout(Duration::from_secs(10), a_task)
-        .await
-        .expect("A's task ends")
-        .unwrap();
-    assert!(result.is_err());
-    // B may well get the descriptor number A's socket had.
-    let (b, b_connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
-    tokio::spawn(b_connection);
-    let n: i32 = b.query_one("SELECT 1::int4", &[]).await.unwrap().get(0);
-    assert_eq!(n, 1);
-    drop(a_connection);
-    drop(a);
-    let n: i32 = tokio::time::timeout(Duration::from_secs(10), b.query_one("SELECT 2::int4", &[]))
-        .await
-        .expect("B keeps working after A is dropped")
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 2);
+    let mut reused = 0;
+    for attempt in 0..20 {
+        let before = open_sockets();
+        let (a, mut a_connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
+        let a_sockets: Vec<i32> = open_sockets().difference(&before).copied().collect();
+        // A's task hands its Connection back when it ends, so that it outlives the failure.
+        let a_task = tokio::spawn(async move {
+            let result = (&mut a_connection).await;
+            (result, a_connection)
+        });
+        let pid: i32 = a
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let _: bool = killer
+            .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(a.query_one("SELECT 1", &[]).await.is_err());
+        let (result, a_connection) = tokio::time::timeout(Duration::from_secs(10), a_task)
+            .await
+            .expect("A's task ends")
+            .unwrap();
+        assert!(result.is_err());
+        let before_b = open_sockets();
+        let (b, b_connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
+        let b_sockets: Vec<i32> = open_sockets().difference(&before_b).copied().collect();
+        let b_task = tokio::spawn(b_connection);
+        if b_sockets.iter().any(|fd| a_sockets.contains(fd)) {
+            reused += 1;
+        }
+        let n: i32 = b.query_one("SELECT 1::int4", &[]).await.unwrap().get(0);
+        assert_eq!(n, 1);
+        drop(a_connection);
+        drop(a);
+        let n: i32 =
+            tokio::time::timeout(Duration::from_secs(10), b.query_one("SELECT 2::int4", &[]))
+                .await
+                .expect("B keeps working after A is dropped")
+                .unwrap()
+                .get(0);
+        assert_eq!(n, 2, "attempt {attempt}");
+        drop(b);
+        b_task.await.unwrap().unwrap();
+        if reused >= 3 {
+            break;
+        }
+    }
+    eprintln!("B reused one of A's descriptor numbers {reused} time(s)");
+    assert!(
+        reused > 0,
+        "B never got a descriptor number A had in 20 attempts"
+    );
 }
