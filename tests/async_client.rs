@@ -330,6 +330,7 @@ async fn a_large_result_never_starves_the_runtime() {
         })
     };
     // About 100 MB: 100k rows of 1 kB.
+    let started = Instant::now();
     let rows = client
         .query(
             "SELECT g, repeat('x', 1000) FROM generate_series(1, 100000) g",
@@ -341,10 +342,14 @@ async fn a_large_result_never_starves_the_runtime() {
     ticker.await.unwrap();
     assert_eq!(rows.len(), 100_000);
     let worst = Duration::from_micros(worst_gap_us.load(Ordering::Relaxed));
-    eprintln!("worst ticker gap while 100 MB streamed: {worst:?}");
+    let total = started.elapsed();
+    eprintln!("worst ticker gap while 100 MB streamed in {total:?}: {worst:?}");
+    // A driver that never yielded would starve the ticker for the whole transfer (the gap would
+    // be ≈ `total`). Bounded relative to the transfer, not in absolute time: on this shared
+    // 2-core machine gaps of ~100 ms were seen under load, with transfers of 1-2 s.
     assert!(
-        worst < Duration::from_millis(250),
-        "the ticker was starved for {worst:?}"
+        worst < total / 4,
+        "the ticker was starved for {worst:?} of {total:?}"
     );
 }
 
