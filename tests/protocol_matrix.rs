@@ -32,9 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pqlib::error::ErrorKind;
 use pqlib::types::Type;
-use pqlib::{
-    Connection, Error, LargeObjectMode, PipelineResult, Row, Rows, SimpleQueryMessage,
-};
+use pqlib::{Connection, Error, LargeObjectMode, PipelineResult, Row, Rows, SimpleQueryMessage};
 
 /// Every case (its call and the probes after it) must end within this.
 const CASE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -175,14 +173,7 @@ const KINDS: &[KindDef] = &[
     KindDef {
         kind: Kind::MultiSelect,
         sql: "SELECT 1; SELECT 2",
-        nature: Nature::Multi(&[
-            "desc",
-            "row 1",
-            "complete 1",
-            "desc",
-            "row 2",
-            "complete 1",
-        ]),
+        nature: Nature::Multi(&["desc", "row 1", "complete 1", "desc", "row 2", "complete 1"]),
     },
     KindDef {
         kind: Kind::CopyFromStdin,
@@ -1238,10 +1229,7 @@ async fn run_async(client: &pqlib::tokio::Client, api: Api, sql: &str) -> Result
             }
             result
         }
-        Api::AsyncSimpleQuery => client
-            .simple_query(sql)
-            .await
-            .map(|m| messages_answer(&m)),
+        Api::AsyncSimpleQuery => client.simple_query(sql).await.map(|m| messages_answer(&m)),
         _ => unreachable!("{api:?} is blocking"),
     }
 }

@@ -85,7 +85,10 @@ fn assert_in_step(conn: &mut Connection, tag: &str) {
     let messages = conn
         .simple_query(&format!("SELECT '{tag}' AS tag"))
         .expect("a simple probe");
-    assert_eq!(render(&messages), ["desc tag", &format!("row {tag}"), "complete 1"]);
+    assert_eq!(
+        render(&messages),
+        ["desc tag", &format!("row {tag}"), "complete 1"]
+    );
     assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
 }
 
@@ -142,7 +145,9 @@ fn values_by_index_and_name_null_and_wrong_columns() {
     assert!(message.contains("missing"), "{message:?}");
 
     // A statement that returns no rows still describes its columns; `SELECT;` has none.
-    let messages = conn.simple_query("SELECT 1 AS a WHERE false; SELECT;").unwrap();
+    let messages = conn
+        .simple_query("SELECT 1 AS a WHERE false; SELECT;")
+        .unwrap();
     assert_eq!(
         render(&messages),
         ["desc a", "complete 0", "desc ", "row ", "complete 1"]
@@ -173,7 +178,10 @@ fn an_error_ends_the_text_and_rolls_back_its_implicit_transaction() {
         .unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::DIVISION_BY_ZERO), "{error}");
     // The statements before the error ran in the same implicit transaction: rolled back.
-    let count: i64 = conn.query_one("SELECT count(*) FROM e", &[]).unwrap().get(0);
+    let count: i64 = conn
+        .query_one("SELECT count(*) FROM e", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(count, 0);
     assert_in_step(&mut conn, "after an error");
 
@@ -208,7 +216,10 @@ fn copy_in_a_text_is_ended_and_refused() {
         assert!(!conn.is_closed(), "{sql}");
         assert_in_step(&mut conn, sql);
     }
-    let count: i64 = conn.query_one("SELECT count(*) FROM c", &[]).unwrap().get(0);
+    let count: i64 = conn
+        .query_one("SELECT count(*) FROM c", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(count, 0, "an aborted COPY FROM STDIN copied rows");
 }
 
@@ -237,7 +248,10 @@ fn transaction_simple_query_runs_inside_the_transaction() {
         assert_eq!(tx.transaction_status(), TransactionStatus::InTransaction);
         // Dropped: rolled back.
     }
-    let count: i64 = conn.query_one("SELECT count(*) FROM tx", &[]).unwrap().get(0);
+    let count: i64 = conn
+        .query_one("SELECT count(*) FROM tx", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(count, 0);
 }
 
@@ -321,7 +335,10 @@ async fn assert_in_step_async(client: &Client, tag: &str) {
     let messages = bounded(client.simple_query(&format!("SELECT '{tag}' AS tag")))
         .await
         .expect("a simple probe");
-    assert_eq!(render(&messages), ["desc tag", &format!("row {tag}"), "complete 1"]);
+    assert_eq!(
+        render(&messages),
+        ["desc tag", &format!("row {tag}"), "complete 1"]
+    );
 }
 
 #[tokio::test]
@@ -362,7 +379,9 @@ async fn async_script_error_copy_and_nul() {
         assert_in_step_async(&client, sql).await;
     }
 
-    let error = bounded(client.simple_query("SELECT\0 1")).await.unwrap_err();
+    let error = bounded(client.simple_query("SELECT\0 1"))
+        .await
+        .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::BadInput, "{error}");
     assert_in_step_async(&client, "after a NUL byte").await;
     assert!(!client.is_closed());
@@ -521,5 +540,8 @@ async fn pooled_simple_query_that_begins_a_transaction_is_cleaned_up() {
         txids.push(rows(&messages)[0].get(0).unwrap().to_owned());
     }
     let (first, second) = (&txids[0], &txids[1]);
-    assert_ne!(first, second, "the checkout is still inside the transaction");
+    assert_ne!(
+        first, second,
+        "the checkout is still inside the transaction"
+    );
 }

@@ -264,9 +264,7 @@ impl SimpleQueryRow {
         index
             .__index(&self.columns)
             .filter(|&col| col < self.values.len())
-            .ok_or_else(|| {
-                Error::column(format!("{index} (the row has {} columns)", self.len()))
-            })
+            .ok_or_else(|| Error::column(format!("{index} (the row has {} columns)", self.len())))
     }
 
     fn text_of(&self, col: usize) -> Option<&str> {
