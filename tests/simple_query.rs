@@ -16,6 +16,11 @@ use pqlib::error::{ErrorKind, SqlState};
 use pqlib::tokio::Client;
 use pqlib::{Config, Connection, SimpleQueryMessage, SimpleQueryRow, TransactionStatus};
 
+// Answers own their data: they can go to other threads and outlive the connection.
+static_assertions::assert_impl_all!(SimpleQueryMessage: Send, Sync, std::fmt::Debug);
+static_assertions::assert_impl_all!(SimpleQueryRow: Send, Sync, std::fmt::Debug);
+static_assertions::assert_impl_all!(pqlib::SimpleColumn: Send, Sync, Clone, std::fmt::Debug);
+
 /// The longest any async step may take before the test fails instead of hanging.
 const STEP: Duration = Duration::from_secs(30);
 
@@ -107,6 +112,8 @@ fn a_script_gives_rows_and_completions_in_order() {
     assert_eq!(rows[2].get("name"), Some("Grace"));
     assert_eq!(rows[0].columns()[1].name(), "name");
     assert_in_step(&mut conn, "after the script");
+    drop(conn);
+    assert_eq!(rows[0].get(1), Some("Ada"));
 }
 
 #[test]
