@@ -164,6 +164,25 @@ fn values_by_index_and_name_null_and_wrong_columns() {
     assert!(empty.try_get(0).is_err());
 }
 
+/// A `BINARY` cursor's rows are binary: `raw` gives each value's exact bytes, NULs included.
+#[test]
+fn binary_cursor_values_come_whole_through_raw() {
+    let mut conn = connect();
+    let messages = conn
+        .simple_query(
+            "BEGIN; DECLARE c BINARY CURSOR FOR SELECT 258::int4, '\\x00ff00'::bytea; \
+             FETCH c; ROLLBACK",
+        )
+        .unwrap();
+    let [row] = rows(&messages)[..] else {
+        panic!("one row expected: {:?}", render(&messages));
+    };
+    assert_eq!(row.raw(0).unwrap(), Some(&[0u8, 0, 1, 2][..]));
+    assert_eq!(row.raw(1).unwrap(), Some(&[0u8, 0xff, 0][..]));
+    assert_eq!(row.try_get(1).unwrap_err().kind(), ErrorKind::Conversion);
+    assert_in_step(&mut conn, "after a binary cursor");
+}
+
 #[test]
 fn empty_text_gives_no_messages() {
     let mut conn = connect();

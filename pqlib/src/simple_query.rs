@@ -79,14 +79,15 @@ impl SimpleColumn {
 /// `None` for SQL NULL. The row owns its text.
 ///
 /// Values are looked up by column index or name ([`SimpleRowIndex`]). A pqlib session's text
-/// is UTF-8, so values are always valid `&str`, except in a session whose `client_encoding`
-/// is `SQL_ASCII` (a legacy `SQL_ASCII` database, where the server passes stored bytes
-/// through unchecked) and for the binary values of a `BINARY` cursor. For such a value,
+/// is UTF-8, so a value is always a valid `&str`, except in a session whose
+/// `client_encoding` is `SQL_ASCII` (a legacy `SQL_ASCII` database, whose stored bytes the
+/// server passes through unchecked). For a value that is not UTF-8,
 /// [`try_get`](SimpleQueryRow::try_get) returns an error of kind
 /// [`Conversion`](crate::error::ErrorKind::Conversion),
 /// [`get`](SimpleQueryRow::get) returns the text with each invalid sequence replaced by
 /// `U+FFFD` (server data never makes pqlib panic), and [`raw`](SimpleQueryRow::raw) returns
-/// the bytes exactly as the server sent them.
+/// the bytes exactly as the server sent them. (What `FETCH` reads from a `BINARY` cursor is
+/// binary, not text: read those values with [`raw`](SimpleQueryRow::raw).)
 ///
 /// ```no_run
 /// use pqlib::SimpleQueryMessage;
@@ -159,7 +160,7 @@ impl SimpleQueryRow {
 
     /// A column's value as text (`None` for SQL NULL), by index or name.
     ///
-    /// A value that is not valid UTF-8 (only possible in a `SQL_ASCII` session or from a
+    /// A value that is not valid UTF-8 (only possible in a `SQL_ASCII` session, or from a
     /// `BINARY` cursor) comes with each invalid sequence replaced by `U+FFFD`; use
     /// [`try_get`](SimpleQueryRow::try_get) to be told, or [`raw`](SimpleQueryRow::raw) for the
     /// bytes.
@@ -215,11 +216,7 @@ impl SimpleQueryRow {
         I: SimpleRowIndex + fmt::Display,
     {
         let col = self.column(&index)?;
-        if let Some(bytes) = self.invalid_bytes(col) {
-            let error = match std::str::from_utf8(bytes) {
-                Err(e) => e,
-                Ok(_) => return Err(Error::client("a value was wrongly taken for invalid")),
-            };
+        if let Some(Err(error)) = self.invalid_bytes(col).map(std::str::from_utf8) {
             return Err(Error::conversion(
                 format!(
                     "column {index} is not valid UTF-8 (a SQL_ASCII session or a binary \
