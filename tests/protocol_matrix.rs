@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pqlib::error::ErrorKind;
 use pqlib::types::Type;
-use pqlib::{Connection, Error, LargeObjectMode, PipelineResult, Row, Rows};
+use pqlib::{Connection, Error, LargeObjectMode, PipelineResult, Row, Rows, SimpleQueryMessage};
 
 /// Every case (its call and the probes after it) must end within this.
 const CASE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -97,8 +97,9 @@ enum Nature {
     Empty,
     /// One statement failing with this SQLSTATE.
     Fails(&'static str),
-    /// Several statements, none of them a COPY.
-    Multi,
+    /// Several statements, none of them a COPY; what `simple_query` answers for them, one
+    /// line per message as [`messages_answer`] writes them.
+    Multi(&'static [&'static str]),
     /// `COPY … FROM STDIN`.
     CopyIn,
     /// `COPY … TO STDOUT` with this output.
@@ -172,7 +173,7 @@ const KINDS: &[KindDef] = &[
     KindDef {
         kind: Kind::MultiSelect,
         sql: "SELECT 1; SELECT 2",
-        nature: Nature::Multi,
+        nature: Nature::Multi(&["desc", "row 1", "complete 1", "desc", "row 2", "complete 1"]),
     },
     KindDef {
         kind: Kind::CopyFromStdin,
@@ -232,7 +233,7 @@ const KINDS: &[KindDef] = &[
     KindDef {
         kind: Kind::Latin1AndBack,
         sql: "SET client_encoding TO 'LATIN1'; SET client_encoding TO 'UTF8'",
-        nature: Nature::Multi,
+        nature: Nature::Multi(&["complete 0", "complete 0"]),
     },
     KindDef {
         kind: Kind::DiscardAll,
@@ -282,6 +283,7 @@ enum Api {
     CopyOut,
     Transaction,
     LargeObject,
+    SimpleQuery,
     AsyncBatchExecute,
     AsyncExecute,
     AsyncQuery,
@@ -294,10 +296,9 @@ enum Api {
     AsyncCopyIn,
     AsyncCopyOut,
     AsyncTransaction,
+    AsyncSimpleQuery,
 }
 
-// `Connection::simple_query` does not exist yet (DESIGN.md lists it as coming), so it has no
-// row here; see the report of this test's commit.
 const BLOCKING_APIS: &[Api] = &[
     Api::BatchExecute,
     Api::Execute,
@@ -312,6 +313,7 @@ const BLOCKING_APIS: &[Api] = &[
     Api::CopyOut,
     Api::Transaction,
     Api::LargeObject,
+    Api::SimpleQuery,
 ];
 
 const ASYNC_APIS: &[Api] = &[
@@ -327,6 +329,7 @@ const ASYNC_APIS: &[Api] = &[
     Api::AsyncCopyIn,
     Api::AsyncCopyOut,
     Api::AsyncTransaction,
+    Api::AsyncSimpleQuery,
 ];
 
 /// How an API presents a successful answer.
@@ -346,6 +349,8 @@ enum Shape {
     CopyIn,
     /// `copy_out`: the data.
     CopyOut,
+    /// `simple_query`: every statement's messages.
+    Messages,
 }
 
 impl Api {
@@ -358,6 +363,7 @@ impl Api {
             QueryOpt | AsyncQueryOpt => Shape::Opt,
             CopyIn | AsyncCopyIn => Shape::CopyIn,
             CopyOut | AsyncCopyOut => Shape::CopyOut,
+            SimpleQuery | AsyncSimpleQuery => Shape::Messages,
             Query | QueryTyped | QueryRaw | PrepareQuery | Pipeline | Transaction | LargeObject
             | AsyncQuery | AsyncQueryTyped | AsyncQueryRaw | AsyncPrepareQuery | AsyncPipeline
             | AsyncTransaction => Shape::Rows,
@@ -407,6 +413,8 @@ enum Answer {
     NoRow,
     Copied(u64),
     Data(String),
+    /// `simple_query`'s messages, one line each (see [`messages_answer`]).
+    Messages(Vec<String>),
     /// The API broke its own contract (a pipeline without its sync result, a large object
     /// that reads back different bytes, …); never expected.
     Anomaly(String),
@@ -520,6 +528,7 @@ fn success(api: Api, values: &[&str], affected: u64) -> Want {
         (Shape::One | Shape::Opt, _) => return Want::Err(ErrorKind::RowCount, None),
         // COPY APIs given a statement that is not a COPY (it ran; it is not data).
         (Shape::CopyIn | Shape::CopyOut, _) => return bad_input(),
+        (Shape::Messages, _) => unreachable!("simple_query's answers come from want_messages"),
     };
     Want::Answer(answer)
 }
@@ -528,21 +537,58 @@ fn success(api: Api, values: &[&str], affected: u64) -> Want {
 /// the server, at Parse, before anything runs) as several statements.
 fn refused_copies(shape: Shape) -> Want {
     match shape {
-        Shape::Done | Shape::CopyIn | Shape::CopyOut => bad_input(),
+        Shape::Done | Shape::CopyIn | Shape::CopyOut | Shape::Messages => bad_input(),
         _ => Want::Either(vec![bad_input(), db("42601")]),
+    }
+}
+
+/// `simple_query`'s expectation: each statement's messages (a row description, its rows and
+/// its completion; a completion alone for a command; nothing for an empty text), and COPY
+/// refused as `batch_execute` refuses it (the COPY ended, then `BadInput`).
+fn want_messages(api: Api, nature: Nature) -> Want {
+    let lines = |lines: Vec<String>| Want::Answer(Answer::Messages(lines));
+    let complete = |n: u64| lines(vec![format!("complete {n}")]);
+    match nature {
+        Nature::Rows(values) => {
+            let mut all = vec!["desc".to_owned()];
+            all.extend(values.iter().map(|v| format!("row {v}")));
+            all.push(format!("complete {}", values.len()));
+            lines(all)
+        }
+        Nature::Command(n) => complete(n),
+        Nature::Empty => lines(Vec::new()),
+        Nature::Fails(code) => db(code),
+        Nature::Multi(messages) => lines(messages.iter().map(|m| m.to_string()).collect()),
+        Nature::CopyIn
+        | Nature::CopyOut(_)
+        | Nature::CopyInTwice
+        | Nature::CopyOutTwice(_)
+        | Nature::SelectThenCopyOut(_) => bad_input(),
+        Nature::ForeignEncoding => Want::Either(vec![
+            complete(0),
+            bad_input(),
+            Want::Err(ErrorKind::Unsupported, None),
+            Want::Err(ErrorKind::Closed, None),
+        ]),
+        Nature::NoTransactionBlock if api.in_transaction() => db("25001"),
+        Nature::NoTransactionBlock => complete(0),
+        Nature::Cancelled => db("57014"),
     }
 }
 
 /// The expectation for one pair: the whole table of the matrix, by rule.
 fn want(api: Api, nature: Nature) -> Want {
     let shape = api.shape();
+    if shape == Shape::Messages {
+        return want_messages(api, nature);
+    }
     match nature {
         Nature::Rows(values) => success(api, values, values.len() as u64),
         Nature::Command(n) => success(api, &[], n),
         Nature::Empty => success(api, &[], 0),
         Nature::Fails(code) => db(code),
         // The extended protocol takes one statement: the server refuses several.
-        Nature::Multi => match shape {
+        Nature::Multi(_) => match shape {
             Shape::Done => Want::Answer(Answer::Done),
             Shape::CopyIn | Shape::CopyOut => bad_input(),
             _ => db("42601"),
@@ -622,6 +668,21 @@ fn rows_answer(rows: &Rows) -> Answer {
         values: rows.iter().map(|row| value_of(&row)).collect(),
         affected: rows.rows_affected(),
     }
+}
+
+/// `simple_query`'s messages: `desc`, `row {first value}` (`NULL` for NULL), `complete {n}`.
+fn messages_answer(messages: &[SimpleQueryMessage]) -> Answer {
+    let line = |message: &SimpleQueryMessage| match message {
+        SimpleQueryMessage::RowDescription(_) => "desc".to_owned(),
+        SimpleQueryMessage::Row(row) => match row.try_get(0) {
+            Ok(Some(value)) => format!("row {value}"),
+            Ok(None) => "row NULL".to_owned(),
+            Err(e) => format!("row <undecodable: {e}>"),
+        },
+        SimpleQueryMessage::CommandComplete(n) => format!("complete {n}"),
+        other => format!("unknown message {other:?}"),
+    };
+    Answer::Messages(messages.iter().map(line).collect())
 }
 
 fn one_answer(row: pqlib::OwnedRow) -> Answer {
@@ -879,6 +940,7 @@ fn run_blocking(conn: &mut Connection, api: Api, sql: &str) -> Result<Answer, Er
             end_transaction(tx, result)
         }
         Api::LargeObject => run_large_object(conn, sql),
+        Api::SimpleQuery => conn.simple_query(sql).map(|m| messages_answer(&m)),
         _ => unreachable!("{api:?} is async"),
     }
 }
@@ -1167,6 +1229,7 @@ async fn run_async(client: &pqlib::tokio::Client, api: Api, sql: &str) -> Result
             }
             result
         }
+        Api::AsyncSimpleQuery => client.simple_query(sql).await.map(|m| messages_answer(&m)),
         _ => unreachable!("{api:?} is blocking"),
     }
 }

@@ -544,6 +544,114 @@ enum SimpleKind {
     Error,
 }
 
+/// What the text of a `simple_query` request does.
+#[derive(Clone, Copy, Debug)]
+enum SqKind {
+    /// The tag and g = 1..=n as rows, then a `VALUES` row of the tag and a NULL.
+    Rows(i32),
+    /// `SET application_name` to the tag, then `SHOW` it.
+    Show,
+    Empty,
+    /// A tagged SELECT, a division by zero, a SELECT that never runs.
+    Error,
+    /// A COPY OUT between two SELECTs: ended and refused.
+    CopyOut,
+    /// A COPY IN after a SELECT: aborted and refused.
+    CopyIn,
+}
+
+impl SqKind {
+    fn random(rng: &mut Rng) -> SqKind {
+        match rng.weighted(&[40, 15, 10, 15, 10, 10]) {
+            0 => SqKind::Rows(rng.below(50) as i32),
+            1 => SqKind::Show,
+            2 => SqKind::Empty,
+            3 => SqKind::Error,
+            4 => SqKind::CopyOut,
+            _ => SqKind::CopyIn,
+        }
+    }
+
+    fn sql(self, tag: &str) -> String {
+        match self {
+            SqKind::Rows(n) => format!(
+                "SELECT '{tag}' AS tag, g FROM generate_series(1, {n}) g; VALUES ('{tag}', NULL)"
+            ),
+            SqKind::Show => format!("SET application_name = '{tag}'; SHOW application_name"),
+            SqKind::Empty => String::new(),
+            SqKind::Error => format!("SELECT '{tag}'; SELECT 1/0; SELECT 3"),
+            SqKind::CopyOut => format!(
+                "SELECT '{tag}'; COPY (SELECT '{tag}', g FROM generate_series(1, 2000) g) TO \
+                 STDOUT; SELECT 2"
+            ),
+            SqKind::CopyIn => format!("SELECT '{tag}'; {COPY_IN_SQL}"),
+        }
+    }
+
+    /// The error the text must end with, if any.
+    fn error(self) -> Option<Exp> {
+        match self {
+            SqKind::Error => Some(DIV),
+            SqKind::CopyOut | SqKind::CopyIn => Some(BAD_INPUT),
+            SqKind::Rows(_) | SqKind::Show | SqKind::Empty => None,
+        }
+    }
+}
+
+/// Checks `simple_query`'s messages for the text of `kind` with `tag`, line by line.
+fn check_simple_query(
+    messages: &[pqlib::SimpleQueryMessage],
+    kind: SqKind,
+    tag: &str,
+) -> Result<(), String> {
+    use pqlib::SimpleQueryMessage as M;
+    let got: Vec<String> = messages
+        .iter()
+        .map(|message| match message {
+            M::RowDescription(columns) => {
+                let names: Vec<&str> = columns.iter().map(|c| c.name()).collect();
+                format!("desc {}", names.join(","))
+            }
+            M::Row(row) => {
+                let values: Vec<String> = (0..row.len())
+                    .map(|i| match row.try_get(i) {
+                        Ok(Some(value)) => value.to_owned(),
+                        Ok(None) => "NULL".to_owned(),
+                        Err(e) => format!("<{e}>"),
+                    })
+                    .collect();
+                format!("row {}", values.join("|"))
+            }
+            M::CommandComplete(n) => format!("complete {n}"),
+            other => format!("unknown {other:?}"),
+        })
+        .collect();
+    let want: Vec<String> = match kind {
+        SqKind::Rows(n) => {
+            let mut want = vec!["desc tag,g".to_owned()];
+            want.extend((1..=n).map(|g| format!("row {tag}|{g}")));
+            want.push(format!("complete {n}"));
+            want.push("desc column1,column2".to_owned());
+            want.push(format!("row {tag}|NULL"));
+            want.push("complete 1".to_owned());
+            want
+        }
+        SqKind::Show => vec![
+            "complete 0".to_owned(),
+            "desc application_name".to_owned(),
+            format!("row {tag}"),
+            "complete 0".to_owned(),
+        ],
+        SqKind::Empty => Vec::new(),
+        SqKind::Error | SqKind::CopyOut | SqKind::CopyIn => {
+            return Err(format!("simple_query({kind:?}) succeeded; it must fail"));
+        }
+    };
+    ensure(got == want, || {
+        format!("simple_query({kind:?}) answered {got:?}, expected {want:?}")
+    })
+}
+
 #[derive(Clone, Copy, Debug)]
 enum CopyApi {
     Query,
@@ -577,6 +685,7 @@ enum Req {
         copy_at: Option<i32>,
     },
     Simple(SimpleKind),
+    SimpleQuery(SqKind),
     CopyIn {
         rows: i32,
         chunks: u64,
@@ -604,7 +713,7 @@ enum Req {
 impl Req {
     fn random(rng: &mut Rng, pooled: bool) -> Req {
         let kill_weight = if pooled { 1 } else { 2 };
-        match rng.weighted(&[30, 8, 8, 8, 8, 7, 6, 6, 6, 3, 3, 5, kill_weight]) {
+        match rng.weighted(&[30, 8, 8, 8, 8, 7, 6, 6, 6, 3, 3, 5, 7, kill_weight]) {
             0 => {
                 let api = [
                     QueryApi::Query,
@@ -676,6 +785,7 @@ impl Req {
                 error: rng.chance(20),
                 savepoint: rng.chance(30).then(|| rng.chance(50)),
             },
+            12 => Req::SimpleQuery(SqKind::random(rng)),
             _ => Req::Kill,
         }
     }
@@ -693,6 +803,7 @@ impl Req {
                 error_at: Some(_),
                 ..
             } | Req::Simple(SimpleKind::CopyIn | SimpleKind::Error)
+                | Req::SimpleQuery(SqKind::CopyIn | SqKind::Error)
                 | Req::CopyIn { abandon: true, .. }
                 | Req::Error(_)
         )
@@ -928,6 +1039,16 @@ async fn run_request(ctx: &Ctx<'_>, req: &Req, rng: &mut Rng) -> Outcome {
                 );
             }
         },
+        Req::SimpleQuery(kind) => {
+            let sql = kind.sql(tag);
+            match kind.error() {
+                Some(exp) => refused!(ctx, "simple_query", client.simple_query(&sql), [exp]),
+                None => {
+                    let messages = attempt!(ctx, "simple_query", client.simple_query(&sql));
+                    check_simple_query(&messages, *kind, tag)?;
+                }
+            }
+        }
         Req::CopyIn {
             rows,
             chunks,
@@ -1838,6 +1959,7 @@ enum BReq {
         end: PEnd,
     },
     Simple(SimpleKind),
+    SimpleQuery(SqKind),
     CopyIn {
         rows: i32,
         chunks: u64,
@@ -1867,7 +1989,7 @@ enum BReq {
 
 impl BReq {
     fn random(rng: &mut Rng) -> BReq {
-        match rng.weighted(&[25, 6, 8, 16, 8, 6, 6, 5, 5, 3, 3, 5, 1]) {
+        match rng.weighted(&[25, 6, 8, 16, 8, 6, 6, 5, 5, 3, 3, 5, 6, 1]) {
             0 => match Req::random(rng, false) {
                 Req::Query(api, rows) => BReq::Query(api, rows),
                 _ => BReq::Query(QueryApi::QueryOne, 1),
@@ -1928,6 +2050,7 @@ impl BReq {
                 error: rng.chance(20),
                 savepoint: rng.chance(30).then(|| rng.chance(50)),
             },
+            12 => BReq::SimpleQuery(SqKind::random(rng)),
             _ => BReq::Kill,
         }
     }
@@ -2215,6 +2338,16 @@ fn run_blocking_request(b: &mut Blocking, req: &BReq, tag: &str, rng: &mut Rng) 
                 );
             }
         },
+        BReq::SimpleQuery(kind) => {
+            let sql = kind.sql(tag);
+            match kind.error() {
+                Some(exp) => b_refused!(st, "simple_query", b.conn.simple_query(&sql), [exp]),
+                None => {
+                    let messages = b_attempt!(st, b.conn.simple_query(&sql));
+                    check_simple_query(&messages, *kind, tag)?;
+                }
+            }
+        }
         BReq::CopyIn {
             rows,
             chunks,

@@ -490,6 +490,22 @@ impl Connection {
         checked
     }
 
+    /// [`check`](Connection::check) for one of the several results of one request
+    /// (`simple_query`), leaving the encoding check and a notice handler's panic to
+    /// [`after_results`](Connection::after_results) once all have been read: so that a text
+    /// may switch the encoding away and back, as with `batch_execute`, and a panic never
+    /// leaves results unread.
+    pub(crate) fn check_each(&mut self, ptr: *mut ffi::PGresult) -> Result<PgResult> {
+        self.check_inner(ptr)
+    }
+
+    /// The end of a request whose results went through [`check_each`](Connection::check_each).
+    pub(crate) fn after_results(&mut self) -> Result<()> {
+        let encoding = self.check_encoding();
+        self.notices.resume_panic();
+        encoding
+    }
+
     fn check_inner(&mut self, ptr: *mut ffi::PGresult) -> Result<PgResult> {
         let Some(result) = PgResult::from_returned(ptr) else {
             return Err(self.connection_error());

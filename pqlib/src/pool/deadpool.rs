@@ -403,6 +403,22 @@ impl PooledClient {
         self.note(self.client.batch_execute(sql).await)
     }
 
+    /// Runs SQL text with the simple query protocol and returns its rows and completions;
+    /// see [`Client::simple_query`]. Text that may open a transaction is noted, as for
+    /// [`batch_execute`](PooledClient::batch_execute).
+    ///
+    /// ```no_run
+    /// # async fn run(pool: pqlib::pool::deadpool::Pool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = pool.get().await?;
+    /// let messages = client.simple_query("SELECT 1; SELECT 2").await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "PQsendQuery")]
+    pub async fn simple_query(&self, sql: &str) -> Result<Vec<crate::SimpleQueryMessage>> {
+        self.watch(sql);
+        self.note(self.client.simple_query(sql).await)
+    }
+
     /// Runs a statement and returns the number of rows it affected; see
     /// [`Client::execute`].
     ///

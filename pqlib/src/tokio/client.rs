@@ -435,6 +435,33 @@ impl Client {
         self.request(Work::Simple { sql }).await.map(drop)
     }
 
+    /// Runs SQL text with the simple query protocol and returns every statement's rows, as
+    /// text, and completions, in order; see
+    /// [`Connection::simple_query`](crate::Connection::simple_query) for the rules (several
+    /// statements, no parameters, errors, `COPY`).
+    ///
+    /// Like [`batch_execute`](Client::batch_execute), it waits for the statements pipelined
+    /// before it to be answered (libpq runs this protocol only outside pipeline mode), and
+    /// those after it wait for it. Dropping the future at any point is safe: the connection
+    /// task still reads the whole answer, and later requests get their own.
+    ///
+    /// ```no_run
+    /// use pqlib::SimpleQueryMessage;
+    /// # async fn run(client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
+    /// let messages = client.simple_query("SHOW server_version; SELECT 1").await?;
+    /// if let SimpleQueryMessage::Row(row) = &messages[1] {
+    ///     println!("server {}", row.get("server_version").unwrap_or("?"));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "PQsendQuery")]
+    #[doc(alias = "PQexec")]
+    pub async fn simple_query(&self, sql: &str) -> Result<Vec<crate::SimpleQueryMessage>> {
+        let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        let results = self.request(Work::Simple { sql }).await?;
+        Ok(crate::simple_query::messages(&results))
+    }
+
     /// Starts a transaction; see [`Transaction`].
     ///
     /// Statements other clones of this client send meanwhile run inside it too: they share
