@@ -572,8 +572,7 @@ fn keepalives_child() {
     common::wait_until_acked(fd);
     let started = Instant::now();
     common::loopback_down();
-    let (_conn, result, elapsed) =
-        join_busy(Busy::Query, worker, started, Duration::from_secs(8));
+    let (_conn, result, elapsed) = join_busy(Busy::Query, worker, started, Duration::from_secs(8));
     println!("keepalives 1/1/2, waiting on a dead network: failed after {elapsed:?}: {result:?}");
     assert_closed("the waiting statement", &result);
     assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");

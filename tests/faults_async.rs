@@ -483,8 +483,7 @@ fn async_keepalives_child() {
         common::loopback_down();
         // idle 1 s + 2 probes 1 s apart: ≈3 s; at least 2 s (no earlier error than the
         // keepalives can give), less than 8 s (margin for a loaded machine).
-        if let Some(failure) = check_busy(Busy::Query, task, fault, Duration::from_secs(8)).await
-        {
+        if let Some(failure) = check_busy(Busy::Query, task, fault, Duration::from_secs(8)).await {
             panic!("{failure}");
         }
         let elapsed = fault.elapsed();
@@ -681,9 +680,8 @@ async fn dropping_every_client_lets_statements_in_flight_finish() {
     let pid = backend_pid(&client).await;
     let caller = {
         let client = client.clone();
-        let sql = format!(
-            "WITH pause AS (SELECT pg_sleep(2)) INSERT INTO {table} SELECT 1 FROM pause"
-        );
+        let sql =
+            format!("WITH pause AS (SELECT pg_sleep(2)) INSERT INTO {table} SELECT 1 FROM pause");
         tokio::spawn(async move { client.execute(&sql, &[]).await })
     };
     wait_until_active(&conninfo, pid).await;

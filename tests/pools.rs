@@ -392,8 +392,8 @@ fn wait_until_blocked(tid: i64) {
     #[cfg(target_os = "linux")]
     {
         let state = || {
-            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
-                .unwrap_or_default();
+            let stat =
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
             // "pid (comm) S ...": the state follows the last ')'.
             stat.rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))

@@ -71,7 +71,8 @@ fn not_compared(result: &VariantResult, ours: Client, theirs: Client) -> Option<
         .filter(|(m, _)| failure(result, m).is_some())
         .map(|(_, c)| c.name())
         .collect();
-    (!failed.is_empty()).then(|| format!("{} not compared ({} FAILED)", result.id, failed.join(", ")))
+    (!failed.is_empty())
+        .then(|| format!("{} not compared ({} FAILED)", result.id, failed.join(", ")))
 }
 
 /// One goal of issue 7, checked against the numbers.
@@ -101,12 +102,7 @@ impl Report<'_> {
     /// `--enforce-goals`.
     pub fn verdict(&self) -> std::result::Result<(), String> {
         let mut wrong = self.failures();
-        wrong.extend(
-            self.goals()
-                .into_iter()
-                .filter(|g| !g.met)
-                .map(|g| g.line),
-        );
+        wrong.extend(self.goals().into_iter().filter(|g| !g.met).map(|g| g.line));
         if wrong.is_empty() {
             Ok(())
         } else {
@@ -243,10 +239,9 @@ impl Report<'_> {
             let _ = writeln!(md, "|---|---|---:|---:|---:|");
             for m in &r.measured {
                 let (med, spread) = match (failure(r, m), m.median(), m.min_max()) {
-                    (Some(why), _, _) => (
-                        format!("FAILED: {}", why.replace('|', "/")),
-                        String::new(),
-                    ),
+                    (Some(why), _, _) => {
+                        (format!("FAILED: {}", why.replace('|', "/")), String::new())
+                    }
                     (None, Some(t), Some((lo, hi))) => {
                         (fmt_time(t), format!("{} – {}", fmt_time(lo), fmt_time(hi)))
                     }
@@ -662,7 +657,10 @@ mod tests {
                 run(Client::PqlibSync, 102, 42, None),
             ],
         )];
-        let report = Report { env: &env, results: &results };
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
         assert!(report.failures().is_empty());
         assert!(goal(&report.goals(), "pqlib within").met);
         let x = ratio(&results[0], Client::PqlibSync).expect("a ratio");
@@ -683,7 +681,10 @@ mod tests {
                 run(Client::PqlibSync, 50, 42, Some("connection lost")),
             ],
         )];
-        let report = Report { env: &env, results: &results };
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
         assert_eq!(
             report.failures(),
             ["W1 pqlib: error: connection lost".to_owned()]
@@ -713,7 +714,10 @@ mod tests {
                 run(Client::Postgres, 120, 42, None),
             ],
         )];
-        let report = Report { env: &env, results: &results };
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
         assert_eq!(
             report.failures(),
             ["W3 pqlib: wrong result: checksum 41, C's 42".to_owned()]
@@ -724,7 +728,10 @@ mod tests {
         assert!(!goal(&goals, "pqlib within").met);
         let faster = goal(&goals, "pqlib faster than postgres");
         assert!(!faster.met, "{faster:?}");
-        assert!(faster.line.contains("not compared (pqlib FAILED)"), "{faster:?}");
+        assert!(
+            faster.line.contains("not compared (pqlib FAILED)"),
+            "{faster:?}"
+        );
         assert!(report.markdown().contains("FAILED: wrong result"));
         let json = report.json();
         assert!(json.contains("wrong result: checksum 41"), "{json}");
@@ -742,13 +749,22 @@ mod tests {
                 run(Client::Postgres, 150, 7, Some("peer failed")),
             ],
         )];
-        let report = Report { env: &env, results: &results };
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
         assert_eq!(report.failures().len(), 2);
         let goals = report.goals();
         let within = goal(&goals, "pqlib within");
-        assert!(!within.met && within.line.contains("C FAILED"), "{within:?}");
+        assert!(
+            !within.met && within.line.contains("C FAILED"),
+            "{within:?}"
+        );
         let faster = goal(&goals, "pqlib faster than postgres");
-        assert!(!faster.met && faster.line.contains("postgres FAILED"), "{faster:?}");
+        assert!(
+            !faster.met && faster.line.contains("postgres FAILED"),
+            "{faster:?}"
+        );
     }
 
     #[test]
@@ -761,10 +777,16 @@ mod tests {
                 run(Client::PqlibSync, 200, 42, None),
             ],
         )];
-        let report = Report { env: &env, results: &results };
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
         assert!(report.failures().is_empty());
         let within = goal(&report.goals(), "pqlib within");
-        assert!(!within.met && within.line.contains("W1 2.00×"), "{within:?}");
+        assert!(
+            !within.met && within.line.contains("W1 2.00×"),
+            "{within:?}"
+        );
         assert!(crate::enforce(true, report.verdict()).is_err());
         assert!(crate::enforce(false, report.verdict()).is_ok());
     }
