@@ -662,7 +662,8 @@ mod tests {
             results: &results,
         };
         assert!(report.failures().is_empty());
-        assert!(goal(&report.goals(), "pqlib within").met);
+        let goals = report.goals();
+        assert!(goal(&goals, "pqlib within").met);
         let x = ratio(&results[0], Client::PqlibSync).expect("a ratio");
         assert!((x - 1.02).abs() < 1e-9, "{x}");
         assert!(report.verdict().is_ok());
@@ -782,7 +783,8 @@ mod tests {
             results: &results,
         };
         assert!(report.failures().is_empty());
-        let within = goal(&report.goals(), "pqlib within");
+        let goals = report.goals();
+        let within = goal(&goals, "pqlib within");
         assert!(
             !within.met && within.line.contains("W1 2.00×"),
             "{within:?}"
