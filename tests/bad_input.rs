@@ -541,6 +541,78 @@ fn one_gib_parameter_child() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A parameter over 2 GiB.
+
+/// A `bytea` value of `i32::MAX + 1` bytes (2 GiB), more than libpq's `int` lengths can say,
+/// whose encoding costs no memory: `BytesMut::zeroed` maps fresh zero pages that nothing
+/// touches, and an empty output buffer (the first parameter's) takes them whole.
+#[derive(Debug)]
+struct TwoGibBytea;
+
+impl ToSql for TwoGibBytea {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<pqlib::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.unsplit(bytes::BytesMut::zeroed(i32::MAX as usize + 1));
+        Ok(pqlib::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::BYTEA
+    }
+
+    pqlib::types::to_sql_checked!();
+}
+
+/// docs/ffi.md §2: a parameter longer than a C `int` is a `BadInput` error naming it, not a
+/// length truncated on its way to libpq; nothing is sent, the session goes on. In a child
+/// process so that its peak memory is its own: it must stay far below the 2 GiB that
+/// touching the value would cost.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_parameter_over_2_gib_is_bad_input() {
+    let (ok, output) = common::run_child_test(
+        "two_gib_parameter_child",
+        "PQLIB_TWO_GIB_CHILD",
+        &[("DATABASE_URL", common::conninfo())],
+    );
+    eprintln!("{output}");
+    assert!(ok, "the child failed:\n{output}");
+}
+
+#[test]
+#[ignore = "run by a_parameter_over_2_gib_is_bad_input"]
+#[cfg(target_os = "linux")]
+fn two_gib_parameter_child() {
+    if std::env::var_os("PQLIB_TWO_GIB_CHILD").is_none() {
+        return;
+    }
+    let mut conn = connect();
+    let statement = conn.prepare("SELECT length($1::bytea)").unwrap();
+    for (what, sql) in [
+        ("query_one", "SELECT length($1::bytea)"),
+        ("execute", "SELECT length($1::bytea)"),
+    ] {
+        let e = expect_kind(what, ErrorKind::BadInput, || match what {
+            "query_one" => conn.query_one(sql, &[&TwoGibBytea]).map(|_| ()),
+            _ => conn.execute(&statement, &[&TwoGibBytea]).map(|_| ()),
+        });
+        assert!(
+            e.to_string().contains("parameter $1 is larger than 2 GiB"),
+            "{what}: {e}"
+        );
+        assert!(!conn.is_closed(), "{what}: the session survives");
+        assert_works(&mut conn);
+    }
+    let (_, peak) = common::memory_status();
+    println!("2 GiB parameter: BadInput; peak RSS {} MiB", peak >> 20);
+    assert!(peak < 512 << 20, "peak RSS {} MiB", peak >> 20);
+    println!("CHILD OK");
+}
+
+// ---------------------------------------------------------------------------------------------
 // COPY misuse.
 
 /// Data the server rejects in a COPY: a `Db` error at `finish`; bad binary rows are refused

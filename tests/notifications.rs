@@ -77,6 +77,51 @@ fn timeout_iter_receives_a_notification_from_another_connection() {
     assert_eq!(payloads, ["first", "second", ""]);
 }
 
+/// The calling thread's kernel id (0 where there is none to read).
+fn current_tid() -> i64 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions.
+        i64::from(unsafe { libc::gettid() })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// Waits (at most 10 s) until thread `tid` of this process sleeps in the kernel (state `S`
+/// in /proc: here, `poll` on the connection's socket), seen twice 10 ms apart. Elsewhere than
+/// Linux, a pause instead.
+fn wait_until_blocked(tid: i64) {
+    #[cfg(target_os = "linux")]
+    {
+        let state = || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+            // "pid (comm) S ...": the state follows the last ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if state().as_deref() == Some("S") {
+                thread::sleep(Duration::from_millis(10));
+                if state().as_deref() == Some("S") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "thread {tid} never blocked");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn blocking_iter_receives_a_notification_sent_while_it_waits() {
     let mut listener = connect();
@@ -91,17 +136,15 @@ fn blocking_iter_receives_a_notification_sent_while_it_waits() {
     let listening = thread::spawn(move || {
         let mut notifications = listener.notifications();
         let mut iter = notifications.blocking_iter();
-        ready_tx.send(()).unwrap();
+        ready_tx.send(current_tid()).unwrap();
         let start = Instant::now();
         let received = iter.next();
         result_tx.send((received, start.elapsed())).unwrap();
     });
 
-    ready_rx.recv().unwrap();
-    // The listener is (about to be) blocked in next(). The notification is delivered
-    // whether or not it already is; a short pause only makes it likely that the test
+    // Sent only once the listener is blocked in next()'s wait (bounded), so that the test
     // exercises the wait rather than the first non-blocking read.
-    thread::sleep(Duration::from_millis(100));
+    wait_until_blocked(ready_rx.recv().unwrap());
     notify(&mut sender, "blocking_chan", "wake up");
 
     let (received, waited) = result_rx
@@ -306,7 +349,12 @@ fn waits_survive_signals() {
     });
     let thread = listener.as_pthread_t();
     let mut signals = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
     while waiting.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "timeout_iter(500 ms) still waits after 10 s of signals"
+        );
         // SAFETY: the thread has not been joined yet, so its pthread_t is valid.
         unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
         signals += 1;

@@ -133,7 +133,12 @@ async fn deadpool_exhausted_pool_times_out_then_recovers() {
         let pool = pool.clone();
         tokio::spawn(async move { pid_of(&pool.get().await.unwrap()).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Returned only once the waiter waits (bounded), so that the hand-over is what is tested.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.status().waiting == 0 {
+        assert!(Instant::now() < deadline, "the waiter never waited");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let returned_pid = pid_of(&held[0]).await;
     drop(held.remove(0));
     let got = tokio::time::timeout(Duration::from_secs(5), waiter)
@@ -141,6 +146,27 @@ async fn deadpool_exhausted_pool_times_out_then_recovers() {
         .expect("the waiter is served")
         .unwrap();
     assert_eq!(got, returned_pid);
+}
+
+/// Waits (at most 10 s) until `count` idle clients of `pool` report `is_broken()`: their
+/// connection tasks have seen the end of the stream.
+async fn wait_until_idle_clients_are_broken(pool: &dp::Pool, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut broken = 0;
+        pool.retain(|client, _| {
+            broken += usize::from(client.is_broken());
+            true
+        });
+        if broken >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {broken} of {count} idle clients noticed their killed backends within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,8 +196,9 @@ async fn deadpool_recovers_after_backends_are_killed() {
         .unwrap();
         if method == RecyclingMethod::Fast {
             // Fast recycling sees a lost connection once its task has read the end of the
-            // stream: give the tasks a moment. Verified asks the server at checkout.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // stream (Verified asks the server at checkout): wait, bounded, until every idle
+            // client in the pool says it is broken, rather than sleeping and hoping.
+            wait_until_idle_clients_are_broken(&pool, 3).await;
         }
 
         let mut held = Vec::new();
@@ -345,6 +372,51 @@ fn sync_pid(conn: &mut Connection) -> i32 {
     conn.backend_pid() as i32
 }
 
+/// The calling thread's kernel id (0 where there is none to read).
+fn current_tid() -> i64 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions.
+        i64::from(unsafe { libc::gettid() })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// Waits (at most 10 s) until thread `tid` of this process sleeps in the kernel (state `S`
+/// in /proc: blocked, e.g. on r2d2's condition variable), seen twice 10 ms apart so that a
+/// passing lock wait does not count. Elsewhere than Linux, a pause instead.
+fn wait_until_blocked(tid: i64) {
+    #[cfg(target_os = "linux")]
+    {
+        let state = || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+            // "pid (comm) S ...": the state follows the last ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if state().as_deref() == Some("S") {
+                std::thread::sleep(Duration::from_millis(10));
+                if state().as_deref() == Some("S") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "thread {tid} never blocked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn r2d2_exhausted_pool_times_out_then_recovers() {
     let pool = r2d2("pools_r2_exhaust", 2, true);
@@ -356,11 +428,17 @@ fn r2d2_exhausted_pool_times_out_then_recovers() {
     assert!(started.elapsed() >= Duration::from_millis(190));
     assert!(error.to_string().contains("timed out"), "{error}");
 
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let waiter = {
         let pool = pool.clone();
-        std::thread::spawn(move || sync_pid(&mut pool.get().unwrap()))
+        std::thread::spawn(move || {
+            tid_tx.send(current_tid()).unwrap();
+            sync_pid(&mut pool.get().unwrap())
+        })
     };
-    std::thread::sleep(Duration::from_millis(50));
+    // Returned only once the waiter is blocked in `get` (bounded), so that the hand-over is
+    // what is tested.
+    wait_until_blocked(tid_rx.recv().unwrap());
     let returned = first.backend_pid() as i32;
     drop(first);
     assert_eq!(waiter.join().unwrap(), returned);

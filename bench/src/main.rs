@@ -117,6 +117,9 @@ pub struct Opts {
     /// and the connection tasks all run on it) or `multi`. Default: `current` when the
     /// client is pinned to one CPU, `multi` (one worker per CPU) when it is not.
     pub runtime: Option<String>,
+    /// Exit non-zero when a client failed (an error, or a checksum other than C's) or a goal
+    /// of issue 7 is missed.
+    pub enforce_goals: bool,
 }
 
 impl Opts {
@@ -131,6 +134,7 @@ impl Opts {
             skip_python: false,
             cpu: "same".into(),
             runtime: None,
+            enforce_goals: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -138,6 +142,7 @@ impl Opts {
                 "--quick" => opts.quick = true,
                 "--tcp" => opts.tcp = true,
                 "--no-python" => opts.skip_python = true,
+                "--enforce-goals" => opts.enforce_goals = true,
                 "--cpu" => {
                     opts.cpu = args.next().ok_or("--cpu needs same, split or none")?;
                     if !["same", "split", "none"].contains(&opts.cpu.as_str()) {
@@ -166,7 +171,7 @@ impl Opts {
                 "-h" | "--help" => {
                     println!(
                         "usage: cargo run --release -- [--quick] [--tcp] [--reps N] \
-                         [--only W1,W2,...] [--out DIR] [--no-python]\n\n\
+                         [--only W1,W2,...] [--out DIR] [--no-python] [--enforce-goals]\n\n\
                          --quick       smaller workloads and 3 repetitions: a smoke run\n\
                          --tcp         connect over loopback TCP instead of the unix socket\n\
                          --reps N      measured repetitions per client (default 5, quick 3)\n\
@@ -175,6 +180,8 @@ impl Opts {
                          postgres, tokio-postgres, sqlx, psycopg), e.g. for a profiler\n\
                          --out DIR     where benchmarks.md/.json/.svg go (default docs/)\n\
                          --no-python   skip psycopg\n\
+                         --enforce-goals  exit with status 1 if a client failed (an error, or \
+                         a checksum other than C's) or a goal of issue 7 is missed\n\
                          --cpu MODE    same: client and server pinned to CPU 0 (default); \
                          split: client on CPU 0, server on CPU 1; none: not pinned\n\
                          --runtime R   tokio runtime of the async clients: current (default \
@@ -727,10 +734,26 @@ fn real_main() -> Result<()> {
         opts.out.display(),
         started.elapsed().as_secs_f64()
     );
+    let failures = report.failures();
+    for f in &failures {
+        eprintln!("FAILED: {f}");
+    }
+    let verdict = report.verdict();
     drop(ctx);
     drop(admin);
     if let Some(cluster) = server.cluster {
         cluster.stop()?;
     }
-    Ok(())
+    enforce(opts.enforce_goals, verdict)
+}
+
+/// With `--enforce-goals`, a failed client or a missed goal is an error (exit status 1);
+/// without it, the report shows them and the run succeeds.
+fn enforce(enforce_goals: bool, verdict: std::result::Result<(), String>) -> Result<()> {
+    match verdict {
+        Err(wrong) if enforce_goals => {
+            Err(format!("--enforce-goals: the run does not meet its goals:\n{wrong}").into())
+        }
+        _ => Ok(()),
+    }
 }

@@ -32,22 +32,84 @@ fn measured(result: &VariantResult, client: Client) -> Option<&Measured> {
     result.measured.iter().find(|m| m.client == client)
 }
 
-/// The ratio of a client's median to C's on one variant.
-fn ratio(result: &VariantResult, client: Client) -> Option<f64> {
-    let c = result.c_median()?;
-    let m = measured(result, client)?;
-    if m.error.is_some() {
-        return None;
+/// Why a client's numbers on a variant do not count, if they do not: it failed (an error in
+/// the warm-up or a run, or a checksum that changed between runs), or its checksum differs
+/// from C's, so it did other work than C (a wrong result measured fast is no result).
+pub fn failure(result: &VariantResult, m: &Measured) -> Option<String> {
+    if let Some(e) = &m.error {
+        return Some(format!("error: {e}"));
     }
-    Some(m.median()?.as_secs_f64() / c.as_secs_f64())
+    let c_sum = measured(result, Client::C).and_then(|c| c.checksum);
+    match (c_sum, m.checksum) {
+        (Some(c), Some(sum)) if c != sum => Some(format!("wrong result: checksum {sum}, C's {c}")),
+        _ => None,
+    }
 }
 
+/// A client's median on one variant, if it ran and did not fail.
 fn median(result: &VariantResult, client: Client) -> Option<Duration> {
     let m = measured(result, client)?;
-    if m.error.is_some() { None } else { m.median() }
+    if failure(result, m).is_some() {
+        None
+    } else {
+        m.median()
+    }
+}
+
+/// The ratio of a client's median to C's on one variant (neither failed).
+fn ratio(result: &VariantResult, client: Client) -> Option<f64> {
+    let c = median(result, Client::C)?;
+    Some(median(result, client)?.as_secs_f64() / c.as_secs_f64())
+}
+
+/// Why `ours` and `theirs` cannot be compared on a variant where both ran: one of them
+/// failed there.
+fn not_compared(result: &VariantResult, ours: Client, theirs: Client) -> Option<String> {
+    let (a, b) = (measured(result, ours)?, measured(result, theirs)?);
+    let failed: Vec<&str> = [(a, ours), (b, theirs)]
+        .into_iter()
+        .filter(|(m, _)| failure(result, m).is_some())
+        .map(|(_, c)| c.name())
+        .collect();
+    (!failed.is_empty())
+        .then(|| format!("{} not compared ({} FAILED)", result.id, failed.join(", ")))
+}
+
+/// One goal of issue 7, checked against the numbers.
+#[derive(Debug)]
+pub struct Goal {
+    pub line: String,
+    /// Met on every variant it covers. A variant where a client it compares failed cannot
+    /// show that it is met, so it counts as missed.
+    pub met: bool,
 }
 
 impl Report<'_> {
+    /// Every client that failed on a variant, one line each: its numbers are left out of the
+    /// tables, the ratios, the goals and the chart.
+    pub fn failures(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .flat_map(|r| {
+                r.measured.iter().filter_map(move |m| {
+                    failure(r, m).map(|why| format!("{} {}: {why}", r.id, m.client.name()))
+                })
+            })
+            .collect()
+    }
+
+    /// `Ok` when no client failed and every goal is met; otherwise what went wrong, for
+    /// `--enforce-goals`.
+    pub fn verdict(&self) -> std::result::Result<(), String> {
+        let mut wrong = self.failures();
+        wrong.extend(self.goals().into_iter().filter(|g| !g.met).map(|g| g.line));
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(wrong.join("\n"))
+        }
+    }
+
     fn clients(&self) -> Vec<Client> {
         Client::ALL
             .into_iter()
@@ -104,6 +166,19 @@ impl Report<'_> {
             env.elapsed.as_secs_f64()
         );
 
+        let failures = self.failures();
+        if !failures.is_empty() {
+            let _ = writeln!(
+                md,
+                "## Failures\n\nThese clients' numbers are not counted anywhere below (not in \
+                 the ratios, the goals or the chart):\n"
+            );
+            for f in &failures {
+                let _ = writeln!(md, "- **FAILED** {}", f.replace('|', "/"));
+            }
+            md.push('\n');
+        }
+
         let _ = writeln!(md, "## Medians and ratios to C\n");
         let _ = write!(md, "| workload |");
         for c in &clients {
@@ -119,7 +194,10 @@ impl Report<'_> {
             for &c in &clients {
                 match (measured(r, c), median(r, c)) {
                     (Some(m), _) if m.error.is_some() => {
-                        let _ = write!(md, " error |");
+                        let _ = write!(md, " FAILED: error |");
+                    }
+                    (Some(m), _) if failure(r, m).is_some() => {
+                        let _ = write!(md, " FAILED: wrong result |");
                     }
                     (Some(_), Some(t)) => {
                         let ratio = ratio(r, c)
@@ -140,7 +218,7 @@ impl Report<'_> {
         if !goals.is_empty() {
             let _ = writeln!(md, "## Goals of issue 7, checked against these numbers\n");
             for g in goals {
-                let _ = writeln!(md, "- {g}");
+                let _ = writeln!(md, "- {}", g.line);
             }
             md.push('\n');
         }
@@ -160,8 +238,10 @@ impl Report<'_> {
             let _ = writeln!(md, "| client | how | median | min – max | ratio |");
             let _ = writeln!(md, "|---|---|---:|---:|---:|");
             for m in &r.measured {
-                let (med, spread) = match (&m.error, m.median(), m.min_max()) {
-                    (Some(e), _, _) => (format!("error: {}", e.replace('|', "/")), String::new()),
+                let (med, spread) = match (failure(r, m), m.median(), m.min_max()) {
+                    (Some(why), _, _) => {
+                        (format!("FAILED: {}", why.replace('|', "/")), String::new())
+                    }
                     (None, Some(t), Some((lo, hi))) => {
                         (fmt_time(t), format!("{} – {}", fmt_time(lo), fmt_time(hi)))
                     }
@@ -201,10 +281,14 @@ impl Report<'_> {
         md
     }
 
-    /// The goals of issue 7, each as a line saying whether these numbers meet it.
-    fn goals(&self) -> Vec<String> {
+    /// The goals of issue 7, each with a line saying whether these numbers meet it.
+    pub fn goals(&self) -> Vec<Goal> {
         let mut lines = Vec::new();
         let pct = |x: f64| format!("{:+.1}%", (x - 1.0) * 100.0);
+        // Where a client a goal compares failed, the goal cannot be shown met there.
+        let failed = |r: &VariantResult, client: Client| {
+            measured(r, client).is_some_and(|m| failure(r, m).is_some())
+        };
         // 1. pqlib within 1.05× of C everywhere it runs.
         for (client, label) in [
             (Client::PqlibSync, "pqlib"),
@@ -213,10 +297,17 @@ impl Report<'_> {
             let misses: Vec<String> = self
                 .results
                 .iter()
+                .filter(|r| measured(r, client).is_some())
                 .filter_map(|r| {
-                    ratio(r, client)
-                        .filter(|&x| x > 1.05)
-                        .map(|x| format!("{} {x:.2}×", r.id))
+                    if failed(r, client) {
+                        Some(format!("{} FAILED", r.id))
+                    } else if failed(r, Client::C) {
+                        Some(format!("{} not compared (C FAILED)", r.id))
+                    } else {
+                        ratio(r, client)
+                            .filter(|&x| x > 1.05)
+                            .map(|x| format!("{} {x:.2}×", r.id))
+                    }
                 })
                 .collect();
             let runs = self
@@ -225,12 +316,20 @@ impl Report<'_> {
                 .filter(|r| ratio(r, client).is_some())
                 .count();
             lines.push(if misses.is_empty() {
-                format!("{label} within 1.05× of C: **met** on all {runs} workloads it runs")
+                Goal {
+                    line: format!(
+                        "{label} within 1.05× of C: **met** on all {runs} workloads it runs"
+                    ),
+                    met: true,
+                }
             } else {
-                format!(
-                    "{label} within 1.05× of C: **missed** on {}",
-                    misses.join(", ")
-                )
+                Goal {
+                    line: format!(
+                        "{label} within 1.05× of C: **missed** on {}",
+                        misses.join(", ")
+                    ),
+                    met: false,
+                }
             });
         }
         // 2. faster than postgres / tokio-postgres on W3 and every W4 variant.
@@ -243,7 +342,10 @@ impl Report<'_> {
             let mut bad = Vec::new();
             let mut n = 0;
             for r in self.results.iter().filter(|r| w34(r.id)) {
-                if let (Some(a), Some(b)) = (median(r, ours), median(r, theirs)) {
+                if let Some(why) = not_compared(r, ours, theirs) {
+                    n += 1;
+                    bad.push(why);
+                } else if let (Some(a), Some(b)) = (median(r, ours), median(r, theirs)) {
                     n += 1;
                     if a >= b {
                         bad.push(format!(
@@ -256,18 +358,24 @@ impl Report<'_> {
             }
             if n > 0 {
                 lines.push(if bad.is_empty() {
-                    format!(
-                        "{} faster than {} on W3/W4: **met** ({n} variants)",
-                        ours.name(),
-                        theirs.name()
-                    )
+                    Goal {
+                        line: format!(
+                            "{} faster than {} on W3/W4: **met** ({n} variants)",
+                            ours.name(),
+                            theirs.name()
+                        ),
+                        met: true,
+                    }
                 } else {
-                    format!(
-                        "{} faster than {} on W3/W4: **missed** on {}",
-                        ours.name(),
-                        theirs.name(),
-                        bad.join(", ")
-                    )
+                    Goal {
+                        line: format!(
+                            "{} faster than {} on W3/W4: **missed** on {}",
+                            ours.name(),
+                            theirs.name(),
+                            bad.join(", ")
+                        ),
+                        met: false,
+                    }
                 });
             }
         }
@@ -276,7 +384,10 @@ impl Report<'_> {
             let mut bad = Vec::new();
             let mut n = 0;
             for r in self.results.iter().filter(|r| filter(r.id)) {
-                if let (Some(a), Some(b)) = (median(r, ours), median(r, theirs)) {
+                if let Some(why) = not_compared(r, ours, theirs) {
+                    n += 1;
+                    bad.push(why);
+                } else if let (Some(a), Some(b)) = (median(r, ours), median(r, theirs)) {
                     n += 1;
                     if a > b {
                         bad.push(format!(
@@ -289,18 +400,24 @@ impl Report<'_> {
             }
             (n > 0).then(|| {
                 if bad.is_empty() {
-                    format!(
-                        "{} at least as fast as {} {what}: **met** ({n} variants)",
-                        ours.name(),
-                        theirs.name()
-                    )
+                    Goal {
+                        line: format!(
+                            "{} at least as fast as {} {what}: **met** ({n} variants)",
+                            ours.name(),
+                            theirs.name()
+                        ),
+                        met: true,
+                    }
                 } else {
-                    format!(
-                        "{} at least as fast as {} {what}: **missed** on {} (slower by)",
-                        ours.name(),
-                        theirs.name(),
-                        bad.join(", ")
-                    )
+                    Goal {
+                        line: format!(
+                            "{} at least as fast as {} {what}: **missed** on {} (slower by)",
+                            ours.name(),
+                            theirs.name(),
+                            bad.join(", ")
+                        ),
+                        met: false,
+                    }
                 }
             })
         };
@@ -342,6 +459,7 @@ impl Report<'_> {
                         "times_ms": m.times.iter().map(|t| t.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
                         "median_ms": m.median().map(|t| t.as_secs_f64() * 1000.0),
                         "ratio_to_c": ratio(r, m.client),
+                        "failure": failure(r, m),
                         "error": m.error,
                         "checksum": m.checksum,
                     })).collect::<Vec<_>>(),
@@ -364,6 +482,10 @@ impl Report<'_> {
             "mode": env.mode,
             "reps": env.reps,
             "seconds": env.elapsed.as_secs_f64(),
+            "failures": self.failures(),
+            "goals": self.goals().iter().map(|g| serde_json::json!({
+                "goal": g.line, "met": g.met,
+            })).collect::<Vec<_>>(),
             "results": results,
         });
         serde_json::to_string_pretty(&value).unwrap_or_default()
@@ -467,5 +589,207 @@ impl Report<'_> {
             .draw()?;
         root.present()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> EnvInfo {
+        EnvInfo {
+            cpu: "test cpu".into(),
+            cores: 2,
+            kernel: "test kernel".into(),
+            rustc: "rustc".into(),
+            server_version: "server".into(),
+            libpq: "libpq".into(),
+            transport: "unix socket".into(),
+            crates: Vec::new(),
+            python: None,
+            mode: "test".into(),
+            args: String::new(),
+            reps: 3,
+            load: String::new(),
+            load_end: String::new(),
+            pinning: String::new(),
+            notes: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// A client's result: three runs of `ms` milliseconds, with `checksum`, or an error.
+    fn run(client: Client, ms: u64, checksum: i64, error: Option<&str>) -> Measured {
+        Measured {
+            client,
+            how: "test".into(),
+            times: vec![Duration::from_millis(ms); 3],
+            error: error.map(str::to_owned),
+            checksum: Some(checksum),
+        }
+    }
+
+    fn variant(id: &'static str, measured: Vec<Measured>) -> VariantResult {
+        VariantResult {
+            id,
+            title: "test".into(),
+            unit: "runs".into(),
+            measured,
+            missing: Vec::new(),
+            checksum_note: None,
+        }
+    }
+
+    fn goal<'g>(goals: &'g [Goal], starts: &str) -> &'g Goal {
+        goals
+            .iter()
+            .find(|g| g.line.starts_with(starts))
+            .unwrap_or_else(|| panic!("no goal {starts:?} in {goals:?}"))
+    }
+
+    #[test]
+    fn a_clean_run_that_meets_its_goals_passes_enforcement() {
+        let env = env();
+        let results = [variant(
+            "W1",
+            vec![
+                run(Client::C, 100, 42, None),
+                run(Client::PqlibSync, 102, 42, None),
+            ],
+        )];
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert!(report.failures().is_empty());
+        let goals = report.goals();
+        assert!(goal(&goals, "pqlib within").met);
+        let x = ratio(&results[0], Client::PqlibSync).expect("a ratio");
+        assert!((x - 1.02).abs() < 1e-9, "{x}");
+        assert!(report.verdict().is_ok());
+        assert!(crate::enforce(true, report.verdict()).is_ok());
+        assert!(!report.markdown().contains("FAILED"));
+    }
+
+    #[test]
+    fn an_errored_client_is_a_failure_and_its_times_do_not_count() {
+        let env = env();
+        // Faster than C, but it failed: its time must not meet the goal.
+        let results = [variant(
+            "W1",
+            vec![
+                run(Client::C, 100, 42, None),
+                run(Client::PqlibSync, 50, 42, Some("connection lost")),
+            ],
+        )];
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert_eq!(
+            report.failures(),
+            ["W1 pqlib: error: connection lost".to_owned()]
+        );
+        assert_eq!(ratio(&results[0], Client::PqlibSync), None);
+        let goals = report.goals();
+        let within = goal(&goals, "pqlib within");
+        assert!(!within.met, "{within:?}");
+        assert!(within.line.contains("W1 FAILED"), "{within:?}");
+        let md = report.markdown();
+        assert!(md.contains("## Failures"), "{md}");
+        assert!(md.contains("FAILED: error: connection lost"), "{md}");
+        assert!(report.verdict().is_err());
+        assert!(crate::enforce(true, report.verdict()).is_err());
+        // Without the flag the report shows it and the run still succeeds.
+        assert!(crate::enforce(false, report.verdict()).is_ok());
+    }
+
+    #[test]
+    fn a_checksum_other_than_cs_is_a_failure_and_its_times_do_not_count() {
+        let env = env();
+        let results = [variant(
+            "W3",
+            vec![
+                run(Client::C, 100, 42, None),
+                run(Client::PqlibSync, 50, 41, None),
+                run(Client::Postgres, 120, 42, None),
+            ],
+        )];
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert_eq!(
+            report.failures(),
+            ["W3 pqlib: wrong result: checksum 41, C's 42".to_owned()]
+        );
+        assert_eq!(ratio(&results[0], Client::PqlibSync), None);
+        assert_eq!(median(&results[0], Client::PqlibSync), None);
+        let goals = report.goals();
+        assert!(!goal(&goals, "pqlib within").met);
+        let faster = goal(&goals, "pqlib faster than postgres");
+        assert!(!faster.met, "{faster:?}");
+        assert!(
+            faster.line.contains("not compared (pqlib FAILED)"),
+            "{faster:?}"
+        );
+        assert!(report.markdown().contains("FAILED: wrong result"));
+        let json = report.json();
+        assert!(json.contains("wrong result: checksum 41"), "{json}");
+        assert!(crate::enforce(true, report.verdict()).is_err());
+    }
+
+    #[test]
+    fn a_failed_peer_or_c_leaves_the_goal_unmet_not_silently_met() {
+        let env = env();
+        let results = [variant(
+            "W4a",
+            vec![
+                run(Client::C, 100, 7, Some("C failed")),
+                run(Client::PqlibSync, 101, 7, None),
+                run(Client::Postgres, 150, 7, Some("peer failed")),
+            ],
+        )];
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert_eq!(report.failures().len(), 2);
+        let goals = report.goals();
+        let within = goal(&goals, "pqlib within");
+        assert!(
+            !within.met && within.line.contains("C FAILED"),
+            "{within:?}"
+        );
+        let faster = goal(&goals, "pqlib faster than postgres");
+        assert!(
+            !faster.met && faster.line.contains("postgres FAILED"),
+            "{faster:?}"
+        );
+    }
+
+    #[test]
+    fn a_missed_goal_fails_enforcement_without_any_failure() {
+        let env = env();
+        let results = [variant(
+            "W1",
+            vec![
+                run(Client::C, 100, 42, None),
+                run(Client::PqlibSync, 200, 42, None),
+            ],
+        )];
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert!(report.failures().is_empty());
+        let goals = report.goals();
+        let within = goal(&goals, "pqlib within");
+        assert!(
+            !within.met && within.line.contains("W1 2.00×"),
+            "{within:?}"
+        );
+        assert!(crate::enforce(true, report.verdict()).is_err());
+        assert!(crate::enforce(false, report.verdict()).is_ok());
     }
 }
