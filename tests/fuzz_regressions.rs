@@ -49,7 +49,10 @@ unsafe impl GlobalAlloc for Limited {
 #[global_allocator]
 static ALLOCATOR: Limited = Limited;
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's oracle: panics (or aborts) on a finding.
+type Oracle = fn(&[u8]);
+
+const TARGETS: &[(&str, Oracle)] = &[
     ("binary_copy", binary_copy::check),
     ("config", config::check),
     ("escape", escape::check),
