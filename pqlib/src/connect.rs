@@ -110,8 +110,10 @@ impl Connector {
         let conn = start(config, &notices)?;
         // The effective settings, with environment variables and service files applied.
         let effective = effective_options(&conn);
+        // libpq's blocking connect reads it after starting: its complaint follows whatever the
+        // start already wrote (the first host's "connection to server at … failed: ").
         let timeout = connect_timeout(option(&effective, "connect_timeout"))
-            .map_err(|message| failed(&conn, message))?;
+            .map_err(|message| failed(&conn, format!("{}{message}", conn.error_message())))?;
         let hosts = host_list(&effective);
         let mut connector = Connector {
             conn,

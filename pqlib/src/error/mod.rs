@@ -232,7 +232,7 @@ impl Error {
     ///     Ok(_) => println!("connected"),
     ///     Err(e) if e.needs_password() => println!("a password is needed"),
     ///     // The server got a password and refused the login: almost always a wrong one
-    ///     // (the message says; a missing database is reported the same way).
+    ///     // (the message says; a missing database after a good password looks the same).
     ///     Err(e) if e.used_password() => println!("login refused: {e}"),
     ///     // No password was involved: the server is unreachable, refused the connection
     ///     // (pg_hba.conf), or an option is wrong.
@@ -245,14 +245,14 @@ impl Error {
         self.0.needs_password
     }
 
-    /// For a failed connection attempt: a password was sent to the server (the
-    /// authentication method asked for one, and one was given). Together with a failed
-    /// attempt, that usually means a wrong password; see
-    /// [`needs_password`](Error::needs_password). `false` for every other error.
+    /// For a failed connection attempt: the server asked for a password (its authentication
+    /// method needs one), as libpq's `PQconnectionUsedPassword` reports it. When
+    /// [`needs_password`](Error::needs_password) is `false`, a password was given, and the
+    /// failed attempt usually means it was wrong. `false` for every other error.
     ///
     /// ```no_run
     /// let e = pqlib::Connection::connect("host=db user=app password=wrong").unwrap_err();
-    /// if e.used_password() {
+    /// if e.used_password() && !e.needs_password() {
     ///     eprintln!("check the password: {e}");
     /// }
     /// ```

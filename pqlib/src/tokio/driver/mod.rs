@@ -230,6 +230,9 @@ impl Connection {
     #[doc(alias = "PQconsumeInput")]
     #[doc(alias = "PQnotifies")]
     pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<AsyncMessage>>> {
+        // Notices sent while the session started (and any left over) come first, even while
+        // nothing else happens on the connection.
+        self.take_notices();
         let driven = match self.poll_drive(cx) {
             // Kept until the messages received before the failure are handed out: the
             // connection's end must not be lost behind a last notice.
@@ -569,6 +572,16 @@ impl Connection {
             self.messages
                 .push_back(AsyncMessage::Notification(notification));
         }
+        self.take_notices();
+        if self.is_bad() {
+            return Err(self.connection_error());
+        }
+        Ok(())
+    }
+
+    /// Hands the notices libpq's receiver queued to the config's callback, or queues them as
+    /// messages.
+    fn take_notices(&mut self) {
         let notices = std::mem::take(&mut *self.notices.lock().unwrap_or_else(|p| p.into_inner()));
         match &self.notice_callback {
             // Called here, in Rust, not from libpq's receiver: a panic unwinds out of the
@@ -578,10 +591,6 @@ impl Connection {
                 .messages
                 .extend(notices.into_iter().map(AsyncMessage::Notice)),
         }
-        if self.is_bad() {
-            return Err(self.connection_error());
-        }
-        Ok(())
     }
 
     fn on_result(&mut self, ptr: *mut ffi::PGresult) -> Result<()> {
