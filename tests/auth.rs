@@ -202,7 +202,12 @@ fn connection_failures_are_told_apart() {
     let mut unreachable = config("alice");
     unreachable.param("port", &refused_port.to_string());
     let cases = [
-        ("wrong password", with_password("alice", "wrong-pw-7d1e"), false, true),
+        (
+            "wrong password",
+            with_password("alice", "wrong-pw-7d1e"),
+            false,
+            true,
+        ),
         // libpq's "used a password" means "the server asked for one".
         ("missing password", config("alice"), true, true),
         ("unreachable", unreachable, false, false),

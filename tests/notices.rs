@@ -526,10 +526,7 @@ fn config_callback_gets_the_startup_notice() {
     let later: Vec<String> = rx.try_iter().map(|n| n.message().to_owned()).collect();
     assert_eq!(later, ["after startup"]);
     // And the server really did truncate the name.
-    let name: String = conn
-        .query_one("SHOW application_name", &[])
-        .unwrap()
-        .get(0);
+    let name: String = conn.query_one("SHOW application_name", &[]).unwrap().get(0);
     assert_eq!(name.len(), 63, "{name}");
 }
 
@@ -621,7 +618,13 @@ impl log::Log for Capture {
     fn log(&self, record: &log::Record<'_>) {
         use std::fmt::Write;
         let mut text = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(text, "{} {}: {}", record.level(), record.target(), record.args());
+        let _ = writeln!(
+            text,
+            "{} {}: {}",
+            record.level(),
+            record.target(),
+            record.args()
+        );
     }
 
     fn flush(&self) {}
@@ -690,7 +693,10 @@ fn async_config_callback_gets_the_startup_notice() {
     });
     let notices: Vec<DbError> = rx.try_iter().collect();
     assert_eq!(notices.len(), 2, "{notices:?}");
-    assert!(is_truncation_notice(&notices[0], "pqlib-startup-async"), "{notices:?}");
+    assert!(
+        is_truncation_notice(&notices[0], "pqlib-startup-async"),
+        "{notices:?}"
+    );
     assert_eq!(notices[1].message(), "async later");
 }
 
@@ -709,7 +715,10 @@ fn async_startup_notice_comes_first_from_poll_message() {
         .expect("a message within 30 s");
         match message {
             Some(Ok(pqlib::tokio::AsyncMessage::Notice(notice))) => {
-                assert!(is_truncation_notice(&notice, "pqlib-startup-poll"), "{notice:?}");
+                assert!(
+                    is_truncation_notice(&notice, "pqlib-startup-poll"),
+                    "{notice:?}"
+                );
             }
             other => panic!("expected the startup notice, got {other:?}"),
         }

@@ -20,6 +20,10 @@
 //! Either way the failure is reported with libpq's words ("timeout expired"), and the messages
 //! of all attempts are joined as libpq joins them.
 
+// Without a way to wait for a socket (neither poll(2) nor libpq 17's PQsocketPoll), the
+// blocking client falls back to PQconnectdbParams and only `failed` is used.
+#![cfg_attr(not(any(unix, libpq_17)), allow(dead_code))]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -376,7 +380,6 @@ pub(crate) fn failed(conn: &PgConn, message: String) -> Error {
     Error::connect_failed(message, needs, used)
 }
 
-
 /// `raw` with libpq's report after each cut (the rest of that line and the tab-indented lines
 /// under it) replaced by "timeout expired", as libpq's blocking connect words a timeout.
 /// `abandoned`: the attempt at the end of `raw` timed out too (nothing follows its cut).
@@ -598,7 +601,10 @@ mod tests {
             with_timeouts(&raw, &[p1.len()], false),
             format!("{p1}timeout expired\n{p2}")
         );
-        assert_eq!(with_timeouts(p1, &[], true), format!("{p1}timeout expired\n"));
+        assert_eq!(
+            with_timeouts(p1, &[], true),
+            format!("{p1}timeout expired\n")
+        );
         assert_eq!(with_timeouts(&raw, &[], false), raw);
         // A cut past the end (the message was reset) is ignored.
         assert_eq!(with_timeouts("x\n", &[10], false), "x\n");
@@ -631,7 +637,10 @@ mod tests {
         assert_eq!(hosts.len(), 2);
         assert_eq!(hosts[1].host, "b");
         assert_eq!(hosts[1].port, "5432");
-        let hosts = host_list(&options(&[("hostaddr", "10.0.0.1,10.0.0.2"), ("port", "1,2")]));
+        let hosts = host_list(&options(&[
+            ("hostaddr", "10.0.0.1,10.0.0.2"),
+            ("port", "1,2"),
+        ]));
         assert_eq!(hosts[1].hostaddr, "10.0.0.2");
         assert_eq!(hosts[1].port, "2");
         assert!(hosts[0].host.is_empty());

@@ -16,10 +16,13 @@ use crate::{Config, Connection};
 
 pub(crate) type Handler = Box<dyn FnMut(&DbError) + Send>;
 
+/// A handler that can be shared and called through a `&`.
+type SharedHandler = Mutex<dyn FnMut(&DbError) + Send>;
+
 /// A notice handler given on a [`Config`], before connecting: shared by every connection made
 /// from the config (and its clones), called by one of them at a time.
 #[derive(Clone)]
-pub(crate) struct NoticeCallback(Arc<Mutex<dyn FnMut(&DbError) + Send>>);
+pub(crate) struct NoticeCallback(Arc<SharedHandler>);
 
 impl NoticeCallback {
     /// Calls the handler (a panic unwinds to the caller; the lock is not held poisoned).
