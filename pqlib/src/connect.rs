@@ -206,7 +206,8 @@ impl Connector {
     /// The current attempt's deadline passed. Returns whether a new connection was started
     /// (with the hosts after the one that timed out); an error when none is left.
     fn expire(&mut self) -> Result<bool> {
-        let cut = self.conn.error_message().len();
+        let raw = self.conn.error_message();
+        let cut = raw.len();
         #[cfg(unix)]
         if !self.shut_down && self.conn.status() == ffi::ConnStatusType::CONNECTION_STARTED {
             // Still waiting for the TCP connection: shut the socket down, so that libpq sees
@@ -223,19 +224,17 @@ impl Connector {
                 return Ok(false);
             }
         }
-        // Connected but unanswered (or the shutdown did not help): give this attempt up.
-        let next = self
-            .plan
-            .as_ref()
-            .map(|plan| plan.current + 1)
-            .filter(|&next| next < self.plan.as_ref().map_or(0, |plan| plan.hosts.len()));
-        let Some(next) = next else {
+        // Connected but unanswered (or the shutdown did not help): give this attempt up, and
+        // go on with the hosts after it, if any.
+        let next = self.plan.as_ref().and_then(|plan| {
+            let next = plan.current + 1;
+            (next < plan.hosts.len()).then(|| (next, plan.params(next)))
+        });
+        let Some((next, params)) = next else {
             return Err(self.failure(Some(cut)));
         };
-        let message = with_timeouts(&self.conn.error_message()[..cut], &self.cuts, true);
+        let message = with_timeouts(&raw, &self.cuts, true);
         self.earlier.push_str(&message);
-        let params = self.plan.as_ref().map(|plan| plan.params(next));
-        let params = params.expect("a next host implies a plan");
         match start(&params, &self.notices) {
             Ok(conn) => self.conn = conn,
             Err(e) if e.kind() == crate::error::ErrorKind::Connect => {
@@ -265,7 +264,7 @@ impl Connector {
     fn failure(&self, abandoned_at: Option<usize>) -> Error {
         let raw = self.conn.error_message();
         let current = match abandoned_at {
-            Some(cut) => with_timeouts(&raw[..cut.min(raw.len())], &self.cuts, true),
+            Some(cut) => with_timeouts(raw.get(..cut).unwrap_or(&raw), &self.cuts, true),
             None => with_timeouts(&raw, &self.cuts, false),
         };
         failed(&self.conn, format!("{}{current}", self.earlier))
