@@ -109,7 +109,7 @@ fn nonblocking(conninfo: &str) -> Result<String, pqlib::Error> {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let test = async {
         let (client, connection) = pqlib::tokio::connect(conninfo).await?;
         let driver = tokio::spawn(connection);
         let port: String = client
@@ -119,6 +119,11 @@ fn nonblocking(conninfo: &str) -> Result<String, pqlib::Error> {
         drop(client);
         driver.await.unwrap()?;
         Ok(port)
+    };
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), test)
+            .await
+            .expect("the async client finishes within a minute")
     })
 }
 

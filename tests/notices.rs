@@ -667,17 +667,23 @@ fn startup_notice_without_a_handler_is_logged() {
 
 // ---- the async client ------------------------------------------------------------------
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+/// Runs `test` on a current-thread runtime, failing it if it takes more than a minute.
+fn block_on_bounded<F: std::future::Future>(test: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), test)
+            .await
+            .expect("the test finishes within a minute")
+    })
 }
 
 #[test]
 fn async_config_callback_gets_the_startup_notice() {
     let (config, rx) = config_with_callback("pqlib-startup-async");
-    runtime().block_on(async {
+    block_on_bounded(async {
         let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
         let driver = tokio::spawn(connection);
         client
@@ -704,7 +710,7 @@ fn async_config_callback_gets_the_startup_notice() {
 fn async_startup_notice_comes_first_from_poll_message() {
     let mut config: Config = common::conninfo().parse().unwrap();
     config.application_name(&long_application_name("pqlib-startup-poll"));
-    runtime().block_on(async {
+    block_on_bounded(async {
         let (client, mut connection) = pqlib::tokio::connect_config(&config).await.unwrap();
         let query = tokio::spawn(async move { client.batch_execute("SELECT 1").await });
         let message = tokio::time::timeout(
@@ -737,7 +743,7 @@ fn async_startup_notice_without_a_handler_is_logged() {
     captured_logs();
     let mut config: Config = common::conninfo().parse().unwrap();
     config.application_name(&long_application_name("pqlib-startup-async-log"));
-    runtime().block_on(async {
+    block_on_bounded(async {
         let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
         let driver = tokio::spawn(connection);
         client.batch_execute("SELECT 1").await.unwrap();
@@ -758,7 +764,7 @@ fn async_panicking_config_callback_ends_the_connection_task() {
     let mut config: Config = common::conninfo().parse().unwrap();
     config.application_name(&long_application_name("pqlib-startup-async-panic"));
     config.notice_callback(|notice| panic!("async startup notice: {}", notice.message()));
-    runtime().block_on(async {
+    block_on_bounded(async {
         let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
         let driver = tokio::spawn(connection);
         let joined = tokio::time::timeout(Duration::from_secs(30), driver)
