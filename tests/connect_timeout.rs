@@ -188,6 +188,29 @@ fn a_silent_host_times_out_with_libpqs_message() {
 }
 
 #[test]
+fn a_one_second_timeout_is_what_the_linked_libpq_makes_of_it() {
+    // libpq before 17 waits at least 2 s; libpq 17 and later take 1 s as 1 s.
+    let (_listener, port) = silent();
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=1 \
+         sslmode=disable"
+    );
+    let (outcome, _) = same_as_libpq(&conninfo);
+    assert!(outcome.unwrap_err().ends_with("timeout expired\n"));
+    let started = Instant::now();
+    blocking(&conninfo).unwrap_err();
+    let took = started.elapsed();
+    if pqlib::version().number() >= 170000 {
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_millis(1800),
+            "{took:?}"
+        );
+    } else {
+        assert!(took >= Duration::from_millis(1900), "{took:?}");
+    }
+}
+
+#[test]
 fn a_silent_host_then_a_good_one() {
     let (_listener, silent_port) = silent();
     let good = good_port();
