@@ -13,9 +13,10 @@
 //!   socket down, which libpq reports as a failed connect and moves on from by itself;
 //! - an attempt to a server that accepted the connection but does not answer cannot be cut
 //!   off that way (libpq treats any failure after connecting as final), so it is abandoned,
-//!   and a new connection is started with the hosts after it. To know which hosts those are,
-//!   with a timeout and several hosts the host list is passed to libpq in an explicit order
-//!   (shuffled here for `load_balance_hosts=random`).
+//!   and a new connection is started with the hosts after it (so, unlike libpq, the other
+//!   addresses of a host name that resolves to several are not tried after such a timeout).
+//!   To know which hosts those are, with a timeout and several hosts the host list is passed
+//!   to libpq in an explicit order (shuffled here for `load_balance_hosts=random`).
 //!
 //! Either way the failure is reported with libpq's words ("timeout expired"), and the messages
 //! of all attempts are joined as libpq joins them.
