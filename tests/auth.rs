@@ -190,6 +190,53 @@ fn missing_password() {
     assert_contains(&e, "no password supplied");
 }
 
+/// A wrong password, a missing one and an unreachable server are all `ErrorKind::Connect`
+/// without an SQLSTATE (libpq keeps only the text of errors it gets while connecting);
+/// `needs_password` and `used_password` tell them apart, in both clients.
+#[test]
+fn connection_failures_are_told_apart() {
+    let refused_port = {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut unreachable = config("alice");
+    unreachable.param("port", &refused_port.to_string());
+    let cases = [
+        (
+            "wrong password",
+            with_password("alice", "wrong-pw-7d1e"),
+            false,
+            true,
+        ),
+        // libpq's "used a password" means "the server asked for one".
+        ("missing password", config("alice"), true, true),
+        ("unreachable", unreachable, false, false),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (what, config, needs_password, used_password) in cases {
+        let blocking = config.connect().unwrap_err();
+        let nonblocking = runtime
+            .block_on(pqlib::tokio::connect_config(&config))
+            .unwrap_err();
+        for e in [blocking, nonblocking] {
+            assert_eq!(e.kind(), ErrorKind::Connect, "{what}: {e}");
+            assert_eq!(e.code(), None, "{what}: {e}");
+            assert!(e.as_db_error().is_none(), "{what}: {e}");
+            assert_eq!(e.needs_password(), needs_password, "{what}: {e}");
+            assert_eq!(e.used_password(), used_password, "{what}: {e}");
+        }
+    }
+    // Errors that are not connection failures say no to both.
+    let e = superuser().batch_execute("SELEC 1").unwrap_err();
+    assert!(!e.needs_password() && !e.used_password());
+    // A login that works used the password (and so reports the connection, not an error).
+    let conn = with_password("alice", ALICE_PASSWORD).connect().unwrap();
+    assert!(conn.used_password());
+}
+
 #[test]
 fn channel_binding() {
     // Over TLS, SCRAM binds to the channel: required and got.

@@ -333,6 +333,25 @@ fn notices_child() {
     };
     let conninfo = std::env::var(CHILD_CONNINFO).unwrap();
     match scenario.as_str() {
+        "quiet-long-application-name" => {
+            let mut config: Config = conninfo.parse().unwrap();
+            config.application_name(&long_application_name("child"));
+            let mut conn = config.connect().unwrap();
+            conn.batch_execute("SELECT 1").unwrap();
+            let mut config: Config = conninfo.parse().unwrap();
+            config.application_name(&long_application_name("child-async"));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
+                let driver = tokio::spawn(connection);
+                client.batch_execute("SELECT 1").await.unwrap();
+                drop(client);
+                driver.await.unwrap().unwrap();
+            });
+        }
         "quiet" | "quiet-noisy-start" => {
             let mut conn = if scenario == "quiet" {
                 Connection::connect(&conninfo).unwrap()
@@ -417,16 +436,25 @@ fn no_handler_prints_nothing() {
     );
 }
 
-/// Known limitation: notices the server sends while the session starts are printed to stderr
-/// by libpq's default notice processor, because the blocking connect installs pqlib's
-/// receiver only after `PQconnectdbParams` returns. The non-blocking connect
-/// (`PQconnectStartParams` + `PQconnectPoll`, which the async issue brings) removes it.
+/// Notices the server sends while the session starts used to be printed to stderr by libpq's
+/// default notice processor (the receiver was installed after `PQconnectdbParams` returned);
+/// the connect is now made of `PQconnectStartParams` + `PQconnectPoll` steps, with the
+/// receiver in place from the start.
 #[test]
-#[ignore = "known limitation: startup notices go to libpq's default processor (stderr)"]
 fn no_handler_prints_nothing_during_connect() {
     let (ok, output) = run_child("quiet-noisy-start", &common::conninfo());
     assert!(ok, "child failed:\n{output}");
     assert!(!output.contains("DEBUG"), "notices printed:\n{output}");
+}
+
+/// The truncation notice of a too-long `application_name`, from both clients without a
+/// handler: logged, not printed.
+#[test]
+fn no_handler_prints_nothing_for_a_long_application_name() {
+    let (ok, output) = run_child("quiet-long-application-name", &common::conninfo());
+    assert!(ok, "child failed:\n{output}");
+    assert!(!output.contains("truncated"), "notice printed:\n{output}");
+    assert!(!output.contains("NOTICE"), "notice printed:\n{output}");
 }
 
 /// BUG: `Transaction`'s `Drop` re-raises a notice handler's panic even while the thread is
@@ -452,4 +480,304 @@ fn second_panic_payload_with_a_panicking_drop_does_not_abort() {
 fn panic_payload_with_a_panicking_drop_while_unwinding_does_not_abort() {
     let (ok, output) = run_child("bomb-payload-while-unwinding", &common::conninfo());
     assert!(ok, "child failed (aborted?):\n{output}");
+}
+
+// ---- notices sent while the session starts ---------------------------------------------
+
+/// An `application_name` longer than the server keeps (63 bytes), starting with `marker`:
+/// the server truncates it and says so with a NOTICE during startup.
+fn long_application_name(marker: &str) -> String {
+    format!("{marker}-{}", "x".repeat(70))
+}
+
+fn is_truncation_notice(notice: &DbError, marker: &str) -> bool {
+    notice.message().contains("truncated") && notice.message().contains(marker)
+}
+
+/// A config with a callback that forwards each notice to the returned channel.
+fn config_with_callback(marker: &str) -> (Config, Receiver<DbError>) {
+    let mut config: Config = common::conninfo().parse().unwrap();
+    config.application_name(&long_application_name(marker));
+    let (tx, rx) = mpsc::channel();
+    config.notice_callback(move |notice| {
+        let _ = tx.send(notice.clone());
+    });
+    (config, rx)
+}
+
+#[test]
+fn config_callback_gets_the_startup_notice() {
+    let (config, rx) = config_with_callback("pqlib-startup-blocking");
+    let mut conn = config.connect().unwrap();
+    // Delivered while connecting: there before connect returned.
+    let startup: Vec<DbError> = rx.try_iter().collect();
+    assert_eq!(
+        startup
+            .iter()
+            .filter(|n| is_truncation_notice(n, "pqlib-startup-blocking"))
+            .count(),
+        1,
+        "{startup:?}"
+    );
+    assert_eq!(startup[0].parsed_severity(), Some(Severity::Notice));
+    // The same callback goes on receiving the connection's later notices.
+    conn.batch_execute("DO $$ BEGIN RAISE NOTICE 'after startup'; END $$")
+        .unwrap();
+    let later: Vec<String> = rx.try_iter().map(|n| n.message().to_owned()).collect();
+    assert_eq!(later, ["after startup"]);
+    // And the server really did truncate the name.
+    let name: String = conn.query_one("SHOW application_name", &[]).unwrap().get(0);
+    assert_eq!(name.len(), 63, "{name}");
+}
+
+#[test]
+fn config_callback_is_shared_by_clones_and_replaced_by_set_notice_handler() {
+    let (config, rx) = config_with_callback("pqlib-startup-clone");
+    let clone = config.clone();
+    assert_eq!(clone, config);
+    assert!(format!("{clone:?}").contains("notice_callback"));
+    let _first = config.connect().unwrap();
+    let mut second = clone.connect().unwrap();
+    let startup = rx
+        .try_iter()
+        .filter(|n| is_truncation_notice(n, "pqlib-startup-clone"))
+        .count();
+    assert_eq!(startup, 2);
+    let (tx, own) = mpsc::channel();
+    second.set_notice_handler(move |n| {
+        let _ = tx.send(n.message().to_owned());
+    });
+    second
+        .batch_execute("DO $$ BEGIN RAISE NOTICE 'own'; END $$")
+        .unwrap();
+    assert_eq!(own.try_iter().collect::<Vec<_>>(), ["own"]);
+    assert_eq!(rx.try_iter().count(), 0);
+    // A config with another callback is not equal.
+    let mut other = config.clone();
+    other.notice_callback(|_| {});
+    assert_ne!(other, config);
+}
+
+#[test]
+fn startup_notices_also_come_with_debug_messages() {
+    // client_min_messages=debug5 makes the server send DEBUG notices while the session
+    // starts, before and after authentication.
+    let mut config = noisy_config(&common::conninfo());
+    let (tx, rx) = mpsc::channel();
+    config.notice_callback(move |notice| {
+        let _ = tx.send(notice.severity().to_owned());
+    });
+    let conn = config.connect().unwrap();
+    let severities: Vec<String> = rx.try_iter().collect();
+    assert!(
+        severities.iter().any(|s| s == "DEBUG"),
+        "no DEBUG notice during startup: {severities:?}"
+    );
+    drop(conn);
+}
+
+#[test]
+fn panicking_config_callback_during_startup_panics_out_of_connect() {
+    let mut config: Config = common::conninfo().parse().unwrap();
+    config.application_name(&long_application_name("pqlib-startup-panic"));
+    let armed = Arc::new(AtomicBool::new(true));
+    let trigger = armed.clone();
+    config.notice_callback(move |notice| {
+        if trigger.swap(false, Ordering::SeqCst) {
+            panic!("startup notice: {}", notice.message());
+        }
+    });
+    let payload = catch_unwind(AssertUnwindSafe(|| config.connect()))
+        .expect_err("the callback's panic comes out of connect");
+    let message = panic_message(&*payload);
+    assert!(
+        message.starts_with("startup notice: ") && message.contains("truncated"),
+        "{message}"
+    );
+    // Nothing is left behind: the same config connects, and the (now calm) callback works.
+    let mut conn = config.connect().unwrap();
+    assert_eq!(
+        conn.query_one("SELECT 1::int4", &[])
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+}
+
+// ---- the `log` crate, without a handler --------------------------------------------------
+
+/// Everything logged through the `log` crate in this process (pqlib's `tracing` events reach
+/// it: no `tracing` subscriber is installed here).
+struct Capture(Mutex<String>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        use std::fmt::Write;
+        let mut text = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(
+            text,
+            "{} {}: {}",
+            record.level(),
+            record.target(),
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture(Mutex::new(String::new()));
+
+fn captured_logs() -> &'static Capture {
+    static INSTALL: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    INSTALL.get_or_init(|| {
+        log::set_logger(&CAPTURE).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+    &CAPTURE
+}
+
+/// The captured log lines that mention `marker`.
+fn logged(marker: &str) -> Vec<String> {
+    let text = captured_logs().0.lock().unwrap().clone();
+    text.lines()
+        .filter(|line| line.contains(marker))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn startup_notice_without_a_handler_is_logged() {
+    captured_logs();
+    let mut config: Config = common::conninfo().parse().unwrap();
+    config.application_name(&long_application_name("pqlib-startup-log"));
+    let conn = config.connect().unwrap();
+    let lines = logged("pqlib-startup-log");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("INFO pqlib::notice: ") && lines[0].contains("truncated"),
+        "{lines:?}"
+    );
+    drop(conn);
+}
+
+// ---- the async client ------------------------------------------------------------------
+
+/// Runs `test` on a current-thread runtime, failing it if it takes more than a minute.
+fn block_on_bounded<F: std::future::Future>(test: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), test)
+            .await
+            .expect("the test finishes within a minute")
+    })
+}
+
+#[test]
+fn async_config_callback_gets_the_startup_notice() {
+    let (config, rx) = config_with_callback("pqlib-startup-async");
+    block_on_bounded(async {
+        let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute("DO $$ BEGIN RAISE NOTICE 'async later'; END $$")
+            .await
+            .unwrap();
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(30), driver)
+            .await
+            .expect("the connection task ends once the client is gone")
+            .unwrap()
+            .unwrap();
+    });
+    let notices: Vec<DbError> = rx.try_iter().collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(
+        is_truncation_notice(&notices[0], "pqlib-startup-async"),
+        "{notices:?}"
+    );
+    assert_eq!(notices[1].message(), "async later");
+}
+
+#[test]
+fn async_startup_notice_comes_first_from_poll_message() {
+    let mut config: Config = common::conninfo().parse().unwrap();
+    config.application_name(&long_application_name("pqlib-startup-poll"));
+    block_on_bounded(async {
+        let (client, mut connection) = pqlib::tokio::connect_config(&config).await.unwrap();
+        let query = tokio::spawn(async move { client.batch_execute("SELECT 1").await });
+        let message = tokio::time::timeout(
+            Duration::from_secs(30),
+            std::future::poll_fn(|cx| connection.poll_message(cx)),
+        )
+        .await
+        .expect("a message within 30 s");
+        match message {
+            Some(Ok(pqlib::tokio::AsyncMessage::Notice(notice))) => {
+                assert!(
+                    is_truncation_notice(&notice, "pqlib-startup-poll"),
+                    "{notice:?}"
+                );
+            }
+            other => panic!("expected the startup notice, got {other:?}"),
+        }
+        let driver = tokio::spawn(connection);
+        query.await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), driver)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    });
+}
+
+#[test]
+fn async_startup_notice_without_a_handler_is_logged() {
+    captured_logs();
+    let mut config: Config = common::conninfo().parse().unwrap();
+    config.application_name(&long_application_name("pqlib-startup-async-log"));
+    block_on_bounded(async {
+        let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
+        let driver = tokio::spawn(connection);
+        client.batch_execute("SELECT 1").await.unwrap();
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(30), driver)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    });
+    let lines = logged("pqlib-startup-async-log");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("INFO pqlib::notice: "), "{lines:?}");
+}
+
+#[test]
+fn async_panicking_config_callback_ends_the_connection_task() {
+    let mut config: Config = common::conninfo().parse().unwrap();
+    config.application_name(&long_application_name("pqlib-startup-async-panic"));
+    config.notice_callback(|notice| panic!("async startup notice: {}", notice.message()));
+    block_on_bounded(async {
+        let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
+        let driver = tokio::spawn(connection);
+        let joined = tokio::time::timeout(Duration::from_secs(30), driver)
+            .await
+            .expect("the task ends");
+        let payload = joined.expect_err("the task panicked").into_panic();
+        let message = panic_message(&*payload);
+        assert!(message.starts_with("async startup notice: "), "{message}");
+        // The client sees the connection gone, not a hang.
+        let e = tokio::time::timeout(Duration::from_secs(30), client.batch_execute("SELECT 1"))
+            .await
+            .expect("an answer within 30 s")
+            .unwrap_err();
+        assert!(e.is_closed(), "{e}");
+    });
 }

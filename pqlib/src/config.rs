@@ -35,6 +35,7 @@ use pqlib_sys as ffi;
 
 use crate::error::Error;
 use crate::handle::lossy_string;
+use crate::notice::NoticeCallback;
 
 /// What [`Debug`](fmt::Debug) and [`Display`](fmt::Display) show instead of a password.
 const REDACTED: &str = "********";
@@ -73,12 +74,28 @@ const SECRET_KEYWORDS: [&str; 2] = ["password", "sslpassword"];
 /// let conn = config.connect()?;
 /// # Ok::<(), pqlib::Error>(())
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 #[doc(alias = "PQconninfoParse")]
 #[doc(alias = "PQconninfoOption")]
 pub struct Config {
     params: Vec<(String, String)>,
+    /// Set with [`Config::notice_callback`] (in `notice.rs`).
+    pub(crate) notice_callback: Option<NoticeCallback>,
 }
+
+/// Equal parameters, and the same notice callback (the same one shared by clones) or none.
+impl PartialEq for Config {
+    fn eq(&self, other: &Config) -> bool {
+        self.params == other.params
+            && match (&self.notice_callback, &other.notice_callback) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.same(b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for Config {}
 
 /// The `sslmode` parameter: whether and how to use TLS.
 ///
@@ -808,7 +825,10 @@ impl FromStr for Config {
             };
             params.push((keyword, value.to_owned()));
         }
-        Ok(Config { params })
+        Ok(Config {
+            params,
+            notice_callback: None,
+        })
     }
 }
 
@@ -933,6 +953,9 @@ impl fmt::Debug for Config {
             } else {
                 d.field(keyword, value);
             }
+        }
+        if self.notice_callback.is_some() {
+            d.field("notice_callback", &format_args!("<callback>"));
         }
         d.finish()
     }

@@ -60,13 +60,20 @@ impl Connection {
     ///
     /// Everything libpq does when it connects applies: `PG*` environment variables fill in
     /// what the string leaves out, passwords come from `~/.pgpass` (or `PGPASSFILE`),
-    /// `service=` reads `pg_service.conf`, and several hosts are tried in order.
+    /// `service=` reads `pg_service.conf`, several hosts are tried in order, and
+    /// `connect_timeout` limits each attempt. Notices the server sends while the session
+    /// starts go to the `log` crate, as later ones do (see [`Config::notice_callback`] to
+    /// handle them yourself).
+    ///
+    /// [`Config::notice_callback`]: crate::Config::notice_callback
     ///
     /// ```no_run
     /// let conn = pqlib::Connection::connect("postgresql://app@db1,db2/app?target_session_attrs=read-write")?;
     /// # Ok::<(), pqlib::Error>(())
     /// ```
     #[doc(alias = "PQconnectdb")]
+    #[doc(alias = "PQconnectStartParams")]
+    #[doc(alias = "PQconnectPoll")]
     pub fn connect(params: &str) -> Result<Connection> {
         // libpq's own parser: exactly PQconnectdb's syntax, but its errors are returned (with
         // anything that may be a password masked) instead of quoting the input back.
@@ -76,6 +83,12 @@ impl Connection {
 
     /// Connects with the parameters of a [`Config`](crate::Config).
     ///
+    /// This is libpq's blocking connect (`PQconnectdbParams`), made of its non-blocking steps
+    /// (`PQconnectStartParams`, `PQconnectPoll`) so that pqlib's notice receiver is in place
+    /// from the start; `connect_timeout` applies to each host and address as in libpq. If
+    /// the config's [`notice_callback`](crate::Config::notice_callback) panics on a notice
+    /// sent during startup, the panic comes out of this call.
+    ///
     /// ```no_run
     /// let mut config = pqlib::Config::new();
     /// config.host("localhost").user("postgres");
@@ -83,38 +96,29 @@ impl Connection {
     /// # Ok::<(), pqlib::Error>(())
     /// ```
     #[doc(alias = "PQconnectdbParams")]
+    #[doc(alias = "PQconnectStartParams")]
+    #[doc(alias = "PQconnectPoll")]
     pub fn connect_config(config: &crate::Config) -> Result<Connection> {
         // libpq would say "invalid connection option"; this says which libpq is needed.
         config.validate()?;
-        let (keywords, values) = config.to_c_params()?;
-        let mut keyword_ptrs: Vec<*const c_char> = keywords.iter().map(|k| k.as_ptr()).collect();
-        let mut value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
-        keyword_ptrs.push(std::ptr::null());
-        value_ptrs.push(std::ptr::null());
-        // Before libpq may open TLS: the passphrase hook global is written only once, first.
-        crate::tls::install_passphrase_trampoline();
-        // SAFETY: two NULL-terminated arrays of NUL-terminated strings, all alive during the
-        // call; libpq copies them. expand_dbname = 0: a dbname is a name, not a conninfo.
-        let ptr = unsafe { ffi::PQconnectdbParams(keyword_ptrs.as_ptr(), value_ptrs.as_ptr(), 0) };
-        Connection::from_new(ptr).map_err(|e| match config.get("password") {
-            Some(password) if !password.is_empty() => e.redact(password),
-            _ => e,
-        })
+        let notices = NoticeState::new(
+            config
+                .notice_callback
+                .as_ref()
+                .map(crate::notice::NoticeCallback::handler),
+        );
+        let conn = connect_blocking(config, &notices).map_err(|e| {
+            let e = match config.get("password") {
+                Some(password) if !password.is_empty() => e.redact(password),
+                _ => e,
+            };
+            crate::trace::connected("", "", "", Err(&e));
+            e
+        })?;
+        Connection::from_connected(conn, notices)
     }
 
-    fn from_new(ptr: *mut ffi::PGconn) -> Result<Connection> {
-        if ptr.is_null() {
-            return Err(Error::client("libpq could not allocate a connection"));
-        }
-        // SAFETY: a non-NULL PGconn from PQconnectdb*, owned from here on (PQfinish on drop,
-        // also when connecting failed).
-        let conn = unsafe { PgConn::from_ptr(ptr) };
-        if conn.status() != ffi::ConnStatusType::CONNECTION_OK {
-            let error = Error::connect(conn.error_message());
-            crate::trace::connected("", "", "", Err(&error));
-            return Err(error);
-        }
-        let notices = NoticeState::install(&conn);
+    fn from_connected(conn: PgConn, notices: Arc<NoticeState>) -> Result<Connection> {
         let mut connection = Connection {
             conn,
             notices,
@@ -730,7 +734,10 @@ impl Connection {
         self.statements.invalidate_all();
         self.types = TypeCache::default();
         if self.conn.status() != ffi::ConnStatusType::CONNECTION_OK {
-            return Err(Error::connect(self.conn.error_message()));
+            return Err(crate::connect::failed(
+                &self.conn,
+                self.conn.error_message(),
+            ));
         }
         self.require_utf8()
     }
@@ -870,6 +877,51 @@ pub enum TransactionStatus {
 /// A cached statement that cannot run as prepared: "cached plan must not change result type"
 /// (DDL changed the tables it reads), or the server no longer has it (`DEALLOCATE ALL`,
 /// `DISCARD ALL`).
+/// libpq's blocking connect, step by step (see `connect.rs`).
+#[cfg(any(unix, libpq_17))]
+fn connect_blocking(config: &crate::Config, notices: &Arc<NoticeState>) -> Result<PgConn> {
+    use crate::connect::{Connector, Step, wait_blocking};
+    let mut connector = Connector::start(config, notices.clone())?;
+    let mut expired = false;
+    loop {
+        match connector.poll(expired)? {
+            Step::Ready => return Ok(connector.into_conn()),
+            Step::Wait {
+                fd,
+                interest,
+                deadline,
+            } => expired = !wait_blocking(fd, interest, deadline)?,
+        }
+    }
+}
+
+/// Without `poll(2)` or libpq 17's `PQsocketPoll` to wait with, libpq's own blocking connect;
+/// notices sent during startup then reach libpq's default processor.
+#[cfg(not(any(unix, libpq_17)))]
+fn connect_blocking(config: &crate::Config, notices: &Arc<NoticeState>) -> Result<PgConn> {
+    let (keywords, values) = config.to_c_params()?;
+    let mut keyword_ptrs: Vec<*const c_char> = keywords.iter().map(|k| k.as_ptr()).collect();
+    let mut value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
+    keyword_ptrs.push(c"client_encoding".as_ptr());
+    value_ptrs.push(c"UTF8".as_ptr());
+    keyword_ptrs.push(std::ptr::null());
+    value_ptrs.push(std::ptr::null());
+    crate::tls::install_passphrase_trampoline();
+    // SAFETY: two NULL-terminated arrays of NUL-terminated strings, all alive during the
+    // call; libpq copies them. expand_dbname = 0: a dbname is a name, not a conninfo.
+    let ptr = unsafe { ffi::PQconnectdbParams(keyword_ptrs.as_ptr(), value_ptrs.as_ptr(), 0) };
+    if ptr.is_null() {
+        return Err(Error::client("libpq could not allocate a connection"));
+    }
+    // SAFETY: a non-NULL PGconn, owned from here on (PQfinish on drop).
+    let conn = unsafe { PgConn::from_ptr(ptr) };
+    NoticeState::attach(notices, &conn);
+    if conn.status() != ffi::ConnStatusType::CONNECTION_OK {
+        return Err(crate::connect::failed(&conn, conn.error_message()));
+    }
+    Ok(conn)
+}
+
 pub(crate) fn is_stale_plan(error: &Error) -> bool {
     use crate::error::SqlState;
     error.as_db_error().is_some_and(|db| {

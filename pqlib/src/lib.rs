@@ -89,6 +89,7 @@ mod auth;
 pub mod binary_copy;
 mod cancel;
 pub mod config;
+mod connect;
 mod connection;
 mod copy;
 mod copy_discard;

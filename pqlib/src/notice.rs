@@ -10,11 +10,37 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use foreign_types::ForeignTypeRef;
 use pqlib_sys as ffi;
 
-use crate::Connection;
 use crate::error::DbError;
 use crate::handle::{PgConnRef, PgResultRef};
+use crate::{Config, Connection};
 
-type Handler = Box<dyn FnMut(&DbError) + Send>;
+pub(crate) type Handler = Box<dyn FnMut(&DbError) + Send>;
+
+/// A handler that can be shared and called through a `&`.
+type SharedHandler = Mutex<dyn FnMut(&DbError) + Send>;
+
+/// A notice handler given on a [`Config`], before connecting: shared by every connection made
+/// from the config (and its clones), called by one of them at a time.
+#[derive(Clone)]
+pub(crate) struct NoticeCallback(Arc<SharedHandler>);
+
+impl NoticeCallback {
+    /// Calls the handler (a panic unwinds to the caller; the lock is not held poisoned).
+    pub(crate) fn call(&self, notice: &DbError) {
+        let mut handler = lock(&self.0);
+        (*handler)(notice);
+    }
+
+    /// A connection's handler that calls this one.
+    pub(crate) fn handler(&self) -> Handler {
+        let callback = self.clone();
+        Box::new(move |notice: &DbError| callback.call(notice))
+    }
+
+    pub(crate) fn same(&self, other: &NoticeCallback) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
 
 /// Shared by the connection and every result it produced: libpq copies the notice hook into
 /// each `PGresult` and may call it through a result after the connection is gone.
@@ -23,7 +49,7 @@ pub(crate) struct NoticeState {
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A handler that panicked poisoned nothing we rely on: the payload is kept separately.
     mutex
         .lock()
@@ -40,23 +66,30 @@ impl NoticeState {
         })
     }
 
-    /// Installs the trampoline on a new connection, with no handler (notices are logged).
-    pub(crate) fn install(conn: &PgConnRef) -> Arc<NoticeState> {
-        let state = Arc::new(NoticeState {
-            handler: Mutex::new(None),
+    /// State for a connection about to be made, with its handler (`None`: notices are
+    /// logged).
+    pub(crate) fn new(handler: Option<Handler>) -> Arc<NoticeState> {
+        Arc::new(NoticeState {
+            handler: Mutex::new(handler),
             panic: Mutex::new(None),
-        });
-        // SAFETY: the connection is alive. The argument points into `state`, which the
-        // connection keeps alive for as long as libpq can call the receiver through it, and
-        // each result keeps alive through its own clone of the Arc.
+        })
+    }
+
+    /// Installs the trampoline on a connection that has just been started, before
+    /// `PQconnectPoll` can read anything from the server.
+    ///
+    /// The caller keeps `state` alive for as long as the connection and every result it made
+    /// may call the receiver: the connection's owner and each result hold a clone of the Arc.
+    pub(crate) fn attach(state: &Arc<NoticeState>, conn: &PgConnRef) {
+        // SAFETY: the connection is alive. The argument points into `state`, which outlives
+        // every call libpq makes through it (see above).
         unsafe {
             ffi::PQsetNoticeReceiver(
                 conn.as_ptr(),
                 Some(receive_notice),
-                Arc::as_ptr(&state).cast_mut().cast::<c_void>(),
+                Arc::as_ptr(state).cast_mut().cast::<c_void>(),
             );
         }
-        state
     }
 
     /// Replaces the handler (`None`: log notices).
@@ -157,9 +190,10 @@ extern "C" fn receive_notice(arg: *mut c_void, result: *const ffi::PGresult) {
 impl Connection {
     /// Calls `handler` for each notice or warning the server sends on this connection
     /// (`RAISE NOTICE`, implicit-commit warnings, …), replacing the previous handler.
-    /// Without one, notices go to the `log` crate (target `pqlib::notice`), not to stderr —
-    /// except those the server sends while the connection is still being set up, which
-    /// libpq's default processor prints before pqlib's receiver is installed.
+    /// Without one, notices go to the `log` crate (target `pqlib::notice`; to `tracing` with
+    /// the `tracing` feature), never to stderr. To see the notices the server sends while the
+    /// connection is being set up, give the handler on the [`Config`] instead
+    /// ([`Config::notice_callback`]).
     ///
     /// If the handler panics, the panic is caught before it can unwind into libpq and is
     /// raised again on this thread when the libpq call that delivered the notice returns;
@@ -187,5 +221,50 @@ impl Connection {
     /// ```
     pub fn clear_notice_handler(&mut self) {
         *lock(&self.notices.handler) = None;
+    }
+}
+
+impl Config {
+    /// Calls `callback` for each notice or warning the server sends on connections made from
+    /// this config, from the first: the notices sent while the session starts (such as the
+    /// warning that a too-long `application_name` was truncated) too. Replaces the previous
+    /// callback; without one, notices go to the `log` crate (target `pqlib::notice`; to
+    /// `tracing` with the `tracing` feature), never to stderr.
+    ///
+    /// The callback is shared by every connection made from this config and its clones, and
+    /// called by one of them at a time. [`Connection::set_notice_handler`] replaces it on one
+    /// connection. If it panics in the blocking client, the panic is caught before it can
+    /// unwind into libpq and raised again when the libpq call that delivered the notice
+    /// returns: out of [`Connection::connect_config`] for a notice sent during startup.
+    /// The async client ([`crate::tokio`]) calls it from its
+    /// [`Connection`](crate::tokio::Connection) task, in place of returning the notices from
+    /// `poll_message`; a panic there ends that task.
+    ///
+    /// ```no_run
+    /// let mut config: pqlib::Config = "host=localhost user=postgres".parse()?;
+    /// config.notice_callback(|notice| eprintln!("{}: {}", notice.severity(), notice.message()));
+    /// let conn = config.application_name(&"x".repeat(70)).connect()?; // truncated: a NOTICE
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQsetNoticeReceiver")]
+    #[doc(alias = "set_notice_handler")]
+    pub fn notice_callback<F>(&mut self, callback: F) -> &mut Config
+    where
+        F: FnMut(&DbError) + Send + 'static,
+    {
+        self.notice_callback = Some(NoticeCallback(Arc::new(Mutex::new(callback))));
+        self
+    }
+
+    /// Whether a [`notice_callback`](Config::notice_callback) is set.
+    ///
+    /// ```
+    /// let mut config = pqlib::Config::new();
+    /// assert!(!config.has_notice_callback());
+    /// config.notice_callback(|_| {});
+    /// assert!(config.has_notice_callback());
+    /// ```
+    pub fn has_notice_callback(&self) -> bool {
+        self.notice_callback.is_some()
     }
 }

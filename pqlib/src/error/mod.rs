@@ -65,6 +65,10 @@ struct Inner {
     message: String,
     db: Option<DbError>,
     source: Option<BoxError>,
+    /// For a failed connection attempt: libpq's `PQconnectionNeedsPassword`.
+    needs_password: bool,
+    /// For a failed connection attempt: libpq's `PQconnectionUsedPassword`.
+    used_password: bool,
 }
 
 impl Error {
@@ -74,12 +78,19 @@ impl Error {
             message: message.into(),
             db: None,
             source: None,
+            needs_password: false,
+            used_password: false,
         }))
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Error {
         self.0.source = Some(source.into());
         self
+    }
+
+    /// The message as made (for errors without a server report), without `Display`'s prefix.
+    pub(crate) fn raw_message(&self) -> &str {
+        &self.0.message
     }
 
     /// The same error with every occurrence of `secret` in its message masked.
@@ -90,6 +101,19 @@ impl Error {
 
     pub(crate) fn connect(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Connect, message)
+    }
+
+    /// A connection attempt that failed, with libpq's message and what it knows about the
+    /// password (`PQconnectionNeedsPassword`, `PQconnectionUsedPassword`).
+    pub(crate) fn connect_failed(
+        message: impl Into<String>,
+        needs_password: bool,
+        used_password: bool,
+    ) -> Error {
+        let mut error = Error::connect(message);
+        error.0.needs_password = needs_password;
+        error.0.used_password = used_password;
+        error
     }
 
     pub(crate) fn closed(message: impl Into<String>) -> Error {
@@ -163,10 +187,21 @@ impl Error {
 
     /// The SQLSTATE of a database error.
     ///
+    /// Errors from a failed connection attempt have none, even when the server refused the
+    /// login with one (`28P01` for a wrong password, `3D000` for a missing database): libpq
+    /// keeps only the text of errors it gets while connecting. Their [`kind`](Error::kind) is
+    /// [`ErrorKind::Connect`]; [`needs_password`](Error::needs_password) and
+    /// [`used_password`](Error::used_password) tell a password problem from an unreachable
+    /// server.
+    ///
     /// ```no_run
     /// # let mut conn = pqlib::Connection::connect("dbname=postgres").unwrap();
     /// let e = conn.batch_execute("SELEC 1").unwrap_err();
     /// assert_eq!(e.code(), Some(&pqlib::error::SqlState::SYNTAX_ERROR));
+    ///
+    /// let e = pqlib::Connection::connect("host=127.0.0.1 port=1").unwrap_err();
+    /// assert_eq!(e.kind(), pqlib::error::ErrorKind::Connect);
+    /// assert_eq!(e.code(), None);
     /// ```
     pub fn code(&self) -> Option<&SqlState> {
         self.0.db.as_ref().map(DbError::code)
@@ -181,6 +216,49 @@ impl Error {
     /// ```
     pub fn as_db_error(&self) -> Option<&DbError> {
         self.0.db.as_ref()
+    }
+
+    /// For a failed connection attempt: the server asked for a password and none was given
+    /// (neither in the parameters nor in the password file). An interactive program would
+    /// prompt for one and try again, as `psql` does. `false` for every other error.
+    ///
+    /// How to tell the usual connection failures apart (none has an SQLSTATE, see
+    /// [`code`](Error::code)):
+    ///
+    /// ```no_run
+    /// use pqlib::error::ErrorKind;
+    ///
+    /// match pqlib::Connection::connect("host=db user=app") {
+    ///     Ok(_) => println!("connected"),
+    ///     Err(e) if e.needs_password() => println!("a password is needed"),
+    ///     // The server got a password and refused the login: almost always a wrong one
+    ///     // (the message says; a missing database after a good password looks the same).
+    ///     Err(e) if e.used_password() => println!("login refused: {e}"),
+    ///     // No password was involved: the server is unreachable, refused the connection
+    ///     // (pg_hba.conf), or an option is wrong.
+    ///     Err(e) if e.kind() == ErrorKind::Connect => println!("could not connect: {e}"),
+    ///     Err(e) => println!("{e}"),
+    /// }
+    /// ```
+    #[doc(alias = "PQconnectionNeedsPassword")]
+    pub fn needs_password(&self) -> bool {
+        self.0.needs_password
+    }
+
+    /// For a failed connection attempt: the server asked for a password (its authentication
+    /// method needs one), as libpq's `PQconnectionUsedPassword` reports it. When
+    /// [`needs_password`](Error::needs_password) is `false`, a password was given, and the
+    /// failed attempt usually means it was wrong. `false` for every other error.
+    ///
+    /// ```no_run
+    /// let e = pqlib::Connection::connect("host=db user=app password=wrong").unwrap_err();
+    /// if e.used_password() && !e.needs_password() {
+    ///     eprintln!("check the password: {e}");
+    /// }
+    /// ```
+    #[doc(alias = "PQconnectionUsedPassword")]
+    pub fn used_password(&self) -> bool {
+        self.0.used_password
     }
 
     /// Whether the connection is gone (see [`ErrorKind::Closed`]).

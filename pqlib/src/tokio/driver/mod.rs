@@ -25,7 +25,7 @@ use crate::copy_discard::max_copies;
 use crate::encoding::EncodingCheck;
 use crate::error::{DbError, Error, ErrorKind, Result, Severity};
 use crate::handle::{PgConn, PgResult};
-use crate::notice::NoticeState;
+use crate::notice::{NoticeCallback, NoticeState};
 use crate::notify::Notification;
 use crate::params::EncodedParams;
 use crate::statement::Statement;
@@ -49,7 +49,9 @@ const POLL_BUDGET: usize = 2;
 // Messages are rare and short-lived; the unboxed notice keeps tokio_postgres' shape.
 #[allow(clippy::large_enum_variant)]
 pub enum AsyncMessage {
-    /// A notice or warning (`RAISE NOTICE`, …).
+    /// A notice or warning (`RAISE NOTICE`, …), including those sent while the session
+    /// started. Not returned when the config has a
+    /// [`notice_callback`](crate::Config::notice_callback): it gets them instead.
     Notice(DbError),
     /// A notification from `NOTIFY` on a channel this connection `LISTEN`s to.
     Notification(Notification),
@@ -155,7 +157,9 @@ impl AsRawFd for Socket {
 ///
 /// To see notices and notifications, poll [`Connection::poll_message`] instead of awaiting
 /// the future (which logs notices and drops notifications), e.g. through
-/// `futures::stream::poll_fn`.
+/// `futures::stream::poll_fn`, or give the config a
+/// [`notice_callback`](crate::Config::notice_callback), which this task then calls with each
+/// notice (those sent during startup first) instead of returning it.
 #[must_use = "the connection does nothing unless it is polled (spawn it)"]
 pub struct Connection {
     /// Declared (so dropped) before `conn`: deregistered while libpq's socket is still open.
@@ -172,6 +176,8 @@ pub struct Connection {
     messages: VecDeque<AsyncMessage>,
     notices: Arc<Mutex<VecDeque<DbError>>>,
     _notice_state: Arc<NoticeState>,
+    /// The config's notice callback: called with each notice instead of returning it.
+    notice_callback: Option<NoticeCallback>,
     failed: bool,
     /// The error that ended the connection, until `poll_message` has returned it.
     final_error: Option<Error>,
@@ -186,6 +192,7 @@ impl Connection {
         requests: mpsc::UnboundedReceiver<Request>,
         notice_state: Arc<NoticeState>,
         notices: Arc<Mutex<VecDeque<DbError>>>,
+        notice_callback: Option<NoticeCallback>,
     ) -> Result<Connection> {
         let ptr = conn.as_ptr();
         // SAFETY: the connection is alive, connected and idle; this task is its only user.
@@ -211,6 +218,7 @@ impl Connection {
             messages: VecDeque::new(),
             notices,
             _notice_state: notice_state,
+            notice_callback,
             failed: false,
             final_error: None,
             encoding,
@@ -222,6 +230,9 @@ impl Connection {
     #[doc(alias = "PQconsumeInput")]
     #[doc(alias = "PQnotifies")]
     pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<AsyncMessage>>> {
+        // Notices sent while the session started (and any left over) come first, even while
+        // nothing else happens on the connection.
+        self.take_notices();
         let driven = match self.poll_drive(cx) {
             // Kept until the messages received before the failure are handed out: the
             // connection's end must not be lost behind a last notice.
@@ -561,13 +572,25 @@ impl Connection {
             self.messages
                 .push_back(AsyncMessage::Notification(notification));
         }
-        let notices = std::mem::take(&mut *self.notices.lock().unwrap_or_else(|p| p.into_inner()));
-        self.messages
-            .extend(notices.into_iter().map(AsyncMessage::Notice));
+        self.take_notices();
         if self.is_bad() {
             return Err(self.connection_error());
         }
         Ok(())
+    }
+
+    /// Hands the notices libpq's receiver queued to the config's callback, or queues them as
+    /// messages.
+    fn take_notices(&mut self) {
+        let notices = std::mem::take(&mut *self.notices.lock().unwrap_or_else(|p| p.into_inner()));
+        match &self.notice_callback {
+            // Called here, in Rust, not from libpq's receiver: a panic unwinds out of the
+            // task's poll like any other.
+            Some(callback) => notices.iter().for_each(|notice| callback.call(notice)),
+            None => self
+                .messages
+                .extend(notices.into_iter().map(AsyncMessage::Notice)),
+        }
     }
 
     fn on_result(&mut self, ptr: *mut ffi::PGresult) -> Result<()> {
@@ -735,7 +758,7 @@ impl Future for Connection {
         loop {
             match this.poll_message(cx) {
                 Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => {
-                    log::info!(target: "pqlib::notice", "{notice}");
+                    crate::trace::notice(&notice);
                 }
                 Poll::Ready(Some(Ok(AsyncMessage::Notification(_)))) => {}
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
