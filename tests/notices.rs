@@ -122,9 +122,18 @@ fn replacing_and_clearing_the_handler() {
     assert_eq!(got, ["one"]);
     let got: Vec<String> = second.try_iter().map(|n| n.message().to_owned()).collect();
     assert_eq!(got, ["two"]);
-    // Both handlers were dropped: their senders are gone.
-    assert!(first.recv_timeout(Duration::from_secs(5)).is_err());
-    assert!(second.recv_timeout(Duration::from_secs(5)).is_err());
+    // Both handlers were dropped: their senders are gone, so the channels report
+    // `Disconnected` at once. A handler leaked by replace or clear would keep its sender
+    // alive, and the wait would end in `Timeout` instead.
+    for (name, rx) in [("first", &first), ("second", &second)] {
+        assert!(
+            matches!(
+                rx.recv_timeout(Duration::from_secs(5)),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+            ),
+            "the {name} handler is still alive"
+        );
+    }
 }
 
 #[test]
@@ -197,7 +206,13 @@ fn panicking_handler_inside_a_transaction() {
             .unwrap();
         tx.commit().unwrap();
     }));
-    assert!(result.is_err());
+    // The handler's own panic, re-raised by the call that received the notice.
+    let payload = result.expect_err("the handler's panic comes out");
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+    assert_eq!(message, Some("no notices please"));
     // The transaction was dropped during the unwind: rolled back.
     conn.clear_notice_handler();
     assert_eq!(conn.transaction_status(), pqlib::TransactionStatus::Idle);
