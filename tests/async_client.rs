@@ -23,6 +23,7 @@ async fn connect() -> (Client, tokio::task::JoinHandle<()>) {
 
 #[tokio::test]
 async fn basic_queries() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (mut client, _driver) = connect().await;
     client
         .batch_execute(
@@ -109,6 +110,7 @@ async fn basic_queries() {
 
 #[tokio::test]
 async fn custom_types_are_looked_up_asynchronously() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (client, _driver) = connect().await;
     client
         .batch_execute(
@@ -134,6 +136,7 @@ async fn custom_types_are_looked_up_asynchronously() {
 /// (That concurrent statements share round trips is measured on a slow link in
 /// `pipelining_saves_round_trips_on_a_slow_network`.)
 async fn concurrent_queries_keep_their_own_results_and_errors() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (client, _driver) = connect().await;
     // Warm the statement cache so every task runs the same prepared statement.
     client
@@ -177,6 +180,7 @@ async fn concurrent_queries_keep_their_own_results_and_errors() {
 
 #[tokio::test]
 async fn dropped_futures_never_desynchronise_the_connection() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (client, _driver) = connect().await;
     // A deterministic pseudo-random schedule of futures dropped before, during and after
     // their statements were sent, mixed with ones that complete.
@@ -219,6 +223,7 @@ async fn dropped_futures_never_desynchronise_the_connection() {
 
 #[tokio::test]
 async fn cancel_from_another_task() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (client, _driver) = connect().await;
     let (observer, _observer_driver) = connect().await;
     let pid: i32 = client
@@ -264,6 +269,7 @@ async fn cancel_from_another_task() {
 
 #[tokio::test]
 async fn notifications_and_notices_arrive_as_messages() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (client, mut connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
     let (sender, mut messages) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -314,6 +320,7 @@ async fn notifications_and_notices_arrive_as_messages() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_large_result_never_starves_the_runtime() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (client, _driver) = connect().await;
     let running = Arc::new(AtomicBool::new(true));
     let worst_gap_us = Arc::new(AtomicU64::new(0));
@@ -355,6 +362,7 @@ async fn a_large_result_never_starves_the_runtime() {
 
 #[tokio::test]
 async fn a_terminated_backend_fails_queries_cleanly() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (client, driver) = connect().await;
     let (killer, _killer_driver) = connect().await;
     let pid: i32 = client
@@ -383,6 +391,7 @@ async fn a_terminated_backend_fails_queries_cleanly() {
 
 #[tokio::test]
 async fn connect_timeout_moves_on_from_a_silent_host() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     // A listening socket that never answers: the TCP connection succeeds, the startup
     // packet gets no reply.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -465,6 +474,7 @@ async fn latency_proxy(target_port: u16, delay: Duration) -> (u16, Arc<AtomicU64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelining_saves_round_trips_on_a_slow_network() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let Some(cluster) = common::own_cluster() else {
         return;
     };
@@ -532,6 +542,7 @@ async fn pipelining_saves_round_trips_on_a_slow_network() {
 
 #[tokio::test]
 async fn the_connect_future_is_send() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let conninfo = common::conninfo();
     // tokio::spawn needs a Send future: the whole connect runs inside one.
     let (client, connection) = tokio::spawn(async move { pqlib::tokio::connect(&conninfo).await })

@@ -195,6 +195,7 @@ fn missing_password() {
 /// `needs_password` and `used_password` tell them apart, in both clients.
 #[test]
 fn connection_failures_are_told_apart() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let refused_port = {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         listener.local_addr().unwrap().port()

@@ -343,6 +343,7 @@ impl Drop for Bomb {
 /// Not a test of its own: the body of the child process that `run_child` starts.
 #[test]
 fn notices_child() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let Ok(scenario) = std::env::var(CHILD) else {
         return;
     };
@@ -697,6 +698,7 @@ fn block_on_bounded<F: std::future::Future>(test: F) -> F::Output {
 
 #[test]
 fn async_config_callback_gets_the_startup_notice() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let (config, rx) = config_with_callback("pqlib-startup-async");
     block_on_bounded(async {
         let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
@@ -723,6 +725,7 @@ fn async_config_callback_gets_the_startup_notice() {
 
 #[test]
 fn async_startup_notice_comes_first_from_poll_message() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let mut config: Config = common::conninfo().parse().unwrap();
     config.application_name(&long_application_name("pqlib-startup-poll"));
     block_on_bounded(async {
@@ -755,6 +758,7 @@ fn async_startup_notice_comes_first_from_poll_message() {
 
 #[test]
 fn async_startup_notice_without_a_handler_is_logged() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     captured_logs();
     let mut config: Config = common::conninfo().parse().unwrap();
     config.application_name(&long_application_name("pqlib-startup-async-log"));
@@ -776,6 +780,7 @@ fn async_startup_notice_without_a_handler_is_logged() {
 
 #[test]
 fn async_panicking_config_callback_ends_the_connection_task() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let mut config: Config = common::conninfo().parse().unwrap();
     config.application_name(&long_application_name("pqlib-startup-async-panic"));
     config.notice_callback(|notice| panic!("async startup notice: {}", notice.message()));

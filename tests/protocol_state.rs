@@ -601,6 +601,7 @@ mod rogue_server {
 /// be corrupted both ways otherwise), and a `SET client_encoding` later closes the session.
 #[test]
 fn client_encoding_stays_utf8_whatever_the_environment() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     const FLAG: &str = "PQLIB_CHILD_CLIENT_ENCODING";
     if std::env::var_os(FLAG).is_some() {
         let conninfo = std::env::var("CHILD_CONNINFO").unwrap();

@@ -369,6 +369,7 @@ async fn assert_in_step_async(client: &Client, tag: &str) {
 
 #[tokio::test]
 async fn async_script_error_copy_and_nul() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect_async().await;
     let version: String = bounded(client.query_one("SHOW server_version", &[]))
         .await
@@ -415,6 +416,7 @@ async fn async_script_error_copy_and_nul() {
 
 #[tokio::test]
 async fn async_transaction_simple_query_through_deref() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let mut client = connect_async().await;
     bounded(client.batch_execute("CREATE TEMP TABLE atx (x int4)"))
         .await
@@ -439,6 +441,7 @@ async fn async_transaction_simple_query_through_deref() {
 /// with pipelined queries: each gets exactly its own answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_simple_queries_and_queries_get_their_own_answers() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect_async().await;
     let tasks: Vec<_> = (0..8)
         .map(|task| {
@@ -492,6 +495,7 @@ async fn poll_once_then_drop<F: Future>(future: F, yield_first: bool) {
 /// requests get their own answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_simple_query_futures_leave_the_client_in_step() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect_async().await;
     bounded(client.batch_execute("CREATE TEMP TABLE dropped (tag text)"))
         .await
@@ -541,6 +545,7 @@ async fn dropped_simple_query_futures_leave_the_client_in_step() {
 /// connection is not inside it.
 #[tokio::test]
 async fn pooled_simple_query_that_begins_a_transaction_is_cleaned_up() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     use pqlib::pool::deadpool::{Manager, Pool};
     let config: Config = common::conninfo().parse().unwrap();
     let pool = Pool::builder(Manager::new(config))

@@ -47,6 +47,7 @@ fn the_first_connection_attempt_installs_the_trampoline() {
 /// `the_first_connection_attempt_installs_the_trampoline`.
 #[test]
 fn install_child() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     if std::env::var_os(CHILD).is_none() {
         return;
     }
