@@ -90,6 +90,11 @@ pub(crate) enum Work {
     /// A `COPY` statement, also outside pipeline mode (libpq allows no COPY in it); once the
     /// server is in COPY mode the data flows through `target`.
     Copy { sql: CString, target: CopyTarget },
+    /// End the session ([`Client::close`]): once everything queued before it is answered,
+    /// report whether the session can end cleanly, refuse what comes after, and finish.
+    ///
+    /// [`Client::close`]: super::Client::close
+    Close,
 }
 /// The successful results of a request (NULL separators and sync points left out), or the
 /// first error.
@@ -340,7 +345,10 @@ impl Connection {
                 // The caller is gone and nothing was sent: nothing to do.
                 continue;
             }
-            if matches!(request.work, Work::Simple { .. } | Work::Copy { .. }) {
+            if matches!(
+                request.work,
+                Work::Simple { .. } | Work::Copy { .. } | Work::Close
+            ) {
                 if !self.in_flight.is_empty() {
                     // The simple protocol needs pipeline mode off, which needs it drained.
                     self.held = Some(request);
@@ -355,6 +363,10 @@ impl Connection {
                         continue;
                     }
                 }
+                if matches!(request.work, Work::Close) {
+                    self.close_session(request.reply)?;
+                    return Ok(true);
+                }
                 self.set_pipeline(false)?;
             } else if !self.in_pipeline || matches!(request.work, Work::Stream { .. }) {
                 // Leaving simple mode needs the pipeline drained, and so does streaming (the
@@ -368,6 +380,64 @@ impl Connection {
             self.send(request)?;
             progress = true;
         }
+    }
+
+    /// Ends the session at a [`Work::Close`], with nothing in flight (every request queued
+    /// before it has been answered): answers it with whether the session can end cleanly,
+    /// fails every request queued after it with `Closed` and refuses new ones. The future
+    /// then resolves (with the connection's error if it was broken), and dropping it runs
+    /// `PQfinish`, which sends Terminate.
+    fn close_session(&mut self, reply: oneshot::Sender<Reply>) -> Result<()> {
+        let outcome = self.clean_end();
+        self.requests.close();
+        while let Ok(request) = self.requests.try_recv() {
+            let _ = request.reply.send(Err(Error::closed(
+                "the connection was closed by Client::close",
+            )));
+        }
+        self.clients_gone = true;
+        let _ = reply.send(outcome.map(|()| Vec::new()));
+        if self.is_bad() {
+            return Err(self.connection_error());
+        }
+        Ok(())
+    }
+
+    /// Whether the idle session is in a state to end cleanly (see `Client::close`).
+    fn clean_end(&mut self) -> Result<()> {
+        let ptr = self.conn.as_ptr();
+        // What the server sent since the last answer: a session it ended shows as a FATAL
+        // error and then the end of the socket. Each call reads what is there without waiting.
+        for _ in 0..4 {
+            // SAFETY: the connection is alive; non-blocking, so this takes what is there.
+            if unsafe { ffi::PQconsumeInput(ptr) } == 0 {
+                break;
+            }
+        }
+        if self.is_bad() {
+            return Err(Error::closed(format!(
+                "the server had already ended the session: {}",
+                self.conn.error_message().trim_end()
+            )));
+        }
+        // SAFETY: the connection is alive.
+        let status = unsafe { ffi::PQtransactionStatus(ptr) };
+        if matches!(
+            status,
+            ffi::PGTransactionStatusType::PQTRANS_INTRANS
+                | ffi::PGTransactionStatusType::PQTRANS_INERROR
+        ) {
+            return Err(Error::client(
+                "a transaction was still open; closing rolled it back",
+            ));
+        }
+        // SAFETY: the connection is alive; in non-blocking mode PQflush never waits.
+        if unsafe { ffi::PQflush(ptr) } != 0 {
+            return Err(Error::client(
+                "libpq still held output that could not be sent when the session ended",
+            ));
+        }
+        Ok(())
     }
 
     fn set_pipeline(&mut self, on: bool) -> Result<()> {
@@ -469,6 +539,11 @@ impl Connection {
                 // SAFETY: as for Simple.
                 let ok = unsafe { ffi::PQsendQuery(ptr, sql.as_ptr()) };
                 (ok == 1, 1, false)
+            }
+            // Handled by `take_requests` before it gets here.
+            Work::Close => {
+                let _ = reply.send(Err(Error::client("close was not handled")));
+                return Ok(());
             }
         };
         match work {
