@@ -123,9 +123,13 @@ pub(crate) fn close_dropped(conn: &mut Connection) -> Result<()> {
     if conn.transaction_status() != TransactionStatus::InTransaction {
         return Ok(());
     }
-    let closed = std::mem::take(&mut *conn.statements.closed_portals().lock().unwrap_or_else(
-        |p| p.into_inner(),
-    ));
+    let closed = std::mem::take(
+        &mut *conn
+            .statements
+            .closed_portals()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
     for (scope, name) in closed {
         if !scope.is_open() {
             continue;

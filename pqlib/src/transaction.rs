@@ -184,7 +184,9 @@ pub(crate) fn savepoint_sql(depth: u32, name: Option<&str>) -> Result<String> {
         return Err(Error::bad_input("a savepoint name cannot be empty"));
     }
     if name.contains('\0') {
-        return Err(Error::bad_input("a savepoint name cannot contain a NUL byte"));
+        return Err(Error::bad_input(
+            "a savepoint name cannot contain a NUL byte",
+        ));
     }
     Ok(format!("\"{}\"", name.replace('"', "\"\"")))
 }
