@@ -1,7 +1,8 @@
 //! A `transaction()` future (BEGIN, or SAVEPOINT when nested) dropped before its answer
 //! arrives, by hand or by `tokio::time::timeout`: the client's next statement must run
 //! outside the abandoned transaction or savepoint, directly and through deadpool, and a
-//! BEGIN that failed must leave no rollback behind.
+//! BEGIN that failed must leave no rollback behind. The same for named savepoints
+//! (`savepoint(name)`) and `build_transaction().start()`.
 
 mod common;
 
@@ -293,6 +294,103 @@ async fn deadpool_transactions_under_random_timeouts_never_leave_one_open() {
         }
         // The same pooled client, before it goes back to the pool.
         assert_outside_transaction(object.client(), &context).await;
+    }
+    eprintln!("{abandoned} abandoned, {finished} finished");
+}
+
+/// Fails unless the savepoint `quoted` (an SQL identifier) does not exist in the transaction
+/// `client` is in. Leaves that transaction aborted.
+async fn assert_no_named_savepoint(client: &Client, quoted: &str, context: &str) {
+    let error = bounded(client.batch_execute(&format!("ROLLBACK TO SAVEPOINT {quoted}")))
+        .await
+        .expect_err(&format!(
+            "{context}: the abandoned savepoint {quoted} is still there"
+        ));
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::S_E_INVALID_SPECIFICATION),
+        "{context}: {error}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_named_savepoint_dropped_after_it_was_queued_is_rolled_back_and_released() {
+    let mut client = connect().await;
+    for (yield_first, context) in [(true, "SAVEPOINT sent"), (false, "SAVEPOINT never sent")] {
+        let mut tx = bounded(client.transaction()).await.unwrap();
+        poll_once_then_drop(tx.savepoint("named \"sp\""), yield_first).await;
+        // The outer transaction goes on, outside the abandoned savepoint.
+        let a = txid(&tx).await;
+        let b = txid(&tx).await;
+        assert_eq!(a, b, "{context}");
+        assert_no_named_savepoint(&tx, "\"named \"\"sp\"\"\"", context).await;
+        drop(tx);
+        assert_outside_transaction(&client, context).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_savepoints_under_random_timeouts_never_leave_one_behind() {
+    let mut client = connect().await;
+    let mut random = Random(0x5eed_0004);
+    let (mut abandoned, mut finished) = (0, 0);
+    for i in 0..300 {
+        let context = format!("iteration {i}");
+        let mut tx = bounded(client.transaction()).await.unwrap();
+        match random.cut_short(tx.savepoint("ünï code")).await {
+            Some(nested) => {
+                finished += 1;
+                drop(nested.unwrap());
+            }
+            None => abandoned += 1,
+        }
+        assert_no_named_savepoint(&tx, "\"ünï code\"", &context).await;
+        drop(tx);
+        assert_outside_transaction(&client, &context).await;
+    }
+    eprintln!("{abandoned} abandoned, {finished} finished");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_build_transaction_start_dropped_leaves_no_transaction() {
+    let mut client = connect().await;
+    for (yield_first, context) in [(true, "BEGIN sent"), (false, "BEGIN never sent")] {
+        poll_once_then_drop(
+            client
+                .build_transaction()
+                .isolation_level(pqlib::IsolationLevel::Serializable)
+                .read_only(true)
+                .start(),
+            yield_first,
+        )
+        .await;
+        assert_outside_transaction(&client, context).await;
+        // Not left read-only either: a write works.
+        bounded(client.batch_execute("CREATE TEMP TABLE IF NOT EXISTS built_drop (x int4)"))
+            .await
+            .unwrap_or_else(|e| panic!("{context}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_transactions_under_random_timeouts_never_leave_one_open() {
+    let mut client = connect().await;
+    let mut random = Random(0x5eed_0005);
+    let (mut abandoned, mut finished) = (0, 0);
+    for i in 0..300 {
+        let start = client
+            .build_transaction()
+            .isolation_level(pqlib::IsolationLevel::RepeatableRead)
+            .deferrable(true)
+            .start();
+        match random.cut_short(start).await {
+            Some(tx) => {
+                finished += 1;
+                drop(tx.unwrap());
+            }
+            None => abandoned += 1,
+        }
+        assert_outside_transaction(&client, &format!("iteration {i}")).await;
     }
     eprintln!("{abandoned} abandoned, {finished} finished");
 }
