@@ -17,7 +17,7 @@ use foreign_types::ForeignType;
 
 use crate::error::{Error, Result};
 use crate::row::Rows;
-use crate::statement::ToStatement;
+use crate::statement::{StatementRef, ToStatement};
 use crate::transaction::Transaction;
 use crate::types::{ToSql, Type};
 use crate::{Connection, TransactionStatus};
@@ -111,6 +111,15 @@ pub(crate) fn typed<'p>(
     types: &[Type],
 ) -> Vec<(&'p (dyn ToSql + Sync), Type)> {
     params.iter().copied().zip(types.iter().cloned()).collect()
+}
+
+/// Refuses SQL text that is a `COPY` before anything (even its `Parse`) is sent; a prepared
+/// COPY statement is refused by `check_use`.
+pub(crate) fn refuse_copy_text<T: ?Sized + ToStatement>(statement: &T) -> Result<()> {
+    match statement.__statement_ref() {
+        StatementRef::Sql(sql) => crate::statement::refuse_copy(sql),
+        StatementRef::Prepared(_) => Ok(()),
+    }
 }
 
 /// A cursor the connection closes before its next statement (its `Portal` was dropped).
@@ -222,6 +231,7 @@ impl Transaction<'_> {
     where
         T: ?Sized + ToStatement,
     {
+        refuse_copy_text(statement)?;
         let scope = self.scope().clone();
         let conn = self.connection();
         conn.before_query()?;

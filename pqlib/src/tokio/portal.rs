@@ -10,7 +10,7 @@ use super::Transaction;
 use super::driver::{Request, Work};
 use crate::error::Result;
 use crate::params::EncodedParams;
-use crate::portal::{Scope, declare_sql, fetch_sql, next_name, typed};
+use crate::portal::{Scope, declare_sql, fetch_sql, next_name, refuse_copy_text, typed};
 use crate::row::Rows;
 use crate::statement::ToStatement;
 use crate::types::ToSql;
@@ -101,6 +101,7 @@ impl Transaction<'_> {
     where
         T: ?Sized + ToStatement,
     {
+        refuse_copy_text(statement)?;
         let (client, scope) = self.portal_parts();
         let statement = client.statement(statement).await?;
         client.check_use(&statement, params.len())?;
