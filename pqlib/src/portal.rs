@@ -269,3 +269,31 @@ impl Transaction<'_> {
         conn.query_typed(&fetch_sql(&portal.0.name, max_rows), &[])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_counts_below_one_fetch_everything_left() {
+        assert_eq!(fetch_sql("\"c\"", 3), "FETCH FORWARD 3 FROM \"c\"");
+        assert_eq!(fetch_sql("\"c\"", 0), "FETCH FORWARD ALL FROM \"c\"");
+        assert_eq!(fetch_sql("\"c\"", -7), "FETCH FORWARD ALL FROM \"c\"");
+    }
+
+    #[test]
+    fn cursor_names_are_unique_and_quoted() {
+        let (a, b) = (next_name(), next_name());
+        assert_ne!(a, b);
+        assert!(a.starts_with("\"pqlib_portal_") && a.ends_with('"'));
+    }
+
+    #[test]
+    fn a_closed_scope_refuses_its_portals() {
+        let scope = Scope::new(7);
+        assert!(scope.check(7).is_ok());
+        assert!(scope.check(8).is_err());
+        scope.close();
+        assert!(scope.check(7).is_err());
+    }
+}

@@ -418,3 +418,41 @@ impl fmt::Debug for Transaction<'_> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn savepoint_names_are_quoted_identifiers() {
+        assert_eq!(savepoint_sql(3, None).unwrap(), "pqlib_savepoint_3");
+        assert_eq!(savepoint_sql(1, Some("sp")).unwrap(), "\"sp\"");
+        assert_eq!(savepoint_sql(1, Some("a\"b")).unwrap(), "\"a\"\"b\"");
+        assert_eq!(
+            savepoint_sql(1, Some("x\"; ROLLBACK; --")).unwrap(),
+            "\"x\"\"; ROLLBACK; --\""
+        );
+        assert_eq!(savepoint_sql(1, Some("ünï")).unwrap(), "\"ünï\"");
+        for bad in ["", "a\0b"] {
+            let error = savepoint_sql(1, Some(bad)).unwrap_err();
+            assert_eq!(error.kind(), crate::error::ErrorKind::BadInput);
+        }
+    }
+
+    #[test]
+    fn begin_sql_lists_the_chosen_modes() {
+        assert_eq!(begin_sql(None, None, None), "BEGIN ");
+        assert_eq!(
+            begin_sql(Some(IsolationLevel::Serializable), Some(true), Some(true)),
+            "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE"
+        );
+        assert_eq!(
+            begin_sql(
+                Some(IsolationLevel::ReadCommitted),
+                Some(false),
+                Some(false)
+            ),
+            "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE, NOT DEFERRABLE"
+        );
+    }
+}
