@@ -10,6 +10,9 @@ use std::time::Duration;
 use pqlib::error::{ErrorKind, SqlState};
 use pqlib::{Connection, IsolationLevel, TransactionStatus};
 
+static_assertions::assert_impl_all!(pqlib::Portal: Send, Sync, Clone, std::fmt::Debug);
+static_assertions::assert_impl_all!(pqlib::tokio::Portal: Send, Sync, Clone, std::fmt::Debug);
+
 fn connect() -> Connection {
     Connection::connect(&common::conninfo()).expect("connecting to the test server")
 }
@@ -698,4 +701,25 @@ async fn async_close_with_a_transaction_open_reports_it() {
     bounded(client.batch_execute("BEGIN")).await.unwrap();
     let error = bounded(client.close()).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Client, "{error}");
+}
+
+#[test]
+fn a_portal_dropped_in_a_failed_savepoint_is_closed_after_the_rollback_to_it() {
+    let mut conn = connect();
+    let mut tx = conn.transaction().unwrap();
+    let portal = tx.bind("SELECT generate_series(1, 5)", &[]).unwrap();
+    assert_eq!(cursors(&mut tx), 1);
+    {
+        let mut sp = tx.savepoint("fails").unwrap();
+        sp.batch_execute("SELECT 1/0").unwrap_err();
+        assert_eq!(sp.transaction_status(), TransactionStatus::InError);
+        // Queued: nothing can be sent in the failed savepoint.
+        drop(portal);
+        sp.rollback().unwrap();
+    }
+    // The transaction is usable again and the cursor, declared before the savepoint, is
+    // closed ahead of the next statement.
+    assert_eq!(cursors(&mut tx), 0);
+    assert_eq!(tx.transaction_status(), TransactionStatus::InTransaction);
+    tx.commit().unwrap();
 }

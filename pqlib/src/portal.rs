@@ -126,10 +126,12 @@ pub(crate) fn refuse_copy_text<T: ?Sized + ToStatement>(statement: &T) -> Result
 pub(crate) type ClosedPortals = Arc<Mutex<Vec<(Arc<Scope>, String)>>>;
 
 /// Closes the cursors of dropped portals whose transaction is still open; the others died
-/// with their transaction. Called before each statement, outside a failed transaction (where
-/// the server refuses everything but `ROLLBACK`; the rollback ends those cursors anyway).
+/// with their transaction and are forgotten. Called before each statement. In a failed
+/// transaction (where the server refuses everything but `ROLLBACK`) they wait: a rollback to
+/// a savepoint makes the transaction usable again, with the cursors declared before it.
 pub(crate) fn close_dropped(conn: &mut Connection) -> Result<()> {
-    if conn.transaction_status() != TransactionStatus::InTransaction {
+    let status = conn.transaction_status();
+    if status == TransactionStatus::InError {
         return Ok(());
     }
     let closed = std::mem::take(
@@ -140,7 +142,7 @@ pub(crate) fn close_dropped(conn: &mut Connection) -> Result<()> {
             .unwrap_or_else(|p| p.into_inner()),
     );
     for (scope, name) in closed {
-        if !scope.is_open() {
+        if !scope.is_open() || status != TransactionStatus::InTransaction {
             continue;
         }
         let sql = std::ffi::CString::new(format!("CLOSE {name}"))
