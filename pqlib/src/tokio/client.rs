@@ -457,6 +457,8 @@ impl Client {
     /// (lost, or ended by the server), `Client` if a transaction opened with SQL was still
     /// open (the server rolls it back) or libpq held unsent output. A COPY or row stream
     /// still in progress on another clone is waited for, like any request queued earlier.
+    /// Dropping this future before the connection task has reached the request leaves the
+    /// connection open; once it has, the session ends whether or not the answer is awaited.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), pqlib::Error> {
