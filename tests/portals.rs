@@ -723,3 +723,21 @@ fn a_portal_dropped_in_a_failed_savepoint_is_closed_after_the_rollback_to_it() {
     assert_eq!(tx.transaction_status(), TransactionStatus::InTransaction);
     tx.commit().unwrap();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_close_dropped_before_the_connection_task_saw_it_closes_nothing() {
+    let client = common::connect_async().await;
+    {
+        // Queued, then dropped before the connection task (on this thread) could run.
+        let mut close = Box::pin(client.clone().close());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(close.as_mut().poll(&mut cx).is_pending());
+    }
+    let n: i32 = bounded(client.query_one("SELECT 11", &[]))
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 11);
+    assert!(!client.is_closed());
+    bounded(client.close()).await.unwrap();
+}
