@@ -1,7 +1,8 @@
 //! A `transaction()` future (BEGIN, or SAVEPOINT when nested) dropped before its answer
 //! arrives, by hand or by `tokio::time::timeout`: the client's next statement must run
 //! outside the abandoned transaction or savepoint, directly and through deadpool, and a
-//! BEGIN that failed must leave no rollback behind.
+//! BEGIN that failed must leave no rollback behind. The same for named savepoints
+//! (`savepoint(name)`) and `build_transaction().start()`.
 
 mod common;
 
@@ -126,6 +127,7 @@ impl Random {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_begin_dropped_after_it_was_queued_leaves_no_transaction() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let mut client = connect().await;
     assert_outside_transaction(&client, "before").await;
     poll_once_and_drop(client.transaction()).await;
@@ -147,6 +149,7 @@ async fn a_begin_dropped_after_it_was_queued_leaves_no_transaction() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_savepoint_dropped_after_it_was_queued_is_rolled_back_and_released() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let mut client = connect().await;
     bounded(client.batch_execute(
         "DROP TABLE IF EXISTS txn_drop_nested; CREATE TABLE txn_drop_nested (x int4)",
@@ -198,6 +201,7 @@ async fn a_savepoint_dropped_after_it_was_queued_is_rolled_back_and_released() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_begin_leaves_no_rollback_behind() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let mut client = connect().await;
     // Another clone's transaction, aborted by an error.
     let other = client.clone();
@@ -225,6 +229,7 @@ async fn a_failed_begin_leaves_no_rollback_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_under_random_timeouts_never_leave_one_open() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let mut client = connect().await;
     let mut random = Random(0x5eed_0001);
     let (mut abandoned, mut finished) = (0, 0);
@@ -243,6 +248,7 @@ async fn transactions_under_random_timeouts_never_leave_one_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn savepoints_under_random_timeouts_never_leave_one_behind() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let mut client = connect().await;
     let mut random = Random(0x5eed_0002);
     let (mut abandoned, mut finished) = (0, 0);
@@ -265,6 +271,7 @@ async fn savepoints_under_random_timeouts_never_leave_one_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_transactions_under_random_timeouts_never_leave_one_open() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
     let manager = dp::Manager::new(common::conninfo().parse().unwrap());
     let pool = dp::Pool::builder(manager)
         .max_size(1)
@@ -293,6 +300,107 @@ async fn deadpool_transactions_under_random_timeouts_never_leave_one_open() {
         }
         // The same pooled client, before it goes back to the pool.
         assert_outside_transaction(object.client(), &context).await;
+    }
+    eprintln!("{abandoned} abandoned, {finished} finished");
+}
+
+/// Fails unless the savepoint `quoted` (an SQL identifier) does not exist in the transaction
+/// `client` is in. Leaves that transaction aborted.
+async fn assert_no_named_savepoint(client: &Client, quoted: &str, context: &str) {
+    let error = bounded(client.batch_execute(&format!("ROLLBACK TO SAVEPOINT {quoted}")))
+        .await
+        .expect_err(&format!(
+            "{context}: the abandoned savepoint {quoted} is still there"
+        ));
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::S_E_INVALID_SPECIFICATION),
+        "{context}: {error}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_named_savepoint_dropped_after_it_was_queued_is_rolled_back_and_released() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let mut client = connect().await;
+    for (yield_first, context) in [(true, "SAVEPOINT sent"), (false, "SAVEPOINT never sent")] {
+        let mut tx = bounded(client.transaction()).await.unwrap();
+        poll_once_then_drop(tx.savepoint("named \"sp\""), yield_first).await;
+        // The outer transaction goes on, outside the abandoned savepoint.
+        let a = txid(&tx).await;
+        let b = txid(&tx).await;
+        assert_eq!(a, b, "{context}");
+        assert_no_named_savepoint(&tx, "\"named \"\"sp\"\"\"", context).await;
+        drop(tx);
+        assert_outside_transaction(&client, context).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_savepoints_under_random_timeouts_never_leave_one_behind() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let mut client = connect().await;
+    let mut random = Random(0x5eed_0004);
+    let (mut abandoned, mut finished) = (0, 0);
+    for i in 0..300 {
+        let context = format!("iteration {i}");
+        let mut tx = bounded(client.transaction()).await.unwrap();
+        match random.cut_short(tx.savepoint("ünï code")).await {
+            Some(nested) => {
+                finished += 1;
+                drop(nested.unwrap());
+            }
+            None => abandoned += 1,
+        }
+        assert_no_named_savepoint(&tx, "\"ünï code\"", &context).await;
+        drop(tx);
+        assert_outside_transaction(&client, &context).await;
+    }
+    eprintln!("{abandoned} abandoned, {finished} finished");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_build_transaction_start_dropped_leaves_no_transaction() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let mut client = connect().await;
+    for (yield_first, context) in [(true, "BEGIN sent"), (false, "BEGIN never sent")] {
+        poll_once_then_drop(
+            client
+                .build_transaction()
+                .isolation_level(pqlib::IsolationLevel::Serializable)
+                .read_only(true)
+                .start(),
+            yield_first,
+        )
+        .await;
+        assert_outside_transaction(&client, context).await;
+        // Not left read-only either: a write works.
+        bounded(client.batch_execute("CREATE TEMP TABLE IF NOT EXISTS built_drop (x int4)"))
+            .await
+            .unwrap_or_else(|e| panic!("{context}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_transactions_under_random_timeouts_never_leave_one_open() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let mut client = connect().await;
+    let mut random = Random(0x5eed_0005);
+    let (mut abandoned, mut finished) = (0, 0);
+    for i in 0..300 {
+        let start = client
+            .build_transaction()
+            .isolation_level(pqlib::IsolationLevel::RepeatableRead)
+            .deferrable(true)
+            .start();
+        match random.cut_short(start).await {
+            Some(tx) => {
+                finished += 1;
+                drop(tx.unwrap());
+            }
+            None => abandoned += 1,
+        }
+        assert_outside_transaction(&client, &format!("iteration {i}")).await;
     }
     eprintln!("{abandoned} abandoned, {finished} finished");
 }

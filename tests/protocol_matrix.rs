@@ -284,6 +284,8 @@ enum Api {
     Transaction,
     LargeObject,
     SimpleQuery,
+    /// `Transaction::bind`, then `query_portal` one row at a time until it returns none.
+    Portal,
     AsyncBatchExecute,
     AsyncExecute,
     AsyncQuery,
@@ -297,6 +299,7 @@ enum Api {
     AsyncCopyOut,
     AsyncTransaction,
     AsyncSimpleQuery,
+    AsyncPortal,
 }
 
 const BLOCKING_APIS: &[Api] = &[
@@ -314,6 +317,7 @@ const BLOCKING_APIS: &[Api] = &[
     Api::Transaction,
     Api::LargeObject,
     Api::SimpleQuery,
+    Api::Portal,
 ];
 
 const ASYNC_APIS: &[Api] = &[
@@ -330,6 +334,7 @@ const ASYNC_APIS: &[Api] = &[
     Api::AsyncCopyOut,
     Api::AsyncTransaction,
     Api::AsyncSimpleQuery,
+    Api::AsyncPortal,
 ];
 
 /// How an API presents a successful answer.
@@ -365,8 +370,8 @@ impl Api {
             CopyOut | AsyncCopyOut => Shape::CopyOut,
             SimpleQuery | AsyncSimpleQuery => Shape::Messages,
             Query | QueryTyped | QueryRaw | PrepareQuery | Pipeline | Transaction | LargeObject
-            | AsyncQuery | AsyncQueryTyped | AsyncQueryRaw | AsyncPrepareQuery | AsyncPipeline
-            | AsyncTransaction => Shape::Rows,
+            | Portal | AsyncQuery | AsyncQueryTyped | AsyncQueryRaw | AsyncPrepareQuery
+            | AsyncPipeline | AsyncTransaction | AsyncPortal => Shape::Rows,
         }
     }
 
@@ -374,7 +379,11 @@ impl Api {
     fn in_transaction(self) -> bool {
         matches!(
             self,
-            Api::Transaction | Api::LargeObject | Api::AsyncTransaction
+            Api::Transaction
+                | Api::LargeObject
+                | Api::Portal
+                | Api::AsyncTransaction
+                | Api::AsyncPortal
         )
     }
 
@@ -393,7 +402,13 @@ impl Api {
                 | AsyncQueryRaw
                 | AsyncPrepareQuery
                 | AsyncPipeline
+                | AsyncPortal
         )
+    }
+
+    /// Whether the statement becomes a cursor (`DECLARE … CURSOR FOR <sql>`).
+    fn portal(self) -> bool {
+        matches!(self, Api::Portal | Api::AsyncPortal)
     }
 }
 
@@ -578,6 +593,9 @@ fn want_messages(api: Api, nature: Nature) -> Want {
 
 /// The expectation for one pair: the whole table of the matrix, by rule.
 fn want(api: Api, nature: Nature) -> Want {
+    if api.portal() {
+        return want_portal(nature);
+    }
     let shape = api.shape();
     if shape == Shape::Messages {
         return want_messages(api, nature);
@@ -640,6 +658,30 @@ fn want(api: Api, nature: Nature) -> Want {
             } else {
                 success(api, &[], 0)
             }
+        }
+        Nature::Cancelled => db("57014"),
+    }
+}
+
+/// Through a portal the SQL becomes `DECLARE … CURSOR FOR <sql>`, which takes one SELECT (or
+/// VALUES): anything else is a syntax error there (so the SETs never run), several statements
+/// fail when the text is prepared, and COPY text is refused before anything is sent. The
+/// cancelled statement sleeps in the FETCH.
+fn want_portal(nature: Nature) -> Want {
+    match nature {
+        Nature::Rows(values) => Want::Answer(Answer::Rows {
+            values: values.iter().map(|v| v.to_string()).collect(),
+            affected: values.len() as u64,
+        }),
+        Nature::Fails(code) => db(code),
+        Nature::Command(_)
+        | Nature::Empty
+        | Nature::Multi(_)
+        | Nature::SelectThenCopyOut(_)
+        | Nature::ForeignEncoding
+        | Nature::NoTransactionBlock => db("42601"),
+        Nature::CopyIn | Nature::CopyOut(_) | Nature::CopyInTwice | Nature::CopyOutTwice(_) => {
+            bad_input()
         }
         Nature::Cancelled => db("57014"),
     }
@@ -836,10 +878,12 @@ fn marker(api: Api, n: usize) -> String {
     format!("matrix-cancel-{api:?}-{n}")
 }
 
-/// Finds the cancel marker's statement sleeping in pg_stat_activity (another backend's).
+/// Finds the cancel marker's statement sleeping in pg_stat_activity (another backend's): by
+/// the marker in its text, or (for a portal, where the sleeping statement is the `FETCH`) by
+/// the backend pid given as the marker `pid:N`.
 const ACTIVE_SLEEP: &str = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
      WHERE pid <> pg_backend_pid() AND state = 'active' AND wait_event = 'PgSleep' \
-     AND strpos(query, $1) > 0)";
+     AND (strpos(query, $1) > 0 OR 'pid:' || pid = $1))";
 
 fn summarize(title: &str, reports: &[Report], started: Instant) {
     let answered = reports
@@ -941,8 +985,32 @@ fn run_blocking(conn: &mut Connection, api: Api, sql: &str) -> Result<Answer, Er
         }
         Api::LargeObject => run_large_object(conn, sql),
         Api::SimpleQuery => conn.simple_query(sql).map(|m| messages_answer(&m)),
+        Api::Portal => {
+            let mut tx = conn.transaction()?;
+            let result = run_portal(&mut tx, sql);
+            end_transaction(tx, result)
+        }
         _ => unreachable!("{api:?} is async"),
     }
+}
+
+/// At most this many fetches of one row each before a portal counts as never ending.
+const PORTAL_FETCHES: usize = 100;
+
+fn run_portal(tx: &mut pqlib::Transaction<'_>, sql: &str) -> Result<Answer, Error> {
+    let portal = tx.bind(sql, &[])?;
+    let (mut values, mut affected) = (Vec::new(), 0);
+    for _ in 0..PORTAL_FETCHES {
+        let rows = tx.query_portal(&portal, 1)?;
+        if rows.is_empty() {
+            return Ok(Answer::Rows { values, affected });
+        }
+        affected += rows.rows_affected();
+        values.extend(rows.iter().map(|row| value_of(&row)));
+    }
+    Ok(Answer::Anomaly(format!(
+        "the portal still had rows after {PORTAL_FETCHES} fetches"
+    )))
 }
 
 fn run_pipeline(conn: &mut Connection, sql: &str) -> Result<Answer, Error> {
@@ -1059,7 +1127,11 @@ fn blocking_case(api: Api, def: &'static KindDef, n: usize) -> Report {
     let sql = def.sql(&marker);
     let canceller = matches!(def.nature, Nature::Cancelled).then(|| {
         let token = conn.cancel_token();
-        let marker = marker.clone();
+        let marker = if api.portal() {
+            format!("pid:{}", conn.backend_pid())
+        } else {
+            marker.clone()
+        };
         thread::spawn(move || cancel_when_active(token, marker))
     });
     let got = Got::from(run_blocking(&mut conn, api, &sql));
@@ -1230,8 +1302,43 @@ async fn run_async(client: &pqlib::tokio::Client, api: Api, sql: &str) -> Result
             result
         }
         Api::AsyncSimpleQuery => client.simple_query(sql).await.map(|m| messages_answer(&m)),
+        Api::AsyncPortal => {
+            let mut client = client.clone();
+            let tx = client.transaction().await?;
+            let result = run_async_portal(&tx, sql).await;
+            match &result {
+                Ok(_) => {
+                    if let Err(e) = tx.commit().await {
+                        return Ok(Answer::Anomaly(format!("commit failed: {e}")));
+                    }
+                }
+                Err(_) => match tx.rollback().await {
+                    Err(e) if !e.is_closed() => {
+                        return Ok(Answer::Anomaly(format!("rollback failed: {e}")));
+                    }
+                    _ => {}
+                },
+            }
+            result
+        }
         _ => unreachable!("{api:?} is blocking"),
     }
+}
+
+async fn run_async_portal(tx: &pqlib::tokio::Transaction<'_>, sql: &str) -> Result<Answer, Error> {
+    let portal = tx.bind(sql, &[]).await?;
+    let (mut values, mut affected) = (Vec::new(), 0);
+    for _ in 0..PORTAL_FETCHES {
+        let rows = tx.query_portal(&portal, 1).await?;
+        if rows.is_empty() {
+            return Ok(Answer::Rows { values, affected });
+        }
+        affected += rows.rows_affected();
+        values.extend(rows.iter().map(|row| value_of(&row)));
+    }
+    Ok(Answer::Anomaly(format!(
+        "the portal still had rows after {PORTAL_FETCHES} fetches"
+    )))
 }
 
 async fn cancel_when_active_async(
@@ -1275,6 +1382,16 @@ async fn async_case(api: Api, def: &'static KindDef, n: usize) -> Report {
 
     let marker = marker(api, n);
     let sql = def.sql(&marker);
+    let marker = if api.portal() && matches!(def.nature, Nature::Cancelled) {
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("the backend pid")
+            .get(0);
+        format!("pid:{pid}")
+    } else {
+        marker
+    };
     let canceller = matches!(def.nature, Nature::Cancelled)
         .then(|| tokio::spawn(cancel_when_active_async(client.cancel_token(), marker)));
     let got = Got::from(run_async(&client, api, &sql).await);

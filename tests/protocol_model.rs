@@ -707,13 +707,57 @@ enum Req {
         error: bool,
         savepoint: Option<bool>,
     },
+    /// A transaction in which a portal (`bind`) of `rows` tagged rows is fetched `step` at a
+    /// time, fetch number `fault_at` under `fault`; the portal dropped before the transaction's
+    /// statements (its CLOSE checked in `pg_cursors`) or kept past its end.
+    Portal {
+        rows: i32,
+        step: i32,
+        fault_at: i32,
+        fault: Fault,
+        drop_early: bool,
+        end: TxnEnd,
+    },
+    /// A transaction from `build_transaction()` at an isolation level, whose `start()` runs
+    /// under `fault`: dropped, the session must be outside any transaction afterwards.
+    BuiltTxn {
+        level: u64,
+        fault: Fault,
+        end: TxnEnd,
+        error: bool,
+    },
     Kill,
+}
+
+/// The isolation levels `BuiltTxn` draws from, with what `SHOW transaction_isolation` says.
+const LEVELS: [(pqlib::IsolationLevel, &str); 4] = [
+    (pqlib::IsolationLevel::ReadUncommitted, "read uncommitted"),
+    (pqlib::IsolationLevel::ReadCommitted, "read committed"),
+    (pqlib::IsolationLevel::RepeatableRead, "repeatable read"),
+    (pqlib::IsolationLevel::Serializable, "serializable"),
+];
+
+/// How a transaction request begins and what it does before its usual statements.
+#[derive(Clone, Copy, Debug)]
+enum TxnHow {
+    Plain,
+    Built {
+        level: u64,
+        fault: Fault,
+    },
+    Portal {
+        rows: i32,
+        step: i32,
+        fault_at: i32,
+        fault: Fault,
+        drop_early: bool,
+    },
 }
 
 impl Req {
     fn random(rng: &mut Rng, pooled: bool) -> Req {
         let kill_weight = if pooled { 1 } else { 2 };
-        match rng.weighted(&[30, 8, 8, 8, 8, 7, 6, 6, 6, 3, 3, 5, 7, kill_weight]) {
+        match rng.weighted(&[30, 8, 8, 8, 8, 7, 6, 6, 6, 3, 3, 5, 7, 4, 3, kill_weight]) {
             0 => {
                 let api = [
                     QueryApi::Query,
@@ -786,13 +830,53 @@ impl Req {
                 savepoint: rng.chance(30).then(|| rng.chance(50)),
             },
             12 => Req::SimpleQuery(SqKind::random(rng)),
+            13 => {
+                let rows = rng.range(0, 40) as i32;
+                let step = rng.range(1, 12) as i32;
+                Req::Portal {
+                    rows,
+                    step,
+                    fault_at: rng.below((rows / step + 2) as u64) as i32,
+                    fault: Fault::random(rng),
+                    drop_early: rng.chance(50),
+                    end: [TxnEnd::Commit, TxnEnd::Rollback, TxnEnd::Drop][rng.below(3) as usize],
+                }
+            }
+            14 if !pooled => Req::BuiltTxn {
+                level: rng.below(LEVELS.len() as u64),
+                fault: Fault::random(rng),
+                end: [TxnEnd::Commit, TxnEnd::Rollback, TxnEnd::Drop][rng.below(3) as usize],
+                error: rng.chance(20),
+            },
+            // A pooled object has no `build_transaction` (it hands out `&Client`).
+            14 => Req::Txn {
+                end: TxnEnd::Commit,
+                error: false,
+                savepoint: None,
+            },
             _ => Req::Kill,
         }
     }
 
-    /// Whether a fault may drop this request (transactions, kills and cancels run to the end).
+    /// Whether a fault may drop this request (transactions, kills and cancels run to the end;
+    /// portals and built transactions apply their faults to one step inside).
     fn droppable(&self) -> bool {
-        !matches!(self, Req::Txn { .. } | Req::Kill | Req::Cancel { .. })
+        !matches!(
+            self,
+            Req::Txn { .. }
+                | Req::Portal { .. }
+                | Req::BuiltTxn { .. }
+                | Req::Kill
+                | Req::Cancel { .. }
+        )
+    }
+
+    /// Whether the request is a transaction (one at a time on the shared client).
+    fn transaction(&self) -> bool {
+        matches!(
+            self,
+            Req::Txn { .. } | Req::Portal { .. } | Req::BuiltTxn { .. }
+        )
     }
 
     /// Whether the request may leave a server error behind in a transaction.
@@ -1197,7 +1281,11 @@ async fn run_request(ctx: &Ctx<'_>, req: &Req, rng: &mut Rng) -> Outcome {
                 format!("an empty query gave {} rows", rows.len())
             })?;
         }
-        Req::Cancel { .. } | Req::Txn { .. } | Req::Kill => unreachable!("run by the task loop"),
+        Req::Cancel { .. }
+        | Req::Txn { .. }
+        | Req::Portal { .. }
+        | Req::BuiltTxn { .. }
+        | Req::Kill => unreachable!("run by the task loop"),
     }
     Ok(Verdict::Done)
 }
@@ -1424,11 +1512,12 @@ async fn run_txn(
     end: TxnEnd,
     error: bool,
     savepoint: Option<bool>,
+    how: TxnHow,
 ) -> Outcome {
     let epoch = ctx.epoch.clone();
     epoch.txn_active.store(true, SeqCst);
     epoch.txn_seq.fetch_add(1, SeqCst);
-    let outcome = txn_steps(ctx, target, end, error, savepoint).await;
+    let outcome = txn_steps(ctx, target, end, error, savepoint, how).await;
     // However the transaction ended, make sure none is left open (a cancel can hit the
     // COMMIT or ROLLBACK itself), then close the window.
     let mut cleaned = false;
@@ -1499,13 +1588,59 @@ async fn txn_steps(
     end: TxnEnd,
     error: bool,
     savepoint: Option<bool>,
+    how: TxnHow,
 ) -> Result<Result<(Option<bool>, bool), Verdict>, String> {
     let tag = ctx.tag.as_str();
     match target {
         Target::Shared(client) => {
-            let mut tx = match within("BEGIN", client.transaction()).await? {
+            let begun = match how {
+                TxnHow::Built { level, fault } => {
+                    let (level, name) = LEVELS[level as usize];
+                    let start = client
+                        .build_transaction()
+                        .isolation_level(level)
+                        .read_only(false)
+                        .start();
+                    match fault
+                        .apply(within("BEGIN (build_transaction)", start))
+                        .await
+                    {
+                        None => None,
+                        Some(begun) => Some((begun?, Some(name))),
+                    }
+                }
+                _ => Some((within("BEGIN", client.transaction()).await?, None)),
+            };
+            let Some((begun, level)) = begun else {
+                // start() dropped by the fault: whether its BEGIN ran or not, the session
+                // must be outside a transaction now (its rollback, if due, is queued).
+                return outside_transaction(ctx, ctx.client).await.map(Err);
+            };
+            let mut tx = match begun {
                 Ok(tx) => tx,
                 Err(e) => return ctx.judge(&e, &[]).map(Err),
+            };
+            if let Some(level) = level {
+                match within(
+                    "SHOW transaction_isolation",
+                    tx.query_one("SHOW transaction_isolation", &[]),
+                )
+                .await?
+                {
+                    Ok(row) => {
+                        let got: String = row.get(0);
+                        ensure(got == level, || {
+                            format!(
+                                "build_transaction asked for {level:?}, the session is at {got:?}"
+                            )
+                        })?;
+                    }
+                    Err(e) => step_failed!(ctx, e, []),
+                }
+            }
+            let portal = match portal_steps(ctx, &tx, how).await? {
+                Ok(portal) => portal,
+                Err(verdict) => return Ok(Err(verdict)),
             };
             let mut kept = false;
             if let Some(keep) = savepoint {
@@ -1528,16 +1663,146 @@ async fn txn_steps(
                 }
                 kept = keep;
             }
-            Ok(Ok((transaction_body!(ctx, tx, end, error), kept)))
+            let committed = transaction_body!(ctx, tx, end, error);
+            // A portal kept past its transaction's end: dropping it now sends nothing.
+            drop(portal);
+            Ok(Ok((committed, kept)))
         }
         Target::Pooled(object) => {
             let tx = match within("BEGIN", object.transaction()).await? {
                 Ok(tx) => tx,
                 Err(e) => return ctx.judge(&e, &[]).map(Err),
             };
-            Ok(Ok((transaction_body!(ctx, tx, end, error), false)))
+            let portal = match portal_steps(ctx, &tx, how).await? {
+                Ok(portal) => portal,
+                Err(verdict) => return Ok(Err(verdict)),
+            };
+            let committed = transaction_body!(ctx, tx, end, error);
+            drop(portal);
+            Ok(Ok((committed, false)))
         }
     }
+}
+
+/// Two `txid_current()` on `client` must run in two transactions: no transaction block is
+/// open (the model holds the transaction slot, so no other task opened one).
+async fn outside_transaction(ctx: &Ctx<'_>, client: &Client) -> Outcome {
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let row = attempt!(
+            ctx,
+            "txid_current()",
+            client.query_one("SELECT txid_current()", &[])
+        );
+        ids.push(row.get::<_, i64>(0));
+    }
+    ensure(ids[0] != ids[1], || {
+        format!(
+            "a dropped build_transaction().start() left the session in a transaction (txid {})",
+            ids[0]
+        )
+    })?;
+    Ok(Verdict::Done)
+}
+
+/// The cursor checks of a `Portal` request: its rows fetched `step` at a time, each batch
+/// exactly the next rows (tag and numbers); one fetch under a fault, after which the position
+/// may have moved by that fetch or not (it was dropped before or after it went out). The
+/// portal comes back unless it was dropped early (then its CLOSE is checked); an error the
+/// model allows ends the checks (`Ok(Ok(None))`) and the transaction goes on.
+async fn portal_steps(
+    ctx: &Ctx<'_>,
+    tx: &pqlib::tokio::Transaction<'_>,
+    how: TxnHow,
+) -> Result<Result<Option<pqlib::tokio::Portal>, Verdict>, String> {
+    let TxnHow::Portal {
+        rows,
+        step,
+        fault_at,
+        fault,
+        drop_early,
+    } = how
+    else {
+        return Ok(Ok(None));
+    };
+    let tag = ctx.tag.as_str();
+    macro_rules! allowed {
+        ($e:expr) => {
+            return match ctx.judge(&$e, &[])? {
+                Verdict::Closed => Ok(Err(Verdict::Closed)),
+                Verdict::Done => Ok(Ok(None)),
+            }
+        };
+    }
+    let portal = match within("bind", tx.bind(SQL_ROWS, &[&tag, &rows])).await? {
+        Ok(portal) => portal,
+        Err(e) => allowed!(e),
+    };
+    // The number of the next row, and what a dropped fetch may have taken.
+    let mut next = 1;
+    let mut maybe_taken = None;
+    for i in 0..(rows / step + 4) {
+        let fetch = within("query_portal", tx.query_portal(&portal, step));
+        let got = if i == fault_at {
+            fault.apply(fetch).await
+        } else {
+            Some(fetch.await)
+        };
+        let Some(got) = got else {
+            maybe_taken = Some(step.min(rows + 1 - next));
+            continue;
+        };
+        let batch = match got? {
+            Ok(batch) => batch,
+            Err(e) => allowed!(e),
+        };
+        let first = match batch.iter().next() {
+            Some(row) => row.try_get::<_, i32>(1).unwrap_or(-1),
+            None => rows + 1,
+        };
+        match maybe_taken.take() {
+            Some(taken) if first == next + taken => next += taken,
+            _ => {}
+        }
+        let want = step.min(rows + 1 - next);
+        ensure(batch.len() == want as usize, || {
+            format!(
+                "fetch {i} of {step} from row {next} of {rows}: {} rows, expected {want}",
+                batch.len()
+            )
+        })?;
+        for (k, row) in batch.iter().enumerate() {
+            check_row(&row, tag, next + k as i32)?;
+        }
+        next += want;
+        if want == 0 {
+            break;
+        }
+    }
+    ensure(next == rows + 1, || {
+        format!("the portal's fetches ended at row {next} of {rows}")
+    })?;
+    if !drop_early {
+        return Ok(Ok(Some(portal)));
+    }
+    drop(portal);
+    // The CLOSE was queued on the drop, ahead of this query.
+    let open = match within(
+        "counting cursors",
+        tx.query_one(
+            "SELECT count(*) FROM pg_cursors WHERE name LIKE 'pqlib_portal_%'",
+            &[],
+        ),
+    )
+    .await?
+    {
+        Ok(row) => row.get::<_, i64>(0),
+        Err(e) => allowed!(e),
+    };
+    ensure(open == 0, || {
+        format!("{open} cursors still open after the portal was dropped")
+    })?;
+    Ok(Ok(None))
 }
 
 /// What a request of the async models runs on.
@@ -1695,7 +1960,7 @@ async fn async_task(world: Arc<AsyncWorld>, task: usize, count: usize) -> usize 
             "{who}#{n} epoch {} {req:?} fault {fault:?} tag {tag}",
             epoch.n
         ));
-        let _txn_guard = if matches!(req, Req::Txn { .. }) && !pooled {
+        let _txn_guard = if req.transaction() && !pooled {
             match within("the transaction slot", world.txn_lock.lock()).await {
                 Ok(guard) => Some(guard),
                 Err(e) => world.history.fail(&who, &e),
@@ -1718,7 +1983,36 @@ async fn async_task(world: Arc<AsyncWorld>, task: usize, count: usize) -> usize 
                 end,
                 error,
                 savepoint,
-            } => Some(run_txn(&ctx, &mut target, *end, *error, *savepoint).await),
+            } => Some(run_txn(&ctx, &mut target, *end, *error, *savepoint, TxnHow::Plain).await),
+            Req::Portal {
+                rows,
+                step,
+                fault_at,
+                fault,
+                drop_early,
+                end,
+            } => {
+                let how = TxnHow::Portal {
+                    rows: *rows,
+                    step: *step,
+                    fault_at: *fault_at,
+                    fault: *fault,
+                    drop_early: *drop_early,
+                };
+                Some(run_txn(&ctx, &mut target, *end, false, None, how).await)
+            }
+            Req::BuiltTxn {
+                level,
+                fault,
+                end,
+                error,
+            } => {
+                let how = TxnHow::Built {
+                    level: *level,
+                    fault: *fault,
+                };
+                Some(run_txn(&ctx, &mut target, *end, *error, None, how).await)
+            }
             Req::Kill => Some(run_kill(&ctx).await),
             Req::Cancel { delay_us, sleep_ms } => {
                 Some(run_cancel(&ctx, *delay_us, *sleep_ms).await)
@@ -1984,12 +2278,25 @@ enum BReq {
         error: bool,
         savepoint: Option<bool>,
     },
+    /// A transaction in which a portal of `rows` tagged rows is fetched `step` at a time.
+    Portal {
+        rows: i32,
+        step: i32,
+        drop_early: bool,
+        end: TxnEnd,
+    },
+    /// A transaction from `build_transaction()` at an isolation level (index into `LEVELS`).
+    BuiltTxn {
+        level: u64,
+        end: TxnEnd,
+        error: bool,
+    },
     Kill,
 }
 
 impl BReq {
     fn random(rng: &mut Rng) -> BReq {
-        match rng.weighted(&[25, 6, 8, 16, 8, 6, 6, 5, 5, 3, 3, 5, 6, 1]) {
+        match rng.weighted(&[25, 6, 8, 16, 8, 6, 6, 5, 5, 3, 3, 5, 6, 3, 2, 1]) {
             0 => match Req::random(rng, false) {
                 Req::Query(api, rows) => BReq::Query(api, rows),
                 _ => BReq::Query(QueryApi::QueryOne, 1),
@@ -2051,6 +2358,17 @@ impl BReq {
                 savepoint: rng.chance(30).then(|| rng.chance(50)),
             },
             12 => BReq::SimpleQuery(SqKind::random(rng)),
+            13 => BReq::Portal {
+                rows: rng.range(0, 40) as i32,
+                step: rng.range(1, 12) as i32,
+                drop_early: rng.chance(50),
+                end: [TxnEnd::Commit, TxnEnd::Rollback, TxnEnd::Drop][rng.below(3) as usize],
+            },
+            14 => BReq::BuiltTxn {
+                level: rng.below(LEVELS.len() as u64),
+                end: [TxnEnd::Commit, TxnEnd::Rollback, TxnEnd::Drop][rng.below(3) as usize],
+                error: rng.chance(20),
+            },
             _ => BReq::Kill,
         }
     }
@@ -2532,6 +2850,15 @@ fn run_blocking_request(b: &mut Blocking, req: &BReq, tag: &str, rng: &mut Rng) 
             error,
             savepoint,
         } => return run_blocking_txn(b, tag, *end, *error, *savepoint),
+        BReq::Portal {
+            rows,
+            step,
+            drop_early,
+            end,
+        } => return run_blocking_portal(b, tag, *rows, *step, *drop_early, *end),
+        BReq::BuiltTxn { level, end, error } => {
+            return run_blocking_built(b, tag, *level, *end, *error);
+        }
         BReq::Kill => {
             terminate(b.pid)?;
             b.st.dead = true;
@@ -2618,6 +2945,157 @@ fn run_blocking_txn(
         )
     })?;
     Ok(Verdict::Done)
+}
+
+/// Ends a blocking transaction request's transaction `tx` as `end` says: whether it committed.
+fn end_blocking_txn(tx: pqlib::Transaction<'_>, end: TxnEnd, failed: bool) -> Result<bool, String> {
+    Ok(match end {
+        TxnEnd::Commit => match (tx.commit(), failed) {
+            (Ok(()), false) => true,
+            (Err(e), true) if e.kind() == ErrorKind::Client && failed_before(&e) => false,
+            (other, _) => {
+                return Err(format!(
+                    "commit (error in the transaction: {failed}) answered {other:?}"
+                ));
+            }
+        },
+        TxnEnd::Rollback => {
+            tx.rollback().map_err(|e| format!("rollback: {e}"))?;
+            false
+        }
+        TxnEnd::Drop => {
+            drop(tx);
+            false
+        }
+    })
+}
+
+fn check_blocking_read_back(b: &mut Blocking, tag: &str, committed: bool) -> Outcome {
+    let st = b.st;
+    let row = b_attempt!(st, b.conn.query_one(SQL_READ_BACK, &[&tag]));
+    let got = read_back(&row)?;
+    let expected = if committed { (1, 1) } else { (0, 0) };
+    ensure(got == expected, || {
+        format!(
+            "after the transaction (committed {committed}) (count, sum) of its rows is {got:?}, expected {expected:?}"
+        )
+    })?;
+    Ok(Verdict::Done)
+}
+
+fn run_blocking_portal(
+    b: &mut Blocking,
+    tag: &str,
+    rows: i32,
+    step: i32,
+    drop_early: bool,
+    end: TxnEnd,
+) -> Outcome {
+    let st = b.st;
+    let mut tx = b_attempt!(st, b.conn.transaction());
+    let portal = tx
+        .bind(SQL_ROWS, &[&tag, &rows])
+        .map_err(|e| format!("bind: {e}"))?;
+    let mut next = 1;
+    for _ in 0..(rows / step + 2) {
+        let batch = tx
+            .query_portal(&portal, step)
+            .map_err(|e| format!("query_portal: {e}"))?;
+        let want = step.min(rows + 1 - next);
+        ensure(batch.len() == want as usize, || {
+            format!(
+                "a fetch of {step} from row {next} of {rows}: {} rows, expected {want}",
+                batch.len()
+            )
+        })?;
+        for (k, row) in batch.iter().enumerate() {
+            check_row(&row, tag, next + k as i32)?;
+        }
+        next += want;
+        if want == 0 {
+            break;
+        }
+    }
+    ensure(next == rows + 1, || {
+        format!("the portal's fetches ended at row {next} of {rows}")
+    })?;
+    let kept = if drop_early {
+        drop(portal);
+        let open: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM pg_cursors WHERE name LIKE 'pqlib_portal_%'",
+                &[],
+            )
+            .map_err(|e| format!("counting cursors: {e}"))?
+            .get(0);
+        ensure(open == 0, || {
+            format!("{open} cursors still open after the portal was dropped")
+        })?;
+        None
+    } else {
+        Some(portal)
+    };
+    let n = tx
+        .execute("INSERT INTO model_rows (tag, n) VALUES ($1, 1)", &[&tag])
+        .map_err(|e| format!("insert in a transaction: {e}"))?;
+    ensure(n == 1, || format!("the insert affected {n} rows"))?;
+    let committed = end_blocking_txn(tx, end, false)?;
+    if let Some(portal) = kept {
+        // Its transaction has ended: refused in the next one, and dropping it sends nothing.
+        let mut next_tx = b_attempt!(st, b.conn.transaction());
+        match next_tx.query_portal(&portal, 1) {
+            Err(e) if e.kind() == ErrorKind::BadInput => {}
+            other => {
+                return Err(format!(
+                    "a portal of an ended transaction answered {other:?}"
+                ));
+            }
+        }
+        drop(portal);
+        next_tx
+            .commit()
+            .map_err(|e| format!("commit after a dead portal's drop: {e}"))?;
+    }
+    check_blocking_read_back(b, tag, committed)
+}
+
+fn run_blocking_built(
+    b: &mut Blocking,
+    tag: &str,
+    level: u64,
+    end: TxnEnd,
+    error: bool,
+) -> Outcome {
+    let st = b.st;
+    let (level, name) = LEVELS[level as usize];
+    let mut tx = b_attempt!(
+        st,
+        b.conn
+            .build_transaction()
+            .isolation_level(level)
+            .read_only(false)
+            .start()
+    );
+    let got: String = tx
+        .query_one("SHOW transaction_isolation", &[])
+        .map_err(|e| format!("SHOW transaction_isolation: {e}"))?
+        .get(0);
+    ensure(got == name, || {
+        format!("build_transaction asked for {name:?}, the session is at {got:?}")
+    })?;
+    let n = tx
+        .execute("INSERT INTO model_rows (tag, n) VALUES ($1, 1)", &[&tag])
+        .map_err(|e| format!("insert in a transaction: {e}"))?;
+    ensure(n == 1, || format!("the insert affected {n} rows"))?;
+    if error {
+        match tx.query(SQL_DIV, &[&tag, &1i32]) {
+            Ok(_) => return Err("1/0 succeeded in a transaction".into()),
+            Err(e) if DIV.matches(&e) => {}
+            Err(e) => return Err(format!("1/0 in a transaction failed with {e}")),
+        }
+    }
+    let committed = end_blocking_txn(tx, end, error)?;
+    check_blocking_read_back(b, tag, committed)
 }
 
 const BLOCKING_THREADS: usize = 4;

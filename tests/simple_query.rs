@@ -9,7 +9,7 @@ mod common;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::Duration;
 
 use pqlib::error::{ErrorKind, SqlState};
@@ -481,10 +481,12 @@ async fn concurrent_simple_queries_and_queries_get_their_own_answers() {
 async fn poll_once_then_drop<F: Future>(future: F, yield_first: bool) {
     let mut future = pin!(future);
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    assert!(
-        matches!(future.as_mut().poll(&mut cx), Poll::Pending),
-        "a request cannot be answered before it is sent"
-    );
+    // On a multi-thread runtime the connection task may send the request and get its answer
+    // before this first poll returns (a loaded machine deschedules the poller): then there is
+    // nothing left to drop, and the round checks only that the client is in step.
+    if future.as_mut().poll(&mut cx).is_ready() {
+        return;
+    }
     if yield_first {
         tokio::task::yield_now().await;
     }

@@ -481,7 +481,7 @@ impl Connection {
                 _ => {}
             }
         }
-        Ok(())
+        crate::portal::close_dropped(self)
     }
 
     /// Turns what a libpq execution function returned into a result or an error, and
@@ -740,6 +740,79 @@ impl Connection {
             ));
         }
         self.require_utf8()
+    }
+
+    /// Ends the session (libpq's `PQfinish`: a Terminate message, then the socket is closed)
+    /// and reports whether it ended cleanly. Dropping the connection does the same without
+    /// the report.
+    ///
+    /// The connection is closed in every case; the result says whether anything was lost or
+    /// wrong at that moment:
+    /// - [`Closed`](crate::error::ErrorKind::Closed) if the session had already ended: lost,
+    ///   closed by pqlib after a protocol error, or ended by the server (a terminated
+    ///   backend, a server shutdown), which is seen here even if no statement noticed it;
+    /// - [`Client`](crate::error::ErrorKind::Client) if an operation was still in progress
+    ///   (a pipeline, COPY or row stream whose guard was leaked with `mem::forget`), if a
+    ///   transaction opened with SQL (`BEGIN` through `batch_execute`) was still open (the
+    ///   server rolls it back), or if libpq still held unsent output.
+    ///
+    /// ```no_run
+    /// let mut conn = pqlib::Connection::connect("")?;
+    /// conn.execute("INSERT INTO log VALUES ('done')", &[])?;
+    /// conn.close()?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "PQfinish")]
+    pub fn close(mut self) -> Result<()> {
+        let outcome = self.close_check();
+        // PQfinish (PgConn's drop) sends Terminate and closes the socket.
+        drop(self);
+        outcome
+    }
+
+    /// Whether the session is in a state to end cleanly (see [`close`](Connection::close)).
+    fn close_check(&mut self) -> Result<()> {
+        if self.lost || self.conn.status() != ffi::ConnStatusType::CONNECTION_OK {
+            return Err(Error::closed(format!(
+                "the session had already ended before close: {}",
+                self.conn.error_message().trim_end()
+            )));
+        }
+        if self.inside_operation() {
+            return Err(Error::client(
+                "an operation (a pipeline, COPY or row stream whose guard was leaked) was still                  in progress and was abandoned by close",
+            ));
+        }
+        // Whatever the server sent since the last statement: a session it ended shows as a
+        // FATAL error and then the end of the socket, which libpq sees only when it reads.
+        // Each call reads what is there without waiting; the first may stop after the data,
+        // the next then sees the end.
+        for _ in 0..4 {
+            // SAFETY: the connection is alive; PQconsumeInput only reads what is there.
+            if unsafe { ffi::PQconsumeInput(self.conn.as_ptr()) } == 0 {
+                break;
+            }
+        }
+        self.notices.resume_panic();
+        if self.conn.status() != ffi::ConnStatusType::CONNECTION_OK {
+            return Err(Error::closed(format!(
+                "the server had already ended the session: {}",
+                self.conn.error_message().trim_end()
+            )));
+        }
+        if matches!(
+            self.transaction_status(),
+            TransactionStatus::InTransaction | TransactionStatus::InError
+        ) {
+            return Err(Error::client(
+                "a transaction opened with SQL was still open; closing rolled it back",
+            ));
+        }
+        // SAFETY: the connection is alive; in blocking mode PQflush sends what is queued.
+        if unsafe { ffi::PQflush(self.conn.as_ptr()) } != 0 {
+            return Err(self.connection_error());
+        }
+        Ok(())
     }
 
     /// The client encoding (always `UTF8` for pqlib connections, which set it on connect).

@@ -106,6 +106,8 @@ pub(crate) struct StatementCache {
     by_sql: HashMap<String, (Statement, u64)>,
     clock: u64,
     closed: Arc<Mutex<Vec<CString>>>,
+    /// Cursors of dropped portals, closed before the next statement (`portal::close_dropped`).
+    closed_portals: crate::portal::ClosedPortals,
 }
 
 impl Default for StatementCache {
@@ -116,6 +118,7 @@ impl Default for StatementCache {
             by_sql: HashMap::new(),
             clock: 0,
             closed: Arc::default(),
+            closed_portals: Arc::default(),
         }
     }
 }
@@ -144,6 +147,15 @@ impl StatementCache {
             copy: starts_copy(sql),
             closed: self.closed.clone(),
         }))
+    }
+
+    /// Which connection (and session: a reset changes it) this cache belongs to.
+    pub(crate) fn connection_id(&self) -> u64 {
+        self.connection_id
+    }
+
+    pub(crate) fn closed_portals(&self) -> &crate::portal::ClosedPortals {
+        &self.closed_portals
     }
 
     pub(crate) fn owns(&self, statement: &Statement) -> bool {

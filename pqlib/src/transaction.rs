@@ -1,8 +1,10 @@
 //! Transactions: `BEGIN` … `COMMIT`, nested ones as savepoints, rolled back unless committed.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::portal::Scope;
 use crate::row::{OwnedRow, Rows};
 use crate::statement::{Statement, ToStatement};
 use crate::types::{ToSql, Type};
@@ -29,7 +31,11 @@ pub struct Transaction<'c> {
     conn: &'c mut Connection,
     /// 0 for the outermost transaction, n for the n-th nested savepoint.
     depth: u32,
+    /// The savepoint's name as SQL (quoted if the caller chose it); `None` for the outermost.
+    savepoint: Option<String>,
     finished: bool,
+    /// The portals bound in this transaction (or savepoint) can be used while it is open.
+    scope: Arc<Scope>,
 }
 
 impl Connection {
@@ -115,26 +121,7 @@ impl<'c> TransactionBuilder<'c> {
     /// Sends `BEGIN` with the chosen options.
     #[doc(alias = "BEGIN")]
     pub fn start(self) -> Result<Transaction<'c>> {
-        let mut modes = Vec::new();
-        if let Some(level) = self.isolation_level {
-            modes.push(match level {
-                IsolationLevel::ReadUncommitted => "ISOLATION LEVEL READ UNCOMMITTED",
-                IsolationLevel::ReadCommitted => "ISOLATION LEVEL READ COMMITTED",
-                IsolationLevel::RepeatableRead => "ISOLATION LEVEL REPEATABLE READ",
-                IsolationLevel::Serializable => "ISOLATION LEVEL SERIALIZABLE",
-            });
-        }
-        if let Some(read_only) = self.read_only {
-            modes.push(if read_only { "READ ONLY" } else { "READ WRITE" });
-        }
-        if let Some(deferrable) = self.deferrable {
-            modes.push(if deferrable {
-                "DEFERRABLE"
-            } else {
-                "NOT DEFERRABLE"
-            });
-        }
-        let sql = format!("BEGIN {}", modes.join(", "));
+        let sql = begin_sql(self.isolation_level, self.read_only, self.deferrable);
         if self.conn.is_closed() {
             return Err(Error::closed("the connection is closed"));
         }
@@ -145,12 +132,63 @@ impl<'c> TransactionBuilder<'c> {
             ));
         }
         self.conn.batch_execute(&sql)?;
+        let scope = Scope::new(self.conn.statements.connection_id());
         Ok(Transaction {
             conn: self.conn,
             depth: 0,
+            savepoint: None,
             finished: false,
+            scope,
         })
     }
+}
+
+/// The `BEGIN` statement for a transaction with these options (blocking and async builders).
+pub(crate) fn begin_sql(
+    isolation_level: Option<IsolationLevel>,
+    read_only: Option<bool>,
+    deferrable: Option<bool>,
+) -> String {
+    let mut modes = Vec::new();
+    if let Some(level) = isolation_level {
+        modes.push(match level {
+            IsolationLevel::ReadUncommitted => "ISOLATION LEVEL READ UNCOMMITTED",
+            IsolationLevel::ReadCommitted => "ISOLATION LEVEL READ COMMITTED",
+            IsolationLevel::RepeatableRead => "ISOLATION LEVEL REPEATABLE READ",
+            IsolationLevel::Serializable => "ISOLATION LEVEL SERIALIZABLE",
+        });
+    }
+    if let Some(read_only) = read_only {
+        modes.push(if read_only { "READ ONLY" } else { "READ WRITE" });
+    }
+    if let Some(deferrable) = deferrable {
+        modes.push(if deferrable {
+            "DEFERRABLE"
+        } else {
+            "NOT DEFERRABLE"
+        });
+    }
+    format!("BEGIN {}", modes.join(", "))
+}
+
+/// The name of a nested transaction's savepoint as SQL: `pqlib_savepoint_{depth}` when the
+/// caller gave none, otherwise the caller's name quoted as an identifier (`"a""b"`), so any
+/// text (spaces, quotes, non-ASCII letters) names exactly itself. Text goes to the server as
+/// UTF-8 (pqlib keeps `client_encoding` at UTF8), where only `"` needs escaping; a NUL byte
+/// cannot be sent and an empty name is not an identifier, so both are refused.
+pub(crate) fn savepoint_sql(depth: u32, name: Option<&str>) -> Result<String> {
+    let Some(name) = name else {
+        return Ok(format!("pqlib_savepoint_{depth}"));
+    };
+    if name.is_empty() {
+        return Err(Error::bad_input("a savepoint name cannot be empty"));
+    }
+    if name.contains('\0') {
+        return Err(Error::bad_input(
+            "a savepoint name cannot contain a NUL byte",
+        ));
+    }
+    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
 }
 
 impl<'c> Transaction<'c> {
@@ -159,8 +197,15 @@ impl<'c> Transaction<'c> {
         self.conn
     }
 
-    fn savepoint(&self) -> String {
-        format!("pqlib_savepoint_{}", self.depth)
+    /// The scope portals bound here belong to.
+    pub(crate) fn scope(&self) -> &Arc<Scope> {
+        &self.scope
+    }
+
+    fn savepoint_name(&self) -> String {
+        self.savepoint
+            .clone()
+            .unwrap_or_else(|| format!("pqlib_savepoint_{}", self.depth))
     }
 
     /// Commits the transaction (or releases the savepoint).
@@ -170,10 +215,11 @@ impl<'c> Transaction<'c> {
     #[doc(alias = "COMMIT")]
     pub fn commit(mut self) -> Result<()> {
         self.finished = true;
+        self.scope.close();
         if self.depth > 0 {
             return self
                 .conn
-                .batch_execute(&format!("RELEASE SAVEPOINT {}", self.savepoint()));
+                .batch_execute(&format!("RELEASE SAVEPOINT {}", self.savepoint_name()));
         }
         let rows = self.conn.query_typed("COMMIT", &[])?;
         if rows.command_tag() == "ROLLBACK" {
@@ -192,8 +238,9 @@ impl<'c> Transaction<'c> {
     }
 
     fn rollback_inner(&mut self) -> Result<()> {
+        self.scope.close();
         if self.depth > 0 {
-            let savepoint = self.savepoint();
+            let savepoint = self.savepoint_name();
             self.conn.batch_execute(&format!(
                 "ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}"
             ))
@@ -206,13 +253,45 @@ impl<'c> Transaction<'c> {
     /// back to where it began.
     #[doc(alias = "SAVEPOINT")]
     pub fn transaction(&mut self) -> Result<Transaction<'_>> {
+        self.nested(None)
+    }
+
+    /// Starts a nested transaction as a savepoint with the given name (`SAVEPOINT "name"`):
+    /// like [`transaction`](Transaction::transaction), released on commit, rolled back to
+    /// and released on rollback or drop. The name is quoted as an identifier, so any text
+    /// names exactly itself (`a"b`, spaces, non-ASCII); an empty name or one with a NUL byte
+    /// is refused with [`BadInput`](crate::error::ErrorKind::BadInput) before anything is
+    /// sent.
+    ///
+    /// ```no_run
+    /// # let mut conn = pqlib::Connection::connect("").unwrap();
+    /// let mut tx = conn.transaction()?;
+    /// tx.execute("INSERT INTO t VALUES (1)", &[])?;
+    /// let mut sp = tx.savepoint("before step 2")?;
+    /// sp.execute("INSERT INTO t VALUES (2)", &[])?;
+    /// sp.rollback()?; // ROLLBACK TO SAVEPOINT "before step 2"
+    /// tx.commit()?; // only row 1
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "SAVEPOINT")]
+    pub fn savepoint<I>(&mut self, name: I) -> Result<Transaction<'_>>
+    where
+        I: Into<String>,
+    {
+        self.nested(Some(name.into()))
+    }
+
+    fn nested(&mut self, name: Option<String>) -> Result<Transaction<'_>> {
         let depth = self.depth + 1;
-        self.conn
-            .batch_execute(&format!("SAVEPOINT pqlib_savepoint_{depth}"))?;
+        let savepoint = savepoint_sql(depth, name.as_deref())?;
+        self.conn.batch_execute(&format!("SAVEPOINT {savepoint}"))?;
+        let scope = Scope::new(self.conn.statements.connection_id());
         Ok(Transaction {
             conn: self.conn,
             depth,
+            savepoint: Some(savepoint),
             finished: false,
+            scope,
         })
     }
 
@@ -323,6 +402,7 @@ impl<'c> Transaction<'c> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
+        self.scope.close();
         if !self.finished && !self.conn.is_closed() {
             // Nothing to report to: a failed rollback leaves the connection's status to say so.
             let _ = self.rollback_inner();
@@ -336,5 +416,43 @@ impl fmt::Debug for Transaction<'_> {
             .field("depth", &self.depth)
             .field("status", &self.conn.transaction_status())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn savepoint_names_are_quoted_identifiers() {
+        assert_eq!(savepoint_sql(3, None).unwrap(), "pqlib_savepoint_3");
+        assert_eq!(savepoint_sql(1, Some("sp")).unwrap(), "\"sp\"");
+        assert_eq!(savepoint_sql(1, Some("a\"b")).unwrap(), "\"a\"\"b\"");
+        assert_eq!(
+            savepoint_sql(1, Some("x\"; ROLLBACK; --")).unwrap(),
+            "\"x\"\"; ROLLBACK; --\""
+        );
+        assert_eq!(savepoint_sql(1, Some("ünï")).unwrap(), "\"ünï\"");
+        for bad in ["", "a\0b"] {
+            let error = savepoint_sql(1, Some(bad)).unwrap_err();
+            assert_eq!(error.kind(), crate::error::ErrorKind::BadInput);
+        }
+    }
+
+    #[test]
+    fn begin_sql_lists_the_chosen_modes() {
+        assert_eq!(begin_sql(None, None, None), "BEGIN ");
+        assert_eq!(
+            begin_sql(Some(IsolationLevel::Serializable), Some(true), Some(true)),
+            "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE"
+        );
+        assert_eq!(
+            begin_sql(
+                Some(IsolationLevel::ReadCommitted),
+                Some(false),
+                Some(false)
+            ),
+            "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE, NOT DEFERRABLE"
+        );
     }
 }

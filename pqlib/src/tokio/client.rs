@@ -16,6 +16,7 @@ use crate::error::{Error, Result, SqlState};
 use crate::handle::PgResult;
 use crate::notice::NoticeState;
 use crate::params::EncodedParams;
+use crate::portal::Scope;
 use crate::row::{Column, OwnedRow, Rows};
 use crate::statement::{Statement, StatementCache, StatementRef, ToStatement};
 use crate::types::{
@@ -468,7 +469,65 @@ impl Client {
     /// the connection, as with `tokio_postgres`.
     #[doc(alias = "BEGIN")]
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
-        Transaction::begin(self, 0).await
+        Transaction::begin(self, 0, "BEGIN".to_owned(), None).await
+    }
+
+    /// Ends the session cleanly: waits until the requests queued before this one are
+    /// answered, then the connection task ends the session (libpq's `PQfinish`, which sends
+    /// Terminate, runs when the [`Connection`](super::Connection) future is dropped, which
+    /// `tokio::spawn` does as soon as it completes) and the connection future resolves.
+    /// Requests queued after it, and every later call on other clones of this client, fail
+    /// with [`Closed`](crate::error::ErrorKind::Closed).
+    ///
+    /// The result says whether the session ended cleanly, as for the blocking
+    /// [`Connection::close`](crate::Connection::close): `Closed` if it had already ended
+    /// (lost, or ended by the server), `Client` if a transaction opened with SQL was still
+    /// open (the server rolls it back) or libpq held unsent output. A COPY or row stream
+    /// still in progress on another clone is waited for, like any request queued earlier.
+    /// Dropping this future before the connection task has reached the request leaves the
+    /// connection open; once it has, the session ends whether or not the answer is awaited.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), pqlib::Error> {
+    /// let (client, connection) = pqlib::tokio::connect("").await?;
+    /// let task = tokio::spawn(connection);
+    /// client.execute("INSERT INTO log VALUES ('done')", &[]).await?;
+    /// client.close().await?;
+    /// task.await.unwrap()?; // the connection task has ended
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "PQfinish")]
+    pub async fn close(self) -> Result<()> {
+        self.request(Work::Close).await.map(drop)
+    }
+
+    /// Options for a new transaction: isolation level, read-only, deferrable; see
+    /// [`TransactionBuilder`](super::TransactionBuilder).
+    ///
+    /// ```no_run
+    /// # async fn run(mut client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
+    /// use pqlib::IsolationLevel;
+    /// let tx = client
+    ///     .build_transaction()
+    ///     .isolation_level(IsolationLevel::Serializable)
+    ///     .read_only(true)
+    ///     .deferrable(true)
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn build_transaction(&mut self) -> super::TransactionBuilder<'_> {
+        super::TransactionBuilder::new(self)
+    }
+
+    /// The identity of this connection's session, for checking where a portal belongs.
+    pub(super) fn connection_id(&self) -> u64 {
+        lock(&self.inner.statements).connection_id()
+    }
+
+    /// The request channel, without keeping the connection alive (for a portal's `CLOSE`).
+    pub(super) fn weak_sender(&self) -> mpsc::WeakUnboundedSender<Request> {
+        self.inner.sender.downgrade()
     }
 }
 
@@ -497,32 +556,40 @@ impl std::fmt::Debug for Client {
 pub struct Transaction<'a> {
     client: &'a mut Client,
     depth: u32,
+    /// The savepoint's name as SQL (quoted if the caller chose it); `None` for the outermost.
+    savepoint: Option<String>,
     finished: bool,
+    /// The portals bound in this transaction (or savepoint) can be used while it is open.
+    scope: Arc<Scope>,
     /// While its `BEGIN` (or `SAVEPOINT`) is awaited: the flag the connection task sets if
     /// that succeeds. The rollback on drop then runs only if it did.
     begun: Option<Arc<AtomicBool>>,
 }
 
 impl<'a> Transaction<'a> {
-    /// Sends `BEGIN` (depth 0) or `SAVEPOINT` and waits for it.
+    /// Sends `sql` (`BEGIN …` at depth 0, `SAVEPOINT name` below) and waits for it.
     ///
     /// The transaction exists (unconfirmed) from the moment the statement is queued: if this
     /// future is dropped before the answer, the drop queues the rollback right behind the
     /// statement, and the connection task runs it only if the statement was sent and
     /// succeeded. So the client's next statement never lands in an abandoned transaction or
     /// savepoint, and a `BEGIN` that failed (or never went out) leaves nothing behind.
-    async fn begin(client: &'a mut Client, depth: u32) -> Result<Transaction<'a>> {
-        let sql = match depth {
-            0 => "BEGIN".to_owned(),
-            n => format!("SAVEPOINT pqlib_savepoint_{n}"),
-        };
+    pub(super) async fn begin(
+        client: &'a mut Client,
+        depth: u32,
+        sql: String,
+        savepoint: Option<String>,
+    ) -> Result<Transaction<'a>> {
         let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         let begun = Arc::new(AtomicBool::new(false));
+        let scope = Scope::new(client.connection_id());
         let answer = client.queue(Work::Simple { sql }, false, Some(begun.clone()))?;
         let mut transaction = Transaction {
             client,
             depth,
+            savepoint,
             finished: false,
+            scope,
             begun: Some(begun),
         };
         let reply = answer
@@ -547,9 +614,10 @@ impl<'a> Transaction<'a> {
     #[doc(alias = "COMMIT")]
     pub async fn commit(mut self) -> Result<()> {
         self.finished = true;
+        self.scope.close();
         let sql = match self.depth {
             0 => "COMMIT".to_owned(),
-            n => format!("RELEASE SAVEPOINT pqlib_savepoint_{n}"),
+            _ => format!("RELEASE SAVEPOINT {}", self.savepoint_name()),
         };
         let results = self.client.simple_must_run(&sql).await?;
         let tag = results
@@ -568,6 +636,7 @@ impl<'a> Transaction<'a> {
     #[doc(alias = "ROLLBACK")]
     pub async fn rollback(mut self) -> Result<()> {
         self.finished = true;
+        self.scope.close();
         self.client
             .simple_must_run(&self.rollback_sql())
             .await
@@ -577,16 +646,59 @@ impl<'a> Transaction<'a> {
     fn rollback_sql(&self) -> String {
         match self.depth {
             0 => "ROLLBACK".to_owned(),
-            n => format!(
-                "ROLLBACK TO SAVEPOINT pqlib_savepoint_{n}; RELEASE SAVEPOINT pqlib_savepoint_{n}"
-            ),
+            _ => {
+                let name = self.savepoint_name();
+                format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+            }
         }
+    }
+
+    fn savepoint_name(&self) -> String {
+        self.savepoint
+            .clone()
+            .unwrap_or_else(|| format!("pqlib_savepoint_{}", self.depth))
     }
 
     /// Starts a nested transaction: a savepoint.
     #[doc(alias = "SAVEPOINT")]
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
-        Transaction::begin(&mut *self.client, self.depth + 1).await
+        self.nested(None).await
+    }
+
+    /// Starts a nested transaction as a savepoint with the given name (`SAVEPOINT "name"`);
+    /// see the blocking [`Transaction::savepoint`](crate::Transaction::savepoint). The name
+    /// is quoted as an identifier; an empty name or one with a NUL byte is refused with
+    /// [`BadInput`](crate::error::ErrorKind::BadInput) before anything is sent. Dropping the
+    /// future before its answer leaves no savepoint behind, as for
+    /// [`transaction`](Transaction::transaction).
+    ///
+    /// ```no_run
+    /// # async fn run(mut client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
+    /// let mut tx = client.transaction().await?;
+    /// let sp = tx.savepoint("step 2").await?;
+    /// sp.execute("INSERT INTO t VALUES (2)", &[]).await?;
+    /// sp.rollback().await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "SAVEPOINT")]
+    pub async fn savepoint<I>(&mut self, name: I) -> Result<Transaction<'_>>
+    where
+        I: Into<String>,
+    {
+        self.nested(Some(name.into())).await
+    }
+
+    async fn nested(&mut self, name: Option<String>) -> Result<Transaction<'_>> {
+        let depth = self.depth + 1;
+        let savepoint = crate::transaction::savepoint_sql(depth, name.as_deref())?;
+        let sql = format!("SAVEPOINT {savepoint}");
+        Transaction::begin(&mut *self.client, depth, sql, Some(savepoint)).await
+    }
+
+    /// The client and the scope of this transaction's portals.
+    pub(super) fn portal_parts(&self) -> (&Client, &Arc<Scope>) {
+        (self.client, &self.scope)
     }
 }
 
@@ -600,6 +712,7 @@ impl Deref for Transaction<'_> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
+        self.scope.close();
         if !self.finished {
             if let Ok(sql) = CString::new(self.rollback_sql()) {
                 self.client

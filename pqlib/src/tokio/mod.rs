@@ -27,14 +27,18 @@ mod connect;
 mod copy;
 mod driver;
 mod pipeline;
+mod portal;
 mod row_stream;
+mod transaction_builder;
 
 pub use client::{Client, Transaction};
 pub use connect::{connect, connect_config};
 pub use copy::{BinaryCopyInWriter, BinaryCopyOutStream, CopyInSink, CopyOutStream};
 pub use driver::{AsyncMessage, Connection};
 pub use pipeline::Pipeline;
+pub use portal::Portal;
 pub use row_stream::RowStream;
+pub use transaction_builder::TransactionBuilder;
 
 /// Cancels the statement running on an async connection, from any task or thread.
 ///

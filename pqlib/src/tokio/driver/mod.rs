@@ -31,6 +31,7 @@ use crate::params::EncodedParams;
 use crate::statement::Statement;
 use crate::types::Oid;
 
+mod close;
 mod copy;
 mod rows;
 
@@ -92,6 +93,11 @@ pub(crate) enum Work {
     /// A `COPY` statement, also outside pipeline mode (libpq allows no COPY in it); once the
     /// server is in COPY mode the data flows through `target`.
     Copy { sql: CString, target: CopyTarget },
+    /// End the session ([`Client::close`]): once everything queued before it is answered,
+    /// report whether the session can end cleanly, refuse what comes after, and finish.
+    ///
+    /// [`Client::close`]: super::Client::close
+    Close,
 }
 /// The successful results of a request (NULL separators and sync points left out), or the
 /// first error.
@@ -351,7 +357,10 @@ impl Connection {
                 // The caller is gone and nothing was sent: nothing to do.
                 continue;
             }
-            if matches!(request.work, Work::Simple { .. } | Work::Copy { .. }) {
+            if matches!(
+                request.work,
+                Work::Simple { .. } | Work::Copy { .. } | Work::Close
+            ) {
                 if !self.in_flight.is_empty() {
                     // The simple protocol needs pipeline mode off, which needs it drained.
                     self.held = Some(request);
@@ -365,6 +374,10 @@ impl Connection {
                         )));
                         continue;
                     }
+                }
+                if matches!(request.work, Work::Close) {
+                    self.close_session(request.reply)?;
+                    return Ok(true);
                 }
                 self.set_pipeline(false)?;
             } else if !self.in_pipeline || matches!(request.work, Work::Stream { .. }) {
@@ -480,6 +493,11 @@ impl Connection {
                 // SAFETY: as for Simple.
                 let ok = unsafe { ffi::PQsendQuery(ptr, sql.as_ptr()) };
                 (ok == 1, 1, false)
+            }
+            // Handled by `take_requests` before it gets here.
+            Work::Close => {
+                let _ = reply.send(Err(Error::client("close was not handled")));
+                return Ok(());
             }
         };
         match work {
