@@ -10,7 +10,7 @@ use std::time::Duration;
 use pqlib::error::{ErrorKind, SqlState};
 use pqlib::{Connection, IsolationLevel, TransactionStatus};
 
-static_assertions::assert_impl_all!(pqlib::Portal: Send, Sync, Clone, std::fmt::Debug);
+static_assertions::assert_impl_all!(pqlib::Portal<'static>: Send, Sync, Clone, std::fmt::Debug);
 static_assertions::assert_impl_all!(pqlib::tokio::Portal: Send, Sync, Clone, std::fmt::Debug);
 
 fn connect() -> Connection {
@@ -157,8 +157,12 @@ fn a_dropped_portal_closes_its_cursor() {
     tx.commit().unwrap();
 }
 
+/// A portal cannot be used after its transaction: that does not compile (it keeps the
+/// transaction's borrow of the connection; tests/compile_fail in pqlib). What remains to
+/// check at run time: a portal kept past its transaction's (or savepoint's) end and dropped
+/// then sends nothing that could fail in what comes next.
 #[test]
-fn a_portal_cannot_be_used_after_its_transaction() {
+fn a_portal_dropped_after_its_transaction_sends_nothing() {
     let mut conn = connect();
     let portal = {
         let mut tx = conn.transaction().unwrap();
@@ -166,29 +170,24 @@ fn a_portal_cannot_be_used_after_its_transaction() {
         tx.commit().unwrap();
         portal
     };
-    let mut tx = conn.transaction().unwrap();
-    let error = tx.query_portal(&portal, 1).unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::BadInput, "{error}");
-    // Nothing was sent: the new transaction is intact, and dropping the dead portal sends
-    // no CLOSE that could fail in it.
     drop(portal);
+    let mut tx = conn.transaction().unwrap();
     assert_eq!(cursors(&mut tx), 0);
+    assert_eq!(tx.query_one("SELECT 2", &[]).unwrap().get::<_, i32>(0), 2);
     assert_eq!(tx.transaction_status(), TransactionStatus::InTransaction);
     tx.commit().unwrap();
 
     // A portal of a savepoint ends with it; one of the outer transaction works inside one.
     let mut tx = conn.transaction().unwrap();
     let outer = tx.bind("SELECT generate_series(1, 3)", &[]).unwrap();
-    let inner = {
+    {
         let mut sp = tx.savepoint("inner").unwrap();
         assert_eq!(ints(&sp.query_portal(&outer, 1).unwrap()), [1]);
         let inner = sp.bind("SELECT 1", &[]).unwrap();
         sp.rollback().unwrap();
-        inner
-    };
-    let error = tx.query_portal(&inner, 1).unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::BadInput, "{error}");
-    drop(inner);
+        // Rolled back with its savepoint: the drop must not CLOSE a cursor that is gone.
+        drop(inner);
+    }
     assert_eq!(ints(&tx.query_portal(&outer, 0).unwrap()), [2, 3]);
     assert_eq!(tx.transaction_status(), TransactionStatus::InTransaction);
 }

@@ -10,6 +10,7 @@
 //! the end of the transaction that declared it, so a portal belongs to the transaction (or
 //! savepoint) that bound it and can be used only while that is open.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -160,8 +161,12 @@ pub(crate) fn close_dropped(conn: &mut Connection) -> Result<()> {
 /// or when the transaction ends, whichever comes first.
 ///
 /// A portal belongs to the transaction or savepoint that bound it (and the savepoints inside
-/// that); used after it has ended, or on another connection, it is an error of kind
-/// [`BadInput`](crate::error::ErrorKind::BadInput) and nothing is sent.
+/// that). Its lifetime `'t` is that transaction's borrow of the connection, so the compiler
+/// keeps it from outliving the transaction's use of the connection: while a portal lives, the
+/// connection cannot start another transaction to use it in. What the borrow checker cannot
+/// see (a portal of a released savepoint used in its parent, or a portal passed to another
+/// connection's transaction) is checked when it is used: an error of kind
+/// [`BadInput`](crate::error::ErrorKind::BadInput), and nothing is sent.
 ///
 /// ```no_run
 /// # let mut conn = pqlib::Connection::connect("").unwrap();
@@ -180,7 +185,7 @@ pub(crate) fn close_dropped(conn: &mut Connection) -> Result<()> {
 /// ```
 #[derive(Clone)]
 #[doc(alias = "DECLARE")]
-pub struct Portal(Arc<Inner>);
+pub struct Portal<'t>(Arc<Inner>, PhantomData<&'t ()>);
 
 struct Inner {
     /// The cursor's name, quoted.
@@ -201,7 +206,7 @@ impl Drop for Inner {
     }
 }
 
-impl std::fmt::Debug for Portal {
+impl std::fmt::Debug for Portal<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Portal")
             .field("name", &self.0.name)
@@ -210,7 +215,7 @@ impl std::fmt::Debug for Portal {
     }
 }
 
-impl Transaction<'_> {
+impl<'t> Transaction<'t> {
     /// Binds a statement to its parameters as a portal (a cursor) whose rows are then read
     /// a few at a time with [`query_portal`](Transaction::query_portal).
     ///
@@ -229,7 +234,7 @@ impl Transaction<'_> {
     /// ```
     #[doc(alias = "DECLARE")]
     #[doc(alias = "PQexecParams")]
-    pub fn bind<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Portal>
+    pub fn bind<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Portal<'t>>
     where
         T: ?Sized + ToStatement,
     {
@@ -244,11 +249,14 @@ impl Transaction<'_> {
             &declare_sql(&name, statement.sql()),
             &typed(params, statement.params()),
         )?;
-        Ok(Portal(Arc::new(Inner {
-            name,
-            scope,
-            closed: conn.statements.closed_portals().clone(),
-        })))
+        Ok(Portal(
+            Arc::new(Inner {
+                name,
+                scope,
+                closed: conn.statements.closed_portals().clone(),
+            }),
+            PhantomData,
+        ))
     }
 
     /// Fetches the next `max_rows` rows of a portal (`FETCH FORWARD`), all remaining ones if
@@ -265,7 +273,7 @@ impl Transaction<'_> {
     /// ```
     #[doc(alias = "FETCH")]
     #[doc(alias = "PQexecParams")]
-    pub fn query_portal(&mut self, portal: &Portal, max_rows: i32) -> Result<Rows> {
+    pub fn query_portal(&mut self, portal: &Portal<'_>, max_rows: i32) -> Result<Rows> {
         let conn = self.connection();
         portal.0.scope.check(conn.statements.connection_id())?;
         conn.query_typed(&fetch_sql(&portal.0.name, max_rows), &[])
