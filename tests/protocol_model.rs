@@ -2717,12 +2717,14 @@ fn run_blocking_request(b: &mut Blocking, req: &BReq, tag: &str, rng: &mut Rng) 
             let mut reader = b_attempt!(st, b.conn.copy_out(&sql));
             if let Some(k) = keep {
                 let mut data = Vec::new();
+                let mut ended = false;
                 for _ in 0..*k {
                     let chunk = match reader.fill_buf() {
                         Ok(chunk) => chunk.to_vec(),
                         Err(e) => return st.judge(&copy_error(e), &[]),
                     };
                     if chunk.is_empty() {
+                        ended = true;
                         break;
                     }
                     reader.consume(chunk.len());
@@ -2731,7 +2733,10 @@ fn run_blocking_request(b: &mut Blocking, req: &BReq, tag: &str, rng: &mut Rng) 
                 check_copy_text(&data, tag, *rows, true)?;
                 if *forget {
                     std::mem::forget(reader);
-                    b.st.dead = true;
+                    // A reader that saw the end has already read the COPY's result: the
+                    // session is idle, and forgetting the guard leaves nothing behind.
+                    // Otherwise the next call finds the COPY still running: Closed.
+                    b.st.dead = !ended;
                 }
                 return Ok(Verdict::Done);
             }

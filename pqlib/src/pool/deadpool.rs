@@ -298,17 +298,10 @@ impl managed::Manager for Manager {
     }
 }
 
-/// Connects without blocking the runtime, in a future that is `Send` as deadpool requires.
-///
-/// The future of [`crate::tokio::connect_config`] is not `Send` (it keeps a `&PgConn` and a
-/// raw pointer across awaits), so the handshake runs on tokio's blocking pool, driven by
-/// [`Handle::block_on`](tokio::runtime::Handle::block_on): the socket still waits in this
-/// runtime's reactor, and no worker thread is blocked.
+/// Connects without blocking the runtime. deadpool needs the future to be `Send`, which the
+/// async connect is (tests/async_client.rs `the_connect_future_is_send`).
 async fn connect(config: Config) -> Result<(Client, crate::tokio::Connection)> {
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(crate::tokio::connect_config(&config)))
-        .await
-        .map_err(|e| Error::client(format!("the connecting task failed: {e}")))?
+    crate::tokio::connect_config(&config).await
 }
 
 /// An async client owned by a [`Pool`]: what an [`Object`] dereferences to.
