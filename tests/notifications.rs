@@ -77,51 +77,6 @@ fn timeout_iter_receives_a_notification_from_another_connection() {
     assert_eq!(payloads, ["first", "second", ""]);
 }
 
-/// The calling thread's kernel id (0 where there is none to read).
-fn current_tid() -> i64 {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid has no preconditions.
-        i64::from(unsafe { libc::gettid() })
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        0
-    }
-}
-
-/// Waits (at most 10 s) until thread `tid` of this process sleeps in the kernel (state `S`
-/// in /proc: here, `poll` on the connection's socket), seen twice 10 ms apart. Elsewhere than
-/// Linux, a pause instead.
-fn wait_until_blocked(tid: i64) {
-    #[cfg(target_os = "linux")]
-    {
-        let state = || {
-            let stat =
-                std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
-            // "pid (comm) S ...": the state follows the last ')'.
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if state().as_deref() == Some("S") {
-                thread::sleep(Duration::from_millis(10));
-                if state().as_deref() == Some("S") {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "thread {tid} never blocked");
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = tid;
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn blocking_iter_receives_a_notification_sent_while_it_waits() {
     let mut listener = connect();
@@ -136,7 +91,7 @@ fn blocking_iter_receives_a_notification_sent_while_it_waits() {
     let listening = thread::spawn(move || {
         let mut notifications = listener.notifications();
         let mut iter = notifications.blocking_iter();
-        ready_tx.send(current_tid()).unwrap();
+        ready_tx.send(common::current_tid()).unwrap();
         let start = Instant::now();
         let received = iter.next();
         result_tx.send((received, start.elapsed())).unwrap();
@@ -144,7 +99,7 @@ fn blocking_iter_receives_a_notification_sent_while_it_waits() {
 
     // Sent only once the listener is blocked in next()'s wait (bounded), so that the test
     // exercises the wait rather than the first non-blocking read.
-    wait_until_blocked(ready_rx.recv().unwrap());
+    common::wait_until_blocked(ready_rx.recv().unwrap());
     notify(&mut sender, "blocking_chan", "wake up");
 
     let (received, waited) = result_rx

@@ -372,51 +372,6 @@ fn sync_pid(conn: &mut Connection) -> i32 {
     conn.backend_pid() as i32
 }
 
-/// The calling thread's kernel id (0 where there is none to read).
-fn current_tid() -> i64 {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid has no preconditions.
-        i64::from(unsafe { libc::gettid() })
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        0
-    }
-}
-
-/// Waits (at most 10 s) until thread `tid` of this process sleeps in the kernel (state `S`
-/// in /proc: blocked, e.g. on r2d2's condition variable), seen twice 10 ms apart so that a
-/// passing lock wait does not count. Elsewhere than Linux, a pause instead.
-fn wait_until_blocked(tid: i64) {
-    #[cfg(target_os = "linux")]
-    {
-        let state = || {
-            let stat =
-                std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
-            // "pid (comm) S ...": the state follows the last ')'.
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if state().as_deref() == Some("S") {
-                std::thread::sleep(Duration::from_millis(10));
-                if state().as_deref() == Some("S") {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "thread {tid} never blocked");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = tid;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn r2d2_exhausted_pool_times_out_then_recovers() {
     let pool = r2d2("pools_r2_exhaust", 2, true);
@@ -432,13 +387,13 @@ fn r2d2_exhausted_pool_times_out_then_recovers() {
     let waiter = {
         let pool = pool.clone();
         std::thread::spawn(move || {
-            tid_tx.send(current_tid()).unwrap();
+            tid_tx.send(common::current_tid()).unwrap();
             sync_pid(&mut pool.get().unwrap())
         })
     };
     // Returned only once the waiter is blocked in `get` (bounded), so that the hand-over is
     // what is tested.
-    wait_until_blocked(tid_rx.recv().unwrap());
+    common::wait_until_blocked(tid_rx.recv().unwrap());
     let returned = first.backend_pid() as i32;
     drop(first);
     assert_eq!(waiter.join().unwrap(), returned);

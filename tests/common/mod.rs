@@ -934,3 +934,48 @@ pub fn restart_cluster(cluster: &TempCluster) -> RestartedServer {
     }
     server
 }
+
+/// The calling thread's kernel id (0 where there is none to read).
+pub fn current_tid() -> i64 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions.
+        i64::from(unsafe { libc::gettid() })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// Waits (at most 10 s) until thread `tid` of this process sleeps in the kernel (state `S`
+/// in /proc: blocked in `poll`, on a condition variable, …), seen twice 10 ms apart so that a
+/// passing lock wait does not count. Elsewhere than Linux, a pause instead.
+pub fn wait_until_blocked(tid: i64) {
+    #[cfg(target_os = "linux")]
+    {
+        let state = || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+            // "pid (comm) S ...": the state follows the last ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if state().as_deref() == Some("S") {
+                thread::sleep(Duration::from_millis(10));
+                if state().as_deref() == Some("S") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "thread {tid} never blocked");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        thread::sleep(Duration::from_millis(100));
+    }
+}
