@@ -232,7 +232,9 @@ impl Config {
     /// `tracing` with the `tracing` feature), never to stderr.
     ///
     /// The callback is shared by every connection made from this config and its clones, and
-    /// called by one of them at a time. [`Connection::set_notice_handler`] replaces it on one
+    /// called by one of them at a time (behind a lock): so it must not itself run statements
+    /// on, or connect with, a connection that uses this callback, which would wait on that
+    /// lock forever. [`Connection::set_notice_handler`] replaces it on one
     /// connection. If it panics in the blocking client, the panic is caught before it can
     /// unwind into libpq and raised again when the libpq call that delivered the notice
     /// returns: out of [`Connection::connect_config`] for a notice sent during startup.
