@@ -622,44 +622,9 @@ fn panicking_config_callback_during_startup_panics_out_of_connect() {
 
 // ---- the `log` crate, without a handler --------------------------------------------------
 
-/// Everything logged through the `log` crate in this process (pqlib's `tracing` events reach
-/// it: no `tracing` subscriber is installed here).
-struct Capture(Mutex<String>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        use std::fmt::Write;
-        let mut text = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(
-            text,
-            "{} {}: {}",
-            record.level(),
-            record.target(),
-            record.args()
-        );
-    }
-
-    fn flush(&self) {}
-}
-
-static CAPTURE: Capture = Capture(Mutex::new(String::new()));
-
-fn captured_logs() -> &'static Capture {
-    static INSTALL: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    INSTALL.get_or_init(|| {
-        log::set_logger(&CAPTURE).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-    &CAPTURE
-}
-
 /// The captured log lines that mention `marker`.
 fn logged(marker: &str) -> Vec<String> {
-    let text = captured_logs().0.lock().unwrap().clone();
+    let text = common::captured_logs();
     text.lines()
         .filter(|line| line.contains(marker))
         .map(str::to_owned)
@@ -668,7 +633,7 @@ fn logged(marker: &str) -> Vec<String> {
 
 #[test]
 fn startup_notice_without_a_handler_is_logged() {
-    captured_logs();
+    common::capture_logs();
     let mut config: Config = common::conninfo().parse().unwrap();
     config.application_name(&long_application_name("pqlib-startup-log"));
     let conn = config.connect().unwrap();
@@ -759,7 +724,7 @@ fn async_startup_notice_comes_first_from_poll_message() {
 #[test]
 fn async_startup_notice_without_a_handler_is_logged() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
-    captured_logs();
+    common::capture_logs();
     let mut config: Config = common::conninfo().parse().unwrap();
     config.application_name(&long_application_name("pqlib-startup-async-log"));
     block_on_bounded(async {

@@ -15,7 +15,7 @@ mod certs;
 mod common;
 
 use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use certs::{KEY_PASSPHRASE, TestCerts, path_str};
 use pqlib::config::SslMode;
@@ -41,38 +41,7 @@ const SECRETS: [&str; 5] = [
 ];
 
 // ---------------------------------------------------------------------------------------
-// Everything logged through the `log` crate in this process, to search.
-
-struct Capture(Mutex<String>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let mut text = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(
-            text,
-            "{} {}: {}",
-            record.level(),
-            record.target(),
-            record.args()
-        );
-    }
-
-    fn flush(&self) {}
-}
-
-static CAPTURE: Capture = Capture(Mutex::new(String::new()));
-
-fn capture_logs() {
-    static INSTALL: OnceLock<()> = OnceLock::new();
-    INSTALL.get_or_init(|| {
-        log::set_logger(&CAPTURE).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-}
+// No secret in the log (common::capture_logs) or in errors.
 
 fn assert_no_secret(what: &str, text: &str) {
     for secret in SECRETS {
@@ -84,7 +53,7 @@ fn assert_no_secret(what: &str, text: &str) {
 }
 
 fn assert_logs_clean() {
-    let logs = CAPTURE.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let logs = common::captured_logs();
     assert_no_secret("the log", &logs);
 }
 
@@ -114,7 +83,7 @@ struct Server {
 fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        capture_logs();
+        common::capture_logs();
         let certs = TestCerts::generate("security");
         let cluster = TempCluster::builder()
             .config("password_encryption = 'scram-sha-256'")
@@ -153,7 +122,7 @@ fn server() -> &'static Server {
 
 #[test]
 fn config_renderings_never_show_secrets() {
-    capture_logs();
+    common::capture_logs();
     let uri = format!(
         "postgresql://alice:{PASSWORD_URI}@127.0.0.1:5432/postgres?sslmode=verify-full\
          &sslpassword={WRONG_SSLPASSWORD}&application_name=app"
@@ -302,7 +271,7 @@ fn notices_and_errors_of_a_session_are_logged_without_secrets() {
     // Default notice handling logs through `log`.
     conn.batch_execute("DO $$ BEGIN RAISE NOTICE 'a notice'; RAISE WARNING 'a warning'; END $$")
         .unwrap();
-    let logs = CAPTURE.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let logs = common::captured_logs();
     assert!(logs.contains("a warning"), "notices reach the log:\n{logs}");
     // Changing a password through the API: neither the error nor the log shows it.
     conn.change_password("alice", PASSWORD).unwrap();

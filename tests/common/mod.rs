@@ -979,3 +979,49 @@ pub fn wait_until_blocked(tid: i64) {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Everything logged through the `log` crate in this process once [`capture_logs`] ran
+/// (pqlib's `tracing` events reach it too when no `tracing` subscriber is installed).
+struct LogCapture(Mutex<String>);
+
+impl log::Log for LogCapture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        use std::fmt::Write;
+        let mut text = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = writeln!(
+            text,
+            "{} {}: {}",
+            record.level(),
+            record.target(),
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
+}
+
+static LOG_CAPTURE: LogCapture = LogCapture(Mutex::new(String::new()));
+
+/// Installs this binary's logger, which keeps every line (`LEVEL target: message`) to search
+/// with [`captured_logs`]. Idempotent; a binary that calls it may install no other logger.
+pub fn capture_logs() {
+    static INSTALL: OnceLock<()> = OnceLock::new();
+    INSTALL.get_or_init(|| {
+        log::set_logger(&LOG_CAPTURE).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// Every line logged since [`capture_logs`] was first called.
+pub fn captured_logs() -> String {
+    capture_logs();
+    LOG_CAPTURE
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
