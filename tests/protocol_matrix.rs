@@ -1060,6 +1060,27 @@ fn end_transaction(
     result
 }
 
+/// As [`end_transaction`], for the async client.
+async fn end_async_transaction(
+    tx: pqlib::tokio::Transaction<'_>,
+    result: Result<Answer, Error>,
+) -> Result<Answer, Error> {
+    match &result {
+        Ok(_) => {
+            if let Err(e) = tx.commit().await {
+                return Ok(Answer::Anomaly(format!("commit failed: {e}")));
+            }
+        }
+        Err(_) => match tx.rollback().await {
+            Err(e) if !e.is_closed() => {
+                return Ok(Answer::Anomaly(format!("rollback failed: {e}")));
+            }
+            _ => {}
+        },
+    }
+    result
+}
+
 /// A large object written before the statement, inside the same transaction, must read back
 /// the same afterwards.
 fn run_large_object(conn: &mut Connection, sql: &str) -> Result<Answer, Error> {
@@ -1286,40 +1307,14 @@ async fn run_async(client: &pqlib::tokio::Client, api: Api, sql: &str) -> Result
             let mut client = client.clone();
             let tx = client.transaction().await?;
             let result = tx.query(sql, &[]).await.map(|rows| rows_answer(&rows));
-            match &result {
-                Ok(_) => {
-                    if let Err(e) = tx.commit().await {
-                        return Ok(Answer::Anomaly(format!("commit failed: {e}")));
-                    }
-                }
-                Err(_) => match tx.rollback().await {
-                    Err(e) if !e.is_closed() => {
-                        return Ok(Answer::Anomaly(format!("rollback failed: {e}")));
-                    }
-                    _ => {}
-                },
-            }
-            result
+            end_async_transaction(tx, result).await
         }
         Api::AsyncSimpleQuery => client.simple_query(sql).await.map(|m| messages_answer(&m)),
         Api::AsyncPortal => {
             let mut client = client.clone();
             let tx = client.transaction().await?;
             let result = run_async_portal(&tx, sql).await;
-            match &result {
-                Ok(_) => {
-                    if let Err(e) = tx.commit().await {
-                        return Ok(Answer::Anomaly(format!("commit failed: {e}")));
-                    }
-                }
-                Err(_) => match tx.rollback().await {
-                    Err(e) if !e.is_closed() => {
-                        return Ok(Answer::Anomaly(format!("rollback failed: {e}")));
-                    }
-                    _ => {}
-                },
-            }
-            result
+            end_async_transaction(tx, result).await
         }
         _ => unreachable!("{api:?} is blocking"),
     }
