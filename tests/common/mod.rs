@@ -1025,3 +1025,101 @@ pub fn captured_logs() -> String {
         .unwrap_or_else(PoisonError::into_inner)
         .clone()
 }
+
+/// Where `scripts/postgres-versions.sh` installs servers of other major versions (the same
+/// rule as the script's: `PQLIB_POSTGRES_CACHE`, else a shared directory as root, whose test
+/// servers run as another user, else the user's cache).
+pub fn postgres_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PQLIB_POSTGRES_CACHE").filter(|d| !d.is_empty()) {
+        return dir.into();
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return "/var/cache/pqlib/postgres".into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
+    base.join("pqlib/postgres")
+}
+
+/// The `bin` directory of PostgreSQL `major` installed by `scripts/postgres-versions.sh`.
+pub fn installed_bin_dir(major: u32) -> Option<PathBuf> {
+    let dir = postgres_cache().join(major.to_string());
+    dir.join(".complete").exists().then(|| dir.join("bin"))
+}
+
+/// The `bin` directory the suite's own servers run from: `PG_BINDIR`, else `pg_config --bindir`.
+pub fn default_bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PG_BINDIR").filter(|d| !d.is_empty()) {
+        return Some(dir.into());
+    }
+    let pg_config = std::env::var_os("PG_CONFIG").unwrap_or_else(|| "pg_config".into());
+    let output = Command::new(pg_config).arg("--bindir").output().ok()?;
+    let dir = String::from_utf8(output.stdout).ok()?;
+    output.status.success().then(|| PathBuf::from(dir.trim()))
+}
+
+/// The major version of the server in `bin_dir` (`postgres --version`).
+pub fn server_major_of(bin_dir: &std::path::Path) -> Option<u32> {
+    let output = Command::new(bin_dir.join("postgres"))
+        .arg("--version")
+        .output()
+        .ok()?;
+    // "postgres (PostgreSQL) 18.6" or "… 15.18 (Debian 15.18-0+deb12u1)"
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text.split_whitespace().nth(2)?;
+    version.split('.').next()?.parse().ok()
+}
+
+/// A `bin` directory of a server of major version `min_major` or newer, for a test of a
+/// feature the server must have: the suite's own server when it is new enough, else the
+/// oldest such version `scripts/postgres-versions.sh` installed. `None` after reporting the
+/// skip ([`skip`]: CI installs them, so there it fails instead).
+pub fn server_at_least(min_major: u32) -> Option<(u32, PathBuf)> {
+    if let Some(dir) = default_bin_dir() {
+        if let Some(major) = server_major_of(&dir).filter(|&m| m >= min_major) {
+            return Some((major, dir));
+        }
+    }
+    for major in min_major..=99 {
+        if let Some(dir) = installed_bin_dir(major) {
+            return Some((major, dir));
+        }
+    }
+    skip(&format!(
+        "needs a PostgreSQL {min_major}+ server: run scripts/postgres-versions.sh {min_major}"
+    ));
+    None
+}
+
+/// A `bin` directory of a server of exactly major version `major` (the suite's own, or one
+/// from `scripts/postgres-versions.sh`); `None` after reporting the skip, as [`server_at_least`].
+pub fn server_of(major: u32) -> Option<PathBuf> {
+    if let Some(dir) = default_bin_dir().filter(|d| server_major_of(d) == Some(major)) {
+        return Some(dir);
+    }
+    if let Some(dir) = installed_bin_dir(major) {
+        return Some(dir);
+    }
+    skip(&format!(
+        "needs a PostgreSQL {major} server: run scripts/postgres-versions.sh {major}"
+    ));
+    None
+}
+
+/// Whether the linked libpq is `major` or newer; if not, reports why the calling test does
+/// not run. Unlike [`skip`] this never fails under [`NO_SKIP`]: CI runs the suite with libpq
+/// 15 and with libpq 18, and the test runs in the second.
+pub fn libpq_at_least(major: u32, feature: &str) -> bool {
+    let linked = pqlib::version();
+    if linked.major >= major {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    eprintln!("SKIPPED {test}: {feature} needs libpq {major}+, this binary links libpq {linked}");
+    false
+}
