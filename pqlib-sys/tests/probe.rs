@@ -32,6 +32,9 @@ struct Build {
     /// The `build-script-executed` message for pqlib-sys.
     script: Option<Value>,
     example: Option<PathBuf>,
+    /// The environment the example runs with (a library path for a libpq outside the
+    /// system's).
+    run_vars: Vec<(String, String)>,
 }
 
 impl Build {
@@ -70,13 +73,17 @@ impl Build {
     /// Runs the example; returns its `key=value` report.
     fn run_example(&self) -> String {
         let exe = self.example.as_ref().expect("example was built");
-        let out = Command::new(exe).output().unwrap();
+        let out = clean_command(exe)
+            .envs(self.run_vars.iter().cloned())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{} failed: {out:?}", exe.display());
         String::from_utf8(out.stdout).unwrap()
     }
 
     fn shared_libraries(&self) -> String {
-        let out = Command::new("ldd")
+        let out = clean_command("ldd")
+            .envs(self.run_vars.iter().cloned())
             .arg(self.example.as_ref().unwrap())
             .output()
             .unwrap();
@@ -90,10 +97,21 @@ impl Build {
     }
 }
 
+/// A command that sees the system's libpq whatever the caller's environment names: without
+/// the probe's variables and without a library path (CI's libpq 18 step sets both for the
+/// suite, and these scenarios are about the system's libpq unless they say otherwise).
+fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for var in PROBE_VARS.iter().chain(&["LD_LIBRARY_PATH"]) {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 fn build(features: &[&str], vars: &[(&str, &str)]) -> Build {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe");
-    let mut cmd = Command::new(cargo);
+    let mut cmd = clean_command(cargo);
     cmd.args([
         "build",
         "--quiet",
@@ -107,9 +125,6 @@ fn build(features: &[&str], vars: &[(&str, &str)]) -> Build {
     .arg(&target_dir);
     if !features.is_empty() {
         cmd.arg("--features").arg(features.join(","));
-    }
-    for var in PROBE_VARS {
-        cmd.env_remove(var);
     }
     cmd.envs(vars.iter().copied());
     let out = cmd.output().expect("cargo runs");
@@ -137,11 +152,12 @@ fn build(features: &[&str], vars: &[(&str, &str)]) -> Build {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         script,
         example,
+        run_vars: Vec::new(),
     }
 }
 
 fn pkg_config_variable(name: &str) -> String {
-    let out = Command::new("pkg-config")
+    let out = clean_command("pkg-config")
         .args(["--variable", name, "libpq"])
         .output()
         .unwrap();
@@ -150,7 +166,7 @@ fn pkg_config_variable(name: &str) -> String {
 }
 
 fn system_version_number() -> u32 {
-    let out = Command::new("pkg-config")
+    let out = clean_command("pkg-config")
         .args(["--modversion", "libpq"])
         .output()
         .unwrap();
@@ -203,6 +219,67 @@ fn pkg_config_finds_the_system_libpq() {
     assert!(output.contains("cargo::rustc-check-cfg=cfg(libpq_15, libpq_16, libpq_17, libpq_18)"));
     assert!(output.contains(&format!("cargo::metadata=version_number={version}")));
     assert!(output.contains("cargo::metadata=include=/"));
+}
+
+/// The PostgreSQL 18 package `scripts/postgres-versions.sh` installs (the same cache rule as
+/// the script's), or `None` after saying why the caller does not run.
+fn installed_postgres_18() -> Option<PathBuf> {
+    let cache = match std::env::var_os("PQLIB_POSTGRES_CACHE").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        // SAFETY: geteuid has no preconditions.
+        None if unsafe { libc::geteuid() } == 0 => PathBuf::from("/var/cache/pqlib/postgres"),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
+            .join("pqlib/postgres"),
+    };
+    let dir = cache.join("18");
+    if dir.join(".complete").exists() {
+        return Some(dir);
+    }
+    let reason = format!(
+        "no PostgreSQL 18 package in {}: run scripts/postgres-versions.sh 18",
+        cache.display()
+    );
+    assert!(std::env::var_os("PQLIB_TEST_NO_SKIP").is_none(), "{reason}");
+    eprintln!("SKIPPED: {reason}");
+    None
+}
+
+/// The route a user with a newer libpq than the system's takes: `PKG_CONFIG_PATH` at its
+/// `libpq.pc`, the library path at its `lib` when running.
+#[test]
+fn pkg_config_path_selects_another_libpq() {
+    let Some(pg18) = installed_postgres_18() else {
+        return;
+    };
+    let pkgconfig = pg18.join("lib/pkgconfig");
+    let lib = pg18.join("lib");
+    let mut b = build(&[], &[("PKG_CONFIG_PATH", pkgconfig.to_str().unwrap())]);
+    assert!(b.success, "{}", b.stderr);
+    assert_eq!(b.env("PQLIB_SYS_ORIGIN"), "pkg-config");
+    assert_eq!(b.env("PQLIB_SYS_LIBPQ_VERSION_NUMBER"), "180006");
+    assert!(b.strings("cfgs").contains(&"libpq_18".to_owned()));
+    assert!(
+        b.strings("linked_paths")
+            .iter()
+            .any(|p| p.ends_with(lib.to_str().unwrap())),
+        "{:?}",
+        b.strings("linked_paths")
+    );
+    b.run_vars = vec![("LD_LIBRARY_PATH".into(), lib.to_str().unwrap().into())];
+    assert!(
+        b.shared_libraries()
+            .contains(&format!("{}/libpq.so.5", lib.display())),
+        "{}",
+        b.shared_libraries()
+    );
+    let report = b.run_example();
+    assert!(
+        report.contains("runtime=180006 headers=180006 origin=pkg-config"),
+        "{report}"
+    );
 }
 
 #[test]

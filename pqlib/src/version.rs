@@ -96,4 +96,16 @@ mod tests {
         assert_eq!(cfg!(libpq_17), major >= 17);
         assert_eq!(cfg!(libpq_18), major >= 18);
     }
+
+    /// `.ci/run` sets `PQLIB_EXPECT_LIBPQ` for its libpq 18 step: a build that quietly found
+    /// another libpq (a wrong `PKG_CONFIG_PATH`, a stale target dir) fails here.
+    #[test]
+    fn the_linked_libpq_is_the_one_ci_expects() {
+        if let Some(expected) = std::env::var_os("PQLIB_EXPECT_LIBPQ") {
+            let expected = expected.to_string_lossy();
+            assert_eq!(version().major.to_string(), expected, "linked libpq");
+            let headers = Version::from_number(pqlib_sys::LIBPQ_HEADER_VERSION_NUMBER);
+            assert_eq!(headers.major.to_string(), expected, "libpq headers");
+        }
+    }
 }
