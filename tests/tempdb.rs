@@ -460,3 +460,40 @@ fn tls_files_enable_ssl_and_client_certificates() {
         .expect("plain TCP is rejected");
     assert!(err.contains("no pg_hba.conf entry"), "{err}");
 }
+
+/// As root, a server installation the unprivileged server user cannot reach (here: under a
+/// directory only root may enter, as root's own home is) is refused before `initdb` runs,
+/// with the user and the blocking directory named.
+#[test]
+fn as_root_binaries_the_server_user_cannot_reach_are_a_clear_error() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: the server runs as this user, who reaches what it can start");
+        return;
+    }
+    let Some(system) = common::default_bin_dir() else {
+        common::skip("no PostgreSQL bin directory to copy the binaries from");
+        return;
+    };
+    let scratch = Scratch::new("private-bindir");
+    let private = scratch.0.join("private");
+    let bin = private.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    for name in ["initdb", "postgres"] {
+        fs::copy(system.join(name), bin.join(name)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+
+    let err = TempCluster::builder().bin_dir(&bin).start().unwrap_err();
+    assert_eq!(err.kind(), TempClusterErrorKind::BinariesNotFound, "{err}");
+    let message = err.to_string();
+    assert!(message.contains("cannot reach"), "{message}");
+    assert!(message.contains(&*private.to_string_lossy()), "{message}");
+
+    // The same installation, opened to others, starts.
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o755)).unwrap();
+    let err = TempCluster::builder().bin_dir(&bin).start().unwrap_err();
+    // A copy of two binaries is no installation (no `share/`): initdb fails, but past the check.
+    assert_eq!(err.kind(), TempClusterErrorKind::Initdb, "{err}");
+}

@@ -355,6 +355,9 @@ impl TempClusterBuilder {
             None => find_bin_dir(&SearchEnv::from_process())?,
         };
         let owner = server_user()?;
+        if let Some(owner) = owner {
+            check_reachable_by(&bin_dir, owner)?;
+        }
         let root = create_root_dir(owner)?;
         let socket_dir = match root.to_str() {
             Some(s) => s.to_owned(),
@@ -1166,6 +1169,45 @@ fn check_chosen_bin_dir(dir: &Path, source: &str) -> Result<PathBuf, TempCluster
             dir.display()
         ),
     ))
+}
+
+/// As root the server runs as `owner`, who must be able to reach the binaries (and the
+/// installation's `share` and `lib` beside them): a directory under root's private home, say,
+/// would fail later inside `initdb` with a less helpful message.
+fn check_reachable_by(bin_dir: &Path, owner: Owner) -> Result<(), TempClusterError> {
+    let absolute = fs::canonicalize(bin_dir).unwrap_or_else(|_| bin_dir.to_owned());
+    let may_search = |dir: &Path| {
+        fs::metadata(dir).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            let mode = m.mode();
+            if m.uid() == owner.uid {
+                mode & 0o100 != 0
+            } else if m.gid() == owner.gid {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            }
+        })
+    };
+    let binaries = ["initdb", "postgres"].map(|name| absolute.join(name));
+    let blocked = absolute
+        .ancestors()
+        .chain(binaries.iter().map(PathBuf::as_path))
+        .find(|dir| !may_search(dir));
+    match blocked {
+        None => Ok(()),
+        Some(dir) => Err(TempClusterError::new(
+            TempClusterErrorKind::BinariesNotFound,
+            format!(
+                "running as root, the server runs as user `{}`, who cannot reach {} (no \
+                 search or execute permission for it on {}); put the PostgreSQL installation \
+                 where that user can read it",
+                owner.name,
+                bin_dir.display(),
+                dir.display()
+            ),
+        )),
+    }
 }
 
 fn has_server_binaries(dir: &Path) -> bool {
