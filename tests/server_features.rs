@@ -108,6 +108,14 @@ async fn connect_async(conninfo: &str) -> pqlib::Result<pqlib::tokio::Client> {
     Ok(client)
 }
 
+/// The error of an async connect that must fail.
+async fn connect_async_err(conninfo: &str) -> pqlib::Error {
+    match connect_async(conninfo).await {
+        Ok(_) => panic!("{conninfo}: the async client connected, expected an error"),
+        Err(e) => e,
+    }
+}
+
 fn assert_contains(error: &pqlib::Error, needle: &str) {
     let text = error.to_string();
     assert!(text.contains(needle), "{needle:?} not in: {text}");
@@ -209,10 +217,7 @@ fn sslnegotiation_direct_against_server_15_fails() {
     assert_direct_refused(&e);
 
     let _deadline = common::deadline(common::TEST_DEADLINE);
-    let e = runtime()
-        .block_on(connect_async(&direct))
-        .err()
-        .expect("the async client connected with sslnegotiation=direct to server 15");
+    let e = runtime().block_on(connect_async_err(&direct));
     assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
     assert_direct_refused(&e);
 }
@@ -333,10 +338,7 @@ fn min_protocol_version_3_2_refuses_server_17() {
     assert_min_refused(&config.connect().unwrap_err());
 
     let _deadline = common::deadline(common::TEST_DEADLINE);
-    let e = runtime()
-        .block_on(connect_async(&conninfo))
-        .err()
-        .expect("the async client connected to server 17 with min_protocol_version=3.2");
+    let e = runtime().block_on(connect_async_err(&conninfo));
     assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
     assert_min_refused(&e);
 }
@@ -451,7 +453,7 @@ fn load_balance_hosts_random_in_libpqs_own_shuffle() {
         let e = connect_err(&conninfo);
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
         assert_contains(&e, "\"load_balance_hosts\" needs libpq 16");
-        let e = rt.block_on(connect_async(&conninfo)).err().unwrap();
+        let e = rt.block_on(connect_async_err(&conninfo));
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
         assert_contains(&e, "needs libpq 16");
         return;
