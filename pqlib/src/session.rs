@@ -125,8 +125,8 @@ impl Connection {
     /// libpq 18 records the service in the connection and pqlib reads it back
     /// (`PQconninfo`). An older libpq forgets it once it has read the service file, so there
     /// pqlib answers what it passed to libpq: the config's `service`, else `PGSERVICE` as it
-    /// was when connecting. (A `PQservice` function was added to libpq during PostgreSQL 18's
-    /// development but is not in the released libpq 18.)
+    /// was when connecting. (The released libpq 18 has no `PQservice` function: neither its
+    /// header nor its library has one.)
     ///
     /// ```no_run
     /// let conn = pqlib::Connection::connect("service=reporting")?;
