@@ -684,6 +684,38 @@ impl Config {
         self.param("load_balance_hosts", order.as_str())
     }
 
+    /// The oldest protocol version to accept (`min_protocol_version`, libpq 18 and later;
+    /// an older libpq rejects the keyword when connecting). libpq's default is 3.0; with 3.2
+    /// the connection fails against a server older than PostgreSQL 18 instead of falling back.
+    ///
+    /// ```
+    /// use pqlib::ProtocolVersion;
+    ///
+    /// let mut config = pqlib::Config::new();
+    /// config.min_protocol_version(ProtocolVersion::V3_2);
+    /// assert_eq!(config.get("min_protocol_version"), Some("3.2"));
+    /// ```
+    pub fn min_protocol_version(&mut self, version: crate::ProtocolVersion) -> &mut Config {
+        self.param("min_protocol_version", &version.to_string())
+    }
+
+    /// The newest protocol version to ask for (`max_protocol_version`, libpq 18 and later;
+    /// an older libpq rejects the keyword when connecting). libpq 18 asks for 3.0 unless told
+    /// otherwise; a server that speaks less answers with the version it takes, which
+    /// [`Connection::protocol_version`](crate::Connection::protocol_version) reports. (libpq
+    /// also takes `latest`, which [`param`](Config::param) can set.)
+    ///
+    /// ```
+    /// use pqlib::ProtocolVersion;
+    ///
+    /// let mut config = pqlib::Config::new();
+    /// config.max_protocol_version(ProtocolVersion::V3_2);
+    /// assert_eq!(config.get("max_protocol_version"), Some("3.2"));
+    /// ```
+    pub fn max_protocol_version(&mut self, version: crate::ProtocolVersion) -> &mut Config {
+        self.param("max_protocol_version", &version.to_string())
+    }
+
     /// The password file to read instead of `~/.pgpass` (`passfile`).
     ///
     /// ```

@@ -52,6 +52,10 @@ pub struct Connection {
     pub(crate) copies_left: usize,
     /// Set once the session is in UTF8 (`require_utf8`); checked after every result.
     encoding: Option<EncodingCheck>,
+    /// The service this connection was made with, which libpq before 18 does not keep
+    /// ([`Connection::service`]).
+    #[cfg(not(libpq_18))]
+    pub(crate) service: Option<String>,
 }
 
 impl Connection {
@@ -115,7 +119,13 @@ impl Connection {
             crate::trace::connected("", "", "", Err(&e));
             e
         })?;
-        Connection::from_connected(conn, notices)
+        #[cfg_attr(libpq_18, allow(unused_mut))]
+        let mut connection = Connection::from_connected(conn, notices)?;
+        #[cfg(not(libpq_18))]
+        {
+            connection.service = crate::session::requested_service(config);
+        }
+        Ok(connection)
     }
 
     fn from_connected(conn: PgConn, notices: Arc<NoticeState>) -> Result<Connection> {
@@ -128,6 +138,8 @@ impl Connection {
             lost: false,
             copies_left: 1,
             encoding: None,
+            #[cfg(not(libpq_18))]
+            service: None,
         };
         connection.require_utf8()?;
         #[cfg(feature = "tracing")]
