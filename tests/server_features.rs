@@ -203,7 +203,7 @@ fn sslnegotiation_direct_against_server_15_fails() {
     if !common::libpq_at_least(17, "sslnegotiation=direct") {
         return;
     }
-    let Some(bin_dir) = server_15() else {
+    let Some(bin_dir) = common::server_of(15) else {
         return;
     };
     let server = server_in(&bin_dir, true);
@@ -220,22 +220,6 @@ fn sslnegotiation_direct_against_server_15_fails() {
     let e = runtime().block_on(connect_async_err(&direct));
     assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
     assert_direct_refused(&e);
-}
-
-/// A PostgreSQL 15 server: [`common::server_of`], or else the system's (`pg_config`), which
-/// is not the suite's default server where `PG_BINDIR` names another (CI's libpq 18 run).
-fn server_15() -> Option<PathBuf> {
-    let pg_config = std::env::var_os("PG_CONFIG").unwrap_or_else(|| "pg_config".into());
-    let system = std::process::Command::new(pg_config)
-        .arg("--bindir")
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
-    if let Some(dir) = system.filter(|dir| common::server_major_of(dir) == Some(15)) {
-        return Some(dir);
-    }
-    common::server_of(15)
 }
 
 /// libpq's report of a server that hung up on a direct TLS handshake: OpenSSL 3 words the

@@ -1057,6 +1057,12 @@ pub fn default_bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PG_BINDIR").filter(|d| !d.is_empty()) {
         return Some(dir.into());
     }
+    pg_config_bin_dir()
+}
+
+/// `pg_config --bindir` (`PG_CONFIG` names another `pg_config`): the system's server, which is
+/// not the default one where `PG_BINDIR` names another (CI's libpq 18 run).
+pub fn pg_config_bin_dir() -> Option<PathBuf> {
     let pg_config = std::env::var_os("PG_CONFIG").unwrap_or_else(|| "pg_config".into());
     let output = Command::new(pg_config).arg("--bindir").output().ok()?;
     let dir = String::from_utf8(output.stdout).ok()?;
@@ -1096,10 +1102,16 @@ pub fn server_at_least(min_major: u32) -> Option<(u32, PathBuf)> {
     None
 }
 
-/// A `bin` directory of a server of exactly major version `major` (the suite's own, or one
-/// from `scripts/postgres-versions.sh`); `None` after reporting the skip, as [`server_at_least`].
+/// A `bin` directory of a server of exactly major version `major` (the suite's own, the
+/// system's, or one from `scripts/postgres-versions.sh`); `None` after reporting the skip, as
+/// [`server_at_least`].
 pub fn server_of(major: u32) -> Option<PathBuf> {
-    if let Some(dir) = default_bin_dir().filter(|d| server_major_of(d) == Some(major)) {
+    let candidates = [default_bin_dir(), pg_config_bin_dir()];
+    if let Some(dir) = candidates
+        .into_iter()
+        .flatten()
+        .find(|d| server_major_of(d) == Some(major))
+    {
         return Some(dir);
     }
     if let Some(dir) = installed_bin_dir(major) {
