@@ -164,7 +164,20 @@ impl Client {
         });
     }
 
-    /// Statements whose last handle was dropped are deallocated ahead of the next request.
+    /// Statements whose last handle was dropped are closed ahead of the next request, with
+    /// the protocol's Close message (which, unlike `DEALLOCATE`, the server also accepts in a
+    /// failed transaction).
+    #[cfg(libpq_17)]
+    fn deallocate_dropped(&self) {
+        let names = lock(&self.inner.statements).take_closed();
+        for name in names {
+            self.detached(Work::ClosePrepared { name });
+        }
+    }
+
+    /// Statements whose last handle was dropped are deallocated ahead of the next request
+    /// (with `DEALLOCATE`: libpq before 17 cannot send the protocol's Close).
+    #[cfg(not(libpq_17))]
     fn deallocate_dropped(&self) {
         let names = lock(&self.inner.statements).take_closed();
         for name in names {

@@ -93,6 +93,11 @@ pub(crate) enum Work {
     /// A `COPY` statement, also outside pipeline mode (libpq allows no COPY in it); once the
     /// server is in COPY mode the data flows through `target`.
     Copy { sql: CString, target: CopyTarget },
+    /// `PQsendClosePrepared`: the protocol's Close of a statement whose last handle was
+    /// dropped (or that the cache evicted). Answered with one `PGRES_COMMAND_OK` result (also
+    /// for a name the server no longer has), which nobody waits for.
+    #[cfg(libpq_17)]
+    ClosePrepared { name: CString },
     /// End the session ([`Client::close`]): once everything queued before it is answered,
     /// report whether the session can end cleanly, refuse what comes after, and finish.
     ///
@@ -483,6 +488,13 @@ impl Connection {
                         && ffi::PQsendDescribePrepared(ptr, name.as_ptr()) == 1
                 };
                 (ok, 2, true)
+            }
+            #[cfg(libpq_17)]
+            Work::ClosePrepared { name } => {
+                // SAFETY: the connection is alive and in pipeline mode; `name` is
+                // NUL-terminated and alive for the call.
+                let ok = unsafe { ffi::PQsendClosePrepared(ptr, name.as_ptr()) };
+                (ok == 1, 1, true)
             }
             Work::Simple { sql } => {
                 // SAFETY: the connection is alive, out of pipeline mode and idle.
