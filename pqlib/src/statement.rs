@@ -20,7 +20,10 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A statement prepared on the server. Cloning is cheap (the description is shared); the
 /// server-side statement is deallocated once the last clone is dropped (at the connection's
-/// next query).
+/// next query). With libpq 17 or newer that is the protocol's Close message
+/// (`PQclosePrepared`), which the server accepts even inside a failed transaction; before 17
+/// it is a `DEALLOCATE` statement, which the blocking [`Connection`] holds back until the
+/// failed transaction has ended.
 ///
 /// ```no_run
 /// # let mut conn = pqlib::Connection::connect("").unwrap();
