@@ -7,7 +7,9 @@
 //! - a multirange value (14+) comes through as text (`simple_query`), as raw binary bytes,
 //!   and as a clear `Conversion` error, never a panic, when read or sent as a `String`;
 //! - `search_path` is reported through ParameterStatus from 18 on, and not before;
-//! - a server error's fields (SQLSTATE, detail, constraint, table) arrive intact.
+//! - a server error's fields (SQLSTATE, detail, constraint, table) arrive intact;
+//! - with libpq 17+, a statement dropped inside a failed transaction is closed at once (the
+//!   server's Close message handling has no failed-transaction check, in every version).
 //!
 //! Versions come from `scripts/postgres-versions.sh` (and the system's server); a version not
 //! installed is reported as skipped, which fails under `PQLIB_TEST_NO_SKIP`.
@@ -99,6 +101,9 @@ struct Seen {
     merge_returning: String,
     multirange: String,
     search_path_status: String,
+    /// Whether a statement dropped in a failed transaction was gone in the request that
+    /// rolled back, by client.
+    failed_txn_close: String,
 }
 
 /// The checks of a MERGE … RETURNING answer, for either client.
@@ -188,6 +193,13 @@ async fn check_version(major: u32) {
     check_unique_violation(&err);
     assert_eq!(conn.query_one("SELECT 2", &[]).unwrap().get::<_, i32>(0), 2);
 
+    let closed_blocking = dropped_in_failed_transaction(&mut conn);
+    assert_eq!(
+        closed_blocking,
+        closes_at_once(),
+        "blocking, server {major}"
+    );
+
     // --- The async Client, on the same server.
     let client = connect_async(&cluster.conninfo()).await;
     let num = texts(
@@ -223,7 +235,66 @@ async fn check_version(major: u32) {
     let row = client.query_one("SELECT 2", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 2);
 
+    let (closed_async, gone_async) = dropped_in_failed_transaction_async(&client).await;
+    if closes_at_once() {
+        assert!(closed_async && gone_async, "async, server {major}");
+    }
+    seen.failed_txn_close = format!(
+        "blocking: at once {closed_blocking}, gone after; async: at once {closed_async}, gone \
+         after {gone_async}"
+    );
+
     eprintln!("server {major}: {seen:?}");
+}
+
+/// Whether the linked libpq closes a dropped statement inside a failed transaction at once
+/// (17+: the protocol's Close); before 17 `DEALLOCATE` has to wait for the rollback.
+fn closes_at_once() -> bool {
+    pqlib::version().major >= 17
+}
+
+const FAILED_TXN_SQL: &str = "SELECT 1 AS dropped_in_failed_txn";
+
+/// Counts the session's statements of text `FAILED_TXN_SQL`.
+fn count_sql() -> String {
+    format!("SELECT count(*) FROM pg_prepared_statements WHERE statement = '{FAILED_TXN_SQL}'")
+}
+
+/// The request that rolls back, and counts the statement in the same round trip.
+fn rollback_and_count() -> String {
+    format!("ROLLBACK; {}", count_sql())
+}
+
+/// Drops a statement in a failed transaction: whether it was already gone in the request
+/// that rolled back.
+fn dropped_in_failed_transaction(conn: &mut pqlib::Connection) -> bool {
+    let stmt = conn.prepare(FAILED_TXN_SQL).unwrap();
+    conn.batch_execute("BEGIN").unwrap();
+    let err = conn.execute("SELECT 1/0", &[]).unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO));
+    drop(stmt);
+    let left = texts(&conn.simple_query(&rollback_and_count()).unwrap());
+    // Gone by the next request in any case.
+    let after = texts(&conn.simple_query(&count_sql()).unwrap());
+    assert_eq!(after, [Some("0".to_owned())]);
+    left == [Some("0".to_owned())]
+}
+
+/// As [`dropped_in_failed_transaction`], and whether the statement is gone after the rollback
+/// (before libpq 17 the async client's `DEALLOCATE` is refused in the failed transaction and
+/// not retried).
+async fn dropped_in_failed_transaction_async(client: &pqlib::tokio::Client) -> (bool, bool) {
+    let stmt = client.prepare(FAILED_TXN_SQL).await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    let err = client.execute("SELECT 1/0", &[]).await.unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO));
+    drop(stmt);
+    let left = texts(&client.simple_query(&rollback_and_count()).await.unwrap());
+    let after = texts(&client.simple_query(&count_sql()).await.unwrap());
+    (
+        left == [Some("0".to_owned())],
+        after == [Some("0".to_owned())],
+    )
 }
 
 fn check_unique_violation(err: &pqlib::Error) {
