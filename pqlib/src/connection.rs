@@ -478,6 +478,33 @@ impl Connection {
         }
         self.check_encoding()?;
         self.copies_left = 1;
+        self.close_dropped_statements()?;
+        crate::portal::close_dropped(self)
+    }
+
+    /// Closes the statements whose last handle was dropped (or that the cache evicted) with
+    /// the protocol's Close message: unlike `DEALLOCATE`, the server accepts it in a failed
+    /// transaction, so nothing waits for the `ROLLBACK`.
+    #[cfg(libpq_17)]
+    fn close_dropped_statements(&mut self) -> Result<()> {
+        for name in self.statements.take_closed() {
+            // SAFETY: the connection is alive, idle and out of pipeline mode; `name` is
+            // NUL-terminated for the call.
+            let ptr = unsafe { ffi::PQclosePrepared(self.conn.as_ptr(), name.as_ptr()) };
+            // Closing a statement the server no longer has (after DISCARD ALL) succeeds; a
+            // lost connection is the one error that matters here.
+            match self.check(ptr) {
+                Err(e) if e.is_closed() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Deallocates the statements whose last handle was dropped (or that the cache evicted)
+    /// with `DEALLOCATE`: libpq before 17 has no call that sends the protocol's Close.
+    #[cfg(not(libpq_17))]
+    fn close_dropped_statements(&mut self) -> Result<()> {
         if self.transaction_status() == TransactionStatus::InError {
             // The server refuses everything but ROLLBACK now; deallocate after it.
             return Ok(());
@@ -493,7 +520,7 @@ impl Connection {
                 _ => {}
             }
         }
-        crate::portal::close_dropped(self)
+        Ok(())
     }
 
     /// Turns what a libpq execution function returned into a result or an error, and

@@ -20,7 +20,9 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A statement prepared on the server. Cloning is cheap (the description is shared); the
 /// server-side statement is deallocated once the last clone is dropped (at the connection's
-/// next query).
+/// next query). With libpq 17 or newer that is the protocol's Close message
+/// (`PQclosePrepared`), which the server accepts even inside a failed transaction; before 17
+/// it is a `DEALLOCATE` statement, which waits until a failed transaction has ended.
 ///
 /// ```no_run
 /// # let mut conn = pqlib::Connection::connect("").unwrap();
@@ -187,6 +189,12 @@ impl StatementCache {
         if let Ok(mut closed) = self.closed.lock() {
             closed.push(name);
         }
+    }
+
+    /// Where names of statements to close go (for one to come back if closing it failed).
+    #[cfg(all(feature = "tokio", not(libpq_17)))]
+    pub(crate) fn closed_list(&self) -> Arc<Mutex<Vec<CString>>> {
+        self.closed.clone()
     }
 
     pub(crate) fn take_closed(&mut self) -> Vec<CString> {

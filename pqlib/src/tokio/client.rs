@@ -164,15 +164,33 @@ impl Client {
         });
     }
 
-    /// Statements whose last handle was dropped are deallocated ahead of the next request.
+    /// Statements whose last handle was dropped are closed ahead of the next request, with
+    /// the protocol's Close message (which, unlike `DEALLOCATE`, the server also accepts in a
+    /// failed transaction).
+    #[cfg(libpq_17)]
     fn deallocate_dropped(&self) {
         let names = lock(&self.inner.statements).take_closed();
         for name in names {
+            self.detached(Work::ClosePrepared { name });
+        }
+    }
+
+    /// Statements whose last handle was dropped are deallocated ahead of the next request
+    /// (with `DEALLOCATE`: libpq before 17 cannot send the protocol's Close). One that a
+    /// failed transaction refuses comes back to the list, for the request after.
+    #[cfg(not(libpq_17))]
+    fn deallocate_dropped(&self) {
+        let (names, retry) = {
+            let mut statements = lock(&self.inner.statements);
+            (statements.take_closed(), statements.closed_list())
+        };
+        for name in names {
             let sql = format!("DEALLOCATE {}", name.to_string_lossy());
             if let Ok(sql) = CString::new(sql) {
-                self.detached(Work::ExecuteTyped {
+                self.detached(Work::Deallocate {
                     sql,
-                    params: EncodedParams::none(),
+                    name,
+                    retry: retry.clone(),
                 });
             }
         }

@@ -93,6 +93,21 @@ pub(crate) enum Work {
     /// A `COPY` statement, also outside pipeline mode (libpq allows no COPY in it); once the
     /// server is in COPY mode the data flows through `target`.
     Copy { sql: CString, target: CopyTarget },
+    /// `PQsendClosePrepared`: the protocol's Close of a statement whose last handle was
+    /// dropped (or that the cache evicted). Answered with one `PGRES_COMMAND_OK` result (also
+    /// for a name the server no longer has), which nobody waits for.
+    #[cfg(libpq_17)]
+    ClosePrepared { name: CString },
+    /// `DEALLOCATE name` (libpq before 17 has no Close call) for a statement whose last
+    /// handle was dropped. Refused in a failed transaction: then the name goes back to
+    /// `retry` (the client's list of statements to close), to go out again with the
+    /// client's next request, until the transaction has ended.
+    #[cfg(not(libpq_17))]
+    Deallocate {
+        sql: CString,
+        name: CString,
+        retry: Arc<Mutex<Vec<CString>>>,
+    },
     /// End the session ([`Client::close`]): once everything queued before it is answered,
     /// report whether the session can end cleanly, refuse what comes after, and finish.
     ///
@@ -137,6 +152,9 @@ struct InFlight {
     copies_left: usize,
     /// Set once the request has succeeded ([`Request::succeeded`]).
     succeeded: Option<Arc<AtomicBool>>,
+    /// For a [`Work::Deallocate`]: where its name goes back if a failed transaction refused it.
+    #[cfg(not(libpq_17))]
+    retry: Option<(CString, Arc<Mutex<Vec<CString>>>)>,
 }
 
 /// A duplicate of the connection's socket, for tokio's reactor: readiness is the same (one
@@ -484,6 +502,19 @@ impl Connection {
                 };
                 (ok, 2, true)
             }
+            #[cfg(libpq_17)]
+            Work::ClosePrepared { name } => {
+                // SAFETY: the connection is alive and in pipeline mode; `name` is
+                // NUL-terminated and alive for the call.
+                let ok = unsafe { ffi::PQsendClosePrepared(ptr, name.as_ptr()) };
+                (ok == 1, 1, true)
+            }
+            #[cfg(not(libpq_17))]
+            Work::Deallocate { sql, .. } => {
+                // SAFETY: as for Execute.
+                let ok = unsafe { EncodedParams::none().send_params(ptr, sql) };
+                (ok, 1, true)
+            }
             Work::Simple { sql } => {
                 // SAFETY: the connection is alive, out of pipeline mode and idle.
                 let ok = unsafe { ffi::PQsendQuery(ptr, sql.as_ptr()) };
@@ -500,8 +531,14 @@ impl Connection {
                 return Ok(());
             }
         };
+        #[cfg(not(libpq_17))]
+        let mut retry = None;
         match work {
             Work::Copy { target, .. } => copy = Some(target),
+            #[cfg(not(libpq_17))]
+            Work::Deallocate {
+                name, retry: list, ..
+            } => retry = Some((name, list)),
             Work::Stream { rows: sender, .. } if error.is_none() => {
                 rows = Some(RowSink::new(sender));
             }
@@ -528,6 +565,8 @@ impl Connection {
             rows,
             copies_left,
             succeeded,
+            #[cfg(not(libpq_17))]
+            retry,
         });
         self.needs_flush = true;
         Ok(())
@@ -697,6 +736,12 @@ impl Connection {
             // The rows first: the stream reads the reply only after its channel has closed.
             if let Some(sink) = done.rows.take() {
                 sink.finish();
+            }
+            #[cfg(not(libpq_17))]
+            if let (Some(error), Some((name, list))) = (&done.error, done.retry.take()) {
+                if error.code() == Some(&crate::error::SqlState::IN_FAILED_SQL_TRANSACTION) {
+                    list.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+                }
             }
             let reply = match done.error {
                 Some(error) => Err(error),
