@@ -488,9 +488,9 @@ fn server_errors_leave_the_connection_usable() {
     assert_usable(&mut conn);
 }
 
-/// BUG: a statement dropped while the transaction is failed is never deallocated:
-/// `before_query` sends `DEALLOCATE`, the server refuses it ("current transaction is
-/// aborted"), and the name is discarded with the error.
+/// Regression: a statement dropped while the transaction is failed was never deallocated
+/// (`before_query` sent `DEALLOCATE`, the server refused it, "current transaction is
+/// aborted", and the name was discarded with the error).
 #[test]
 fn statement_dropped_in_failed_transaction_is_deallocated_later() {
     let mut conn = connect();
@@ -514,9 +514,9 @@ fn statement_dropped_in_failed_transaction_is_deallocated_later() {
     );
 }
 
-/// BUG: after `DEALLOCATE ALL` / `DISCARD ALL` (what connection poolers run) the statement
-/// cache still maps the SQL text to the vanished statement, so that text fails with
-/// "prepared statement does not exist" (26000) on every call until it is evicted.
+/// Regression: after `DEALLOCATE ALL` / `DISCARD ALL` (what connection poolers run) the
+/// statement cache still mapped the SQL text to the vanished statement, so that text failed
+/// with "prepared statement does not exist" (26000) on every call until it was evicted.
 #[test]
 fn cached_statement_recovers_after_deallocate_all() {
     let mut conn = connect();

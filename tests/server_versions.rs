@@ -16,8 +16,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use pqlib::SimpleQueryMessage;
 use pqlib::error::{ErrorKind, SqlState};
 use pqlib::tempdb::TempCluster;
@@ -31,24 +29,8 @@ const MULTIRANGE_BINARY: [u8; 46] = [
 ];
 const MULTIRANGE_TEXT: &str = "{[1,3),[5,7)}";
 
-/// The `bin` directory of a server of major version `major`: the suite's own, one that
-/// `scripts/postgres-versions.sh` installed, or the system's (Debian's layout); `None` after
-/// reporting the skip.
-fn bin_dir_of(major: u32) -> Option<PathBuf> {
-    let system = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
-    let found = common::default_bin_dir()
-        .filter(|d| common::server_major_of(d) == Some(major))
-        .or_else(|| common::installed_bin_dir(major))
-        .or_else(|| (common::server_major_of(&system) == Some(major)).then_some(system));
-    match found {
-        Some(dir) => Some(dir),
-        // Reports the skip (or fails under PQLIB_TEST_NO_SKIP).
-        None => common::server_of(major),
-    }
-}
-
 fn start(major: u32) -> Option<TempCluster> {
-    let dir = bin_dir_of(major)?;
+    let dir = common::server_of(major)?;
     let cluster = TempCluster::builder()
         .bin_dir(&dir)
         .start()
