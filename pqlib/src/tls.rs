@@ -360,7 +360,8 @@ type Hook = Arc<dyn Fn(&SslKeyPassphraseRequest<'_>) -> Option<String> + Send + 
 /// The Rust hook the trampoline calls; `None`: libpq's default behaviour (`sslpassword`).
 static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
 
-/// Registers pqlib's passphrase trampoline with libpq, once per process. Every pqlib path that
+/// Registers pqlib's passphrase trampoline with libpq, once per process, and with libpq 18 its
+/// auth-data trampoline (`crate::oauth`), which is written under the same rules. Every pqlib path that
 /// can make libpq open a TLS session (blocking and async connect, reset, cancel, ping) calls
 /// this first, as does [`set_ssl_key_passphrase_hook`].
 ///
@@ -379,7 +380,12 @@ pub(crate) fn install_passphrase_trampoline() {
         // SAFETY: registers a function that stays valid for the life of the process and
         // matches `PQsslKeyPassHook_OpenSSL_type`. Called once, before any pqlib path starts
         // a TLS connection attempt (see above).
-        unsafe { ffi::PQsetSSLKeyPassHook_OpenSSL(Some(passphrase_trampoline)) }
+        unsafe { ffi::PQsetSSLKeyPassHook_OpenSSL(Some(passphrase_trampoline)) };
+        // SAFETY: the same place, for libpq's other process-wide hook (`PQauthDataHook`).
+        #[cfg(libpq_18)]
+        unsafe {
+            crate::oauth::register_trampoline()
+        };
     });
 }
 
