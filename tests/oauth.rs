@@ -43,7 +43,7 @@ macro_rules! oauth_test {
 oauth_test!(a_good_token_connects_as_its_role);
 oauth_test!(a_wrong_token_fails_with_the_servers_message);
 oauth_test!(a_hook_error_fails_the_connection);
-oauth_test!(a_token_with_a_nul_byte_is_refused_not_truncated);
+oauth_test!(a_token_with_a_nul_byte_or_none_is_refused_not_truncated);
 oauth_test!(a_panicking_hook_fails_only_its_connection);
 oauth_test!(not_handled_falls_through_to_libpqs_flow);
 oauth_test!(other_auth_data_goes_to_libpqs_default_hook);
@@ -329,7 +329,7 @@ mod with_libpq_18 {
         );
     }
 
-    pub fn a_token_with_a_nul_byte_is_refused_not_truncated(server: &Server) {
+    pub fn a_token_with_a_nul_byte_or_none_is_refused_not_truncated(server: &Server) {
         common::capture_logs();
         // Truncated at the NUL, this would be the good token and log in.
         let calls = recording_hook(Ok(Some("pqlib-good-token\0-and-more")));
@@ -338,6 +338,15 @@ mod with_libpq_18 {
         assert_eq!(count(&calls), 1);
         let logs = common::captured_logs();
         assert!(logs.contains("returned a token with a NUL byte"), "{logs}");
+
+        // An empty token is refused the same way (the server would drop the connection
+        // without a word: a bearer token has at least one character).
+        let calls = recording_hook(Ok(Some("")));
+        let e = server.connect().map(drop).unwrap_err().to_string();
+        assert!(e.contains("user-defined OAuth flow failed"), "{e}");
+        assert_eq!(count(&calls), 1);
+        let logs = common::captured_logs();
+        assert!(logs.contains("returned an empty token"), "{logs}");
     }
 
     pub fn a_panicking_hook_fails_only_its_connection(server: &Server) {

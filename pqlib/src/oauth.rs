@@ -272,7 +272,8 @@ pub(crate) unsafe fn register_trampoline() {
 /// - **Panics** never unwind into libpq: a panicking hook fails that connection like an
 ///   `Err` ("user-defined OAuth flow failed") and the panic is logged as above; the process,
 ///   the hook and other connections go on.
-/// - A token containing a NUL byte is refused the same way, never truncated.
+/// - A token containing a NUL byte, or an empty one, is refused the same way (never
+///   truncated).
 ///
 /// Only tokens the hook has at hand can be given: libpq's asynchronous variant (a socket to
 /// poll while the token is fetched) is not offered, so a hook that must fetch a token over
@@ -384,12 +385,11 @@ unsafe extern "C" fn auth_data_trampoline(
         drop(hook);
         match answer {
             Ok(Some(token)) => match c_token(token) {
-                Some(token) => Answer::Token(token),
-                None => {
+                Ok(token) => Answer::Token(token),
+                Err(refused) => {
                     log::error!(
                         target: "pqlib::oauth",
-                        "the OAuth bearer token hook returned a token with a NUL byte; \
-                         the connection fails"
+                        "the OAuth bearer token hook returned {refused}; the connection fails"
                     );
                     Answer::Failed
                 }
@@ -441,17 +441,20 @@ unsafe extern "C" fn auth_data_trampoline(
 }
 
 /// The token as a C string in an allocation of exactly its size (so that no copy is left
-/// behind by a reallocation), or `None` if it contains a NUL byte. The `String` is wiped
-/// either way.
-fn c_token(token: String) -> Option<CString> {
+/// behind by a reallocation), or what is wrong with it: a NUL byte (never truncated there), or
+/// nothing at all (a bearer token has at least one character, RFC 6750). The `String` is
+/// wiped either way.
+fn c_token(token: String) -> Result<CString, &'static str> {
     let mut text = token.into_bytes();
-    let result = if text.contains(&0) {
-        None
+    let result = if text.is_empty() {
+        Err("an empty token")
+    } else if text.contains(&0) {
+        Err("a token with a NUL byte")
     } else {
         let mut bytes = Vec::with_capacity(text.len() + 1);
         bytes.extend_from_slice(&text);
         // No NUL inside (checked), and room for the terminator: no reallocation.
-        CString::new(bytes).ok()
+        CString::new(bytes).map_err(|_| "a token with a NUL byte")
     };
     wipe(&mut text);
     result
@@ -491,7 +494,11 @@ mod tests {
 
     #[test]
     fn tokens_with_a_nul_byte_are_refused_not_truncated() {
-        assert!(c_token("good\0bad".to_owned()).is_none());
+        assert_eq!(
+            c_token("good\0bad".to_owned()),
+            Err("a token with a NUL byte")
+        );
+        assert_eq!(c_token(String::new()), Err("an empty token"));
         let token = c_token("pqlib-good-token".to_owned()).unwrap();
         assert_eq!(token.as_bytes(), b"pqlib-good-token");
     }
