@@ -41,7 +41,7 @@ use crate::notice::NoticeCallback;
 const REDACTED: &str = "********";
 
 /// Keywords whose values are secrets: never shown by `Debug` or `Display`.
-const SECRET_KEYWORDS: [&str; 2] = ["password", "sslpassword"];
+const SECRET_KEYWORDS: [&str; 3] = ["password", "sslpassword", "oauth_client_secret"];
 
 /// libpq connection parameters: an ordered list of `(keyword, value)` pairs for
 /// `PQconnectdbParams`.
@@ -56,9 +56,10 @@ const SECRET_KEYWORDS: [&str; 2] = ["password", "sslpassword"];
 /// does not apply environment variables or the service file; libpq does that when it
 /// connects.
 ///
-/// `Debug` and `Display` never show the values of `password` and `sslpassword` (they print
-/// `********`), so a `Config` can be logged. That also means `Display` is not a way to
-/// hand the configuration on: its string has lost the passwords.
+/// `Debug` and `Display` never show the values of `password`, `sslpassword` and
+/// `oauth_client_secret` (they print `********`), so a `Config` can be logged. That also
+/// means `Display` is not a way to hand the configuration on: its string has lost the
+/// passwords.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -752,6 +753,59 @@ impl Config {
         self.param("client_encoding", encoding)
     }
 
+    /// The OAuth authorization server to get a bearer token from (`oauth_issuer`, libpq 18
+    /// and later): its issuer identifier (`https://login.example.com`) or the URL of its
+    /// discovery document (`…/.well-known/openid-configuration`). Needed, with
+    /// [`oauth_client_id`](Config::oauth_client_id), when the server asks for OAuth; it must
+    /// match the issuer the server trusts. The `pqlib::oauth` module (built with libpq 18 and
+    /// later) hands libpq the token.
+    ///
+    /// ```
+    /// let mut config = pqlib::Config::new();
+    /// config.oauth_issuer("https://login.example.com");
+    /// assert_eq!(config.get("oauth_issuer"), Some("https://login.example.com"));
+    /// ```
+    pub fn oauth_issuer(&mut self, issuer: &str) -> &mut Config {
+        self.param("oauth_issuer", issuer)
+    }
+
+    /// The OAuth client identifier this program is registered under with the
+    /// [issuer](Config::oauth_issuer) (`oauth_client_id`, libpq 18 and later).
+    ///
+    /// ```
+    /// let mut config = pqlib::Config::new();
+    /// config.oauth_client_id("my-app");
+    /// assert_eq!(config.get("oauth_client_id"), Some("my-app"));
+    /// ```
+    pub fn oauth_client_id(&mut self, client_id: &str) -> &mut Config {
+        self.param("oauth_client_id", client_id)
+    }
+
+    /// The OAuth client secret, for clients registered with one (`oauth_client_secret`, libpq
+    /// 18 and later; used by libpq's built-in flow). `Debug` and `Display` show it as
+    /// `********`.
+    ///
+    /// ```
+    /// let mut config = pqlib::Config::new();
+    /// config.oauth_client_secret("s3cret");
+    /// assert!(!format!("{config:?} {config}").contains("s3cret"));
+    /// ```
+    pub fn oauth_client_secret(&mut self, secret: &str) -> &mut Config {
+        self.param("oauth_client_secret", secret)
+    }
+
+    /// The scope(s) to request for the bearer token, space-separated (`oauth_scope`, libpq 18
+    /// and later). Without it, libpq uses the scope the server asks for.
+    ///
+    /// ```
+    /// let mut config = pqlib::Config::new();
+    /// config.oauth_scope("openid postgres");
+    /// assert_eq!(config.get("oauth_scope"), Some("openid postgres"));
+    /// ```
+    pub fn oauth_scope(&mut self, scope: &str) -> &mut Config {
+        self.param("oauth_scope", scope)
+    }
+
     /// Checks that libpq knows every keyword, as the linked libpq will when connecting
     /// (a newer keyword such as `load_balance_hosts` fails with an older libpq).
     ///
@@ -976,7 +1030,8 @@ unsafe fn take_message(ptr: *mut c_char) -> Option<String> {
 }
 
 impl fmt::Debug for Config {
-    /// Every parameter, with `password` and `sslpassword` values shown as `********`.
+    /// Every parameter, with `password`, `sslpassword` and `oauth_client_secret` values shown as
+    /// `********`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Config");
         for (keyword, value) in &self.params {
@@ -994,8 +1049,8 @@ impl fmt::Debug for Config {
 }
 
 impl fmt::Display for Config {
-    /// A libpq `key='value'` connection string, with `password` and `sslpassword` values
-    /// replaced by `********`: for logs, not for connecting.
+    /// A libpq `key='value'` connection string, with `password`, `sslpassword` and
+    /// `oauth_client_secret` values replaced by `********`: for logs, not for connecting.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, (keyword, value)) in self.params.iter().enumerate() {
             if i > 0 {

@@ -99,6 +99,9 @@ mod handle;
 pub mod large_object;
 mod notice;
 pub mod notify;
+#[cfg(libpq_18)]
+#[cfg_attr(docsrs, doc(cfg(libpq_18)))]
+pub mod oauth;
 mod params;
 pub mod pipeline;
 mod portal;

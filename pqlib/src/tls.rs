@@ -360,9 +360,10 @@ type Hook = Arc<dyn Fn(&SslKeyPassphraseRequest<'_>) -> Option<String> + Send + 
 /// The Rust hook the trampoline calls; `None`: libpq's default behaviour (`sslpassword`).
 static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
 
-/// Registers pqlib's passphrase trampoline with libpq, once per process. Every pqlib path that
-/// can make libpq open a TLS session (blocking and async connect, reset, cancel, ping) calls
-/// this first, as does [`set_ssl_key_passphrase_hook`].
+/// Registers pqlib's passphrase trampoline with libpq, once per process (and, with libpq 18,
+/// its auth-data trampoline for `crate::oauth`, a C global of the same kind). Every pqlib path
+/// that can make libpq open a TLS session (blocking and async connect, reset, cancel, ping)
+/// calls this first, as does [`set_ssl_key_passphrase_hook`].
 ///
 /// libpq keeps the hook in a plain C global (`PQsslKeyPassHook`) that every TLS connection
 /// attempt reads without a lock. Writing it once, before pqlib's first connection attempt and
@@ -379,7 +380,13 @@ pub(crate) fn install_passphrase_trampoline() {
         // SAFETY: registers a function that stays valid for the life of the process and
         // matches `PQsslKeyPassHook_OpenSSL_type`. Called once, before any pqlib path starts
         // a TLS connection attempt (see above).
-        unsafe { ffi::PQsetSSLKeyPassHook_OpenSSL(Some(passphrase_trampoline)) }
+        unsafe { ffi::PQsetSSLKeyPassHook_OpenSSL(Some(passphrase_trampoline)) };
+        // SAFETY: `register_trampoline`'s contract is this place: once, under this lock,
+        // before any connection attempt (libpq's other process-wide hook, `PQauthDataHook`).
+        #[cfg(libpq_18)]
+        unsafe {
+            crate::oauth::register_trampoline()
+        };
     });
 }
 
