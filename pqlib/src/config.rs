@@ -41,7 +41,15 @@ use crate::notice::NoticeCallback;
 const REDACTED: &str = "********";
 
 /// Keywords whose values are secrets: never shown by `Debug` or `Display`.
-const SECRET_KEYWORDS: [&str; 3] = ["password", "sslpassword", "oauth_client_secret"];
+/// `scram_client_key`/`scram_server_key` (libpq 18) authenticate as the user just as the
+/// password does.
+const SECRET_KEYWORDS: [&str; 5] = [
+    "password",
+    "sslpassword",
+    "oauth_client_secret",
+    "scram_client_key",
+    "scram_server_key",
+];
 
 /// libpq connection parameters: an ordered list of `(keyword, value)` pairs for
 /// `PQconnectdbParams`.
@@ -56,8 +64,8 @@ const SECRET_KEYWORDS: [&str; 3] = ["password", "sslpassword", "oauth_client_sec
 /// does not apply environment variables or the service file; libpq does that when it
 /// connects.
 ///
-/// `Debug` and `Display` never show the values of `password`, `sslpassword` and
-/// `oauth_client_secret` (they print `********`), so a `Config` can be logged. That also
+/// `Debug` and `Display` never show the values of `password`, `sslpassword`,
+/// `oauth_client_secret`, `scram_client_key` and `scram_server_key` (they print `********`), so a `Config` can be logged. That also
 /// means `Display` is not a way to hand the configuration on: its string has lost the
 /// passwords.
 ///
@@ -1030,8 +1038,8 @@ unsafe fn take_message(ptr: *mut c_char) -> Option<String> {
 }
 
 impl fmt::Debug for Config {
-    /// Every parameter, with `password`, `sslpassword` and `oauth_client_secret` values shown as
-    /// `********`.
+    /// Every parameter, with the secrets' values (`password`, `sslpassword`,
+    /// `oauth_client_secret`, `scram_client_key`, `scram_server_key`) shown as `********`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Config");
         for (keyword, value) in &self.params {
@@ -1049,8 +1057,9 @@ impl fmt::Debug for Config {
 }
 
 impl fmt::Display for Config {
-    /// A libpq `key='value'` connection string, with `password`, `sslpassword` and
-    /// `oauth_client_secret` values replaced by `********`: for logs, not for connecting.
+    /// A libpq `key='value'` connection string, with the secrets' values (`password`,
+    /// `sslpassword`, `oauth_client_secret`, `scram_client_key`, `scram_server_key`) replaced
+    /// by `********`: for logs, not for connecting.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, (keyword, value)) in self.params.iter().enumerate() {
             if i > 0 {
@@ -1179,6 +1188,18 @@ mod tests {
             assert!(debug.contains(r#"password: "********""#), "{debug}");
             assert!(display.contains("password='********'"), "{display}");
             assert!(display.contains("host='h'"), "{display}");
+        }
+    }
+
+    #[test]
+    fn scram_keys_are_secrets() {
+        let mut config = Config::new();
+        config
+            .param("scram_client_key", "Y2xpZW50LWtleQ==")
+            .param("scram_server_key", "c2VydmVyLWtleQ==");
+        for shown in [format!("{config:?}"), config.to_string()] {
+            assert!(!shown.contains("LWtleQ=="), "{shown}");
+            assert_eq!(shown.matches("********").count(), 2, "{shown}");
         }
     }
 
