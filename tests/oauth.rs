@@ -318,6 +318,13 @@ mod with_libpq_18 {
         let calls = recording_hook(Err("the token cache is empty (hook-error test)"));
         let e = server.connect().map(drop).unwrap_err().to_string();
         assert!(e.contains("user-defined OAuth flow failed"), "{e}");
+        // libpq's message cannot carry the reason; pqlib adds it.
+        assert!(
+            e.contains(
+                "(the OAuth bearer token hook failed: the token cache is empty (hook-error test))"
+            ),
+            "{e}"
+        );
         assert_eq!(count(&calls), 1);
         let logs = common::captured_logs();
         assert!(
@@ -327,6 +334,11 @@ mod with_libpq_18 {
             ),
             "{logs}"
         );
+        // The reason belongs to that attempt only: a later failure does not repeat it.
+        let calls = recording_hook(Ok(Some("pqlib-wrong-token")));
+        let e = server.connect().map(drop).unwrap_err().to_string();
+        assert!(!e.contains("token cache is empty"), "{e}");
+        assert_eq!(count(&calls), 1);
     }
 
     pub fn a_token_with_a_nul_byte_or_none_is_refused_not_truncated(server: &Server) {
@@ -335,6 +347,7 @@ mod with_libpq_18 {
         let calls = recording_hook(Ok(Some("pqlib-good-token\0-and-more")));
         let e = server.connect().map(drop).unwrap_err().to_string();
         assert!(e.contains("user-defined OAuth flow failed"), "{e}");
+        assert!(e.contains("hook returned a token with a NUL byte"), "{e}");
         assert_eq!(count(&calls), 1);
         let logs = common::captured_logs();
         assert!(logs.contains("returned a token with a NUL byte"), "{logs}");
@@ -356,6 +369,10 @@ mod with_libpq_18 {
         });
         let e = server.connect().map(drop).unwrap_err().to_string();
         assert!(e.contains("user-defined OAuth flow failed"), "{e}");
+        assert!(
+            e.contains("hook panicked (oauth hook panic on purpose)"),
+            "{e}"
+        );
         let logs = common::captured_logs();
         assert!(
             logs.contains(
@@ -479,6 +496,27 @@ mod with_libpq_18 {
             e.contains(&format!(
                 "OAuth bearer authentication failed for user \"{ROLE}\""
             )),
+            "{e}"
+        );
+        assert_eq!(count(&calls), 1);
+
+        // A hook's reason reaches the async client's error too (the hook ran on the thread
+        // that polled the connection, where the failure is reported).
+        let calls = recording_hook(Err("no token for the async client (hook-error test)"));
+        let e = runtime
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(60),
+                    pqlib::tokio::connect_config(&config),
+                )
+                .await
+            })
+            .expect("connecting did not hang")
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("hook failed: no token for the async client (hook-error test)"),
             "{e}"
         );
         assert_eq!(count(&calls), 1);

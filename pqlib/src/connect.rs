@@ -167,7 +167,12 @@ impl Connector {
         let status = unsafe { ffi::PQconnectPoll(self.conn.as_ptr()) };
         self.notices.resume_panic();
         match status {
-            ffi::PostgresPollingStatusType::PGRES_POLLING_OK => Ok(Step::Ready),
+            ffi::PostgresPollingStatusType::PGRES_POLLING_OK => {
+                // A refusal by the OAuth hook that libpq got past (another host) is history.
+                #[cfg(libpq_18)]
+                crate::oauth::take_refusal(self.conn.as_ptr());
+                Ok(Step::Ready)
+            }
             ffi::PostgresPollingStatusType::PGRES_POLLING_READING
             | ffi::PostgresPollingStatusType::PGRES_POLLING_WRITING => self.waiting(status),
             _ => Err(self.failure(None)),
@@ -368,8 +373,17 @@ fn start(config: &Config, notices: &Arc<NoticeState>) -> Result<PgConn> {
     Ok(conn)
 }
 
-/// A failed connection's error, with what libpq knows about the password.
+/// A failed connection's error, with what libpq knows about the password (and why pqlib's
+/// OAuth hook refused, which libpq's message cannot say).
 pub(crate) fn failed(conn: &PgConn, message: String) -> Error {
+    #[cfg(libpq_18)]
+    let message = match crate::oauth::take_refusal(conn.as_ptr()) {
+        Some(reason) => format!(
+            "{}\n(the OAuth bearer token hook {reason})\n",
+            message.trim_end()
+        ),
+        None => message,
+    };
     // SAFETY: the connection is alive.
     let (needs, used) = unsafe {
         (

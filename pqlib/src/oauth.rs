@@ -44,6 +44,7 @@
 //! the connection, so the hook should answer quickly, from a cache, rather than block).
 //! [`BearerTokenRequest`] tells it which connection asks.
 
+use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::fmt;
 use std::marker::PhantomData;
@@ -259,9 +260,9 @@ pub(crate) unsafe fn register_trampoline() {
 /// - `Ok(None)`: not handled here; libpq goes on as without a hook (its built-in device flow
 ///   if the `libpq-oauth` module is installed, else the connection fails with "no OAuth flows
 ///   are available").
-/// - `Err(reason)`: the connection fails with libpq's "user-defined OAuth flow failed"; the
-///   reason is logged (`log` target `pqlib::oauth`, level error), since libpq's error message
-///   has no room for it.
+/// - `Err(reason)`: the connection fails with libpq's "user-defined OAuth flow failed", to
+///   which pqlib adds the reason ("the OAuth bearer token hook failed: …"); it is also logged
+///   (`log` target `pqlib::oauth`, level error).
 ///
 /// The server decides whether the token is good: a rejected one fails the connection with
 /// the server's message ("OAuth bearer authentication failed for user …").
@@ -270,8 +271,8 @@ pub(crate) unsafe fn register_trampoline() {
 ///   [cleared](clear_bearer_token_hook) at any time from any thread, and may run on several
 ///   connecting threads at once (hence `Fn + Send + Sync`).
 /// - **Panics** never unwind into libpq: a panicking hook fails that connection like an
-///   `Err` ("user-defined OAuth flow failed") and the panic is logged as above; the process,
-///   the hook and other connections go on.
+///   `Err` (the error says "panicked (message)") and the panic is logged as above; the
+///   process, the hook and other connections go on.
 /// - A token containing a NUL byte, or an empty one, is refused the same way (never
 ///   truncated).
 ///
@@ -351,7 +352,31 @@ pub fn has_bearer_token_hook() -> bool {
 enum Answer {
     Token(CString),
     NotHandled,
-    Failed,
+    /// Why the connection must fail, for its error message.
+    Failed(String),
+}
+
+thread_local! {
+    /// Why the hook refused, and for which connection (its `PGconn`'s address), on the thread
+    /// that connects: libpq's error says only "user-defined OAuth flow failed", so pqlib's
+    /// connect code adds the reason ([`take_refusal`]).
+    static REFUSAL: RefCell<Option<(usize, String)>> = const { RefCell::new(None) };
+}
+
+fn remember_refusal(conn: *mut ffi::PGconn, reason: String) {
+    // `try_with`: nothing to remember into while the thread's locals are being destroyed.
+    let _ = REFUSAL.try_with(|slot| *slot.borrow_mut() = Some((conn as usize, reason)));
+}
+
+/// The reason the hook refused `conn`'s token on this thread, if it did; clears what was
+/// remembered either way (called when a connection attempt ends, failed or not).
+pub(crate) fn take_refusal(conn: *mut ffi::PGconn) -> Option<String> {
+    REFUSAL
+        .try_with(|slot| slot.borrow_mut().take())
+        .ok()
+        .flatten()
+        .filter(|(for_conn, _)| *for_conn == conn as usize)
+        .map(|(_, reason)| reason)
 }
 
 /// The C hook libpq calls: `int (*)(PGauthData type, PGconn *conn, void *data)`. Positive:
@@ -391,7 +416,7 @@ unsafe extern "C" fn auth_data_trampoline(
                         target: "pqlib::oauth",
                         "the OAuth bearer token hook returned {refused}; the connection fails"
                     );
-                    Answer::Failed
+                    Answer::Failed(format!("returned {refused}"))
                 }
             },
             Ok(None) => Answer::NotHandled,
@@ -400,7 +425,7 @@ unsafe extern "C" fn auth_data_trampoline(
                     target: "pqlib::oauth",
                     "the OAuth bearer token hook failed: {reason}"
                 );
-                Answer::Failed
+                Answer::Failed(format!("failed: {reason}"))
             }
         }
     }));
@@ -417,7 +442,10 @@ unsafe extern "C" fn auth_data_trampoline(
         }
         // SAFETY: libpq's default, with the arguments libpq gave us.
         Ok(Answer::NotHandled) => unsafe { ffi::PQdefaultAuthDataHook(kind, conn, data) },
-        Ok(Answer::Failed) => -1,
+        Ok(Answer::Failed(reason)) => {
+            remember_refusal(conn, reason);
+            -1
+        }
         Err(payload) => {
             let logged = catch_unwind(AssertUnwindSafe(|| {
                 let message = payload
@@ -429,6 +457,7 @@ unsafe extern "C" fn auth_data_trampoline(
                     target: "pqlib::oauth",
                     "the OAuth bearer token hook panicked ({message}); the connection fails"
                 );
+                remember_refusal(conn, format!("panicked ({message})"));
             }));
             // Payloads are user data whose Drop may panic: never dropped outside a guard.
             if let Err(again) = logged {
