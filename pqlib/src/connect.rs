@@ -446,16 +446,6 @@ fn effective_options(conn: &PgConn) -> Vec<(String, String)> {
     pairs
 }
 
-/// One option of the connection as libpq resolved it (`PQconninfo`); `None` if unset or empty.
-#[cfg(libpq_18)]
-pub(crate) fn effective_option(conn: &PgConn, keyword: &str) -> Option<String> {
-    effective_options(conn)
-        .into_iter()
-        .find(|(k, _)| k == keyword)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
-}
-
 fn option<'a>(options: &'a [(String, String)], keyword: &str) -> &'a str {
     options
         .iter()

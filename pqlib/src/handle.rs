@@ -39,6 +39,55 @@ pub(crate) unsafe fn lossy_string(ptr: *const c_char) -> Option<String> {
     )
 }
 
+/// A string one of libpq's connection getters (`PQhost`, `PQport`, `PQuser`, `PQdb`, …)
+/// returns, copied; `None` for a NULL connection or result.
+///
+/// # Safety
+/// `conn` must be NULL or a live `PGconn` for this call.
+pub(crate) unsafe fn conn_string(
+    conn: *mut ffi::PGconn,
+    getter: unsafe extern "C" fn(*const ffi::PGconn) -> *mut c_char,
+) -> Option<String> {
+    if conn.is_null() {
+        return None;
+    }
+    // SAFETY: the connection is alive (the caller's contract); the getters return NULL or a
+    // string owned by the connection, copied before anything can change it.
+    unsafe { lossy_string(getter(conn)) }
+}
+
+/// One option of a connection as libpq resolved it (`PQconninfo`: the connection string,
+/// environment, service file and defaults together); `None` if unset or empty, or for a
+/// NULL connection.
+///
+/// # Safety
+/// `conn` must be NULL or a live `PGconn` for this call.
+pub(crate) unsafe fn conninfo_option(conn: *mut ffi::PGconn, keyword: &CStr) -> Option<String> {
+    if conn.is_null() {
+        return None;
+    }
+    // SAFETY: the connection is alive (the caller's contract). PQconninfo returns a new array
+    // (or NULL) ending with an entry whose keyword is NULL; it is read up to that entry, the
+    // wanted value copied out, and the array freed once.
+    unsafe {
+        let options = ffi::PQconninfo(conn);
+        if options.is_null() {
+            return None;
+        }
+        let mut found = None;
+        let mut option = options;
+        while !(*option).keyword.is_null() {
+            if CStr::from_ptr((*option).keyword) == keyword {
+                found = lossy_string((*option).val).filter(|v| !v.is_empty());
+                break;
+            }
+            option = option.add(1);
+        }
+        ffi::PQconninfoFree(options);
+        found
+    }
+}
+
 impl PgConnRef {
     /// libpq's message for the last failure on this connection (may span lines).
     pub(crate) fn error_message(&self) -> String {

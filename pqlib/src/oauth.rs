@@ -53,7 +53,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use pqlib_sys as ffi;
 
-use crate::handle::lossy_string;
+use crate::handle::{conn_string, conninfo_option, lossy_string};
 
 /// What a [token hook](set_bearer_token_hook) is asked for: the token one connection needs,
 /// as the server described it.
@@ -72,12 +72,8 @@ impl BearerTokenRequest<'_> {
         &self,
         getter: unsafe extern "C" fn(*const ffi::PGconn) -> *mut c_char,
     ) -> Option<String> {
-        if self.conn.is_null() {
-            return None;
-        }
-        // SAFETY: the connection is alive during the hook; libpq's getters return NULL or a
-        // string owned by the connection, copied here.
-        unsafe { lossy_string(getter(self.conn)) }
+        // SAFETY: the connection is NULL or alive during the hook.
+        unsafe { conn_string(self.conn, getter) }
     }
 
     /// The issuer's OpenID discovery document (`…/.well-known/openid-configuration`), as the
@@ -190,29 +186,8 @@ impl BearerTokenRequest<'_> {
 
     /// A non-empty connection parameter of the connection being set up.
     fn conninfo(&self, keyword: &CStr) -> Option<String> {
-        if self.conn.is_null() {
-            return None;
-        }
-        // SAFETY: the connection is alive during the hook. PQconninfo returns a new array
-        // (or NULL), terminated by an entry with a NULL keyword; it is read up to that entry
-        // and freed once below. Only the wanted value is copied out.
-        unsafe {
-            let options = ffi::PQconninfo(self.conn);
-            if options.is_null() {
-                return None;
-            }
-            let mut found = None;
-            let mut option = options;
-            while !(*option).keyword.is_null() {
-                if CStr::from_ptr((*option).keyword) == keyword {
-                    found = lossy_string((*option).val).filter(|v| !v.is_empty());
-                    break;
-                }
-                option = option.add(1);
-            }
-            ffi::PQconninfoFree(options);
-            found
-        }
+        // SAFETY: the connection is NULL or alive during the hook.
+        unsafe { conninfo_option(self.conn, keyword) }
     }
 }
 

@@ -138,7 +138,8 @@ impl Connection {
     pub fn service(&self) -> Option<String> {
         #[cfg(libpq_18)]
         {
-            crate::connect::effective_option(&self.conn, "service")
+            // SAFETY: the connection is alive.
+            unsafe { crate::handle::conninfo_option(self.as_ptr(), c"service") }
         }
         #[cfg(not(libpq_18))]
         {

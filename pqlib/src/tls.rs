@@ -39,7 +39,7 @@
 //! [`Config`]: crate::Config
 //! [`Config::ssl_mode`]: crate::Config::ssl_mode
 
-use std::ffi::{CStr, CString, c_char, c_int};
+use std::ffi::{CString, c_char, c_int};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -48,7 +48,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use pqlib_sys as ffi;
 
 use crate::Connection;
-use crate::handle::lossy_string;
+use crate::handle::{conn_string, conninfo_option, lossy_string};
 
 #[cfg(feature = "openssl")]
 mod same_openssl;
@@ -234,12 +234,8 @@ impl SslKeyPassphraseRequest<'_> {
         &self,
         getter: unsafe extern "C" fn(*const ffi::PGconn) -> *mut c_char,
     ) -> Option<String> {
-        if self.conn.is_null() {
-            return None;
-        }
-        // SAFETY: the connection is alive during the hook; libpq's getters return NULL or a
-        // string owned by the connection, copied here.
-        unsafe { lossy_string(getter(self.conn)) }
+        // SAFETY: the connection is NULL or alive during the hook.
+        unsafe { conn_string(self.conn, getter) }
     }
 
     /// The host being connected to (as given, e.g. a name or an address).
@@ -305,29 +301,8 @@ impl SslKeyPassphraseRequest<'_> {
     /// ```
     #[doc(alias = "PQconninfo")]
     pub fn sslkey(&self) -> Option<String> {
-        if self.conn.is_null() {
-            return None;
-        }
-        // SAFETY: the connection is alive during the hook. PQconninfo returns a new array
-        // (or NULL), terminated by an entry with a NULL keyword; it is read up to that entry
-        // and freed once below. Only the `sslkey` value is copied out.
-        unsafe {
-            let options = ffi::PQconninfo(self.conn);
-            if options.is_null() {
-                return None;
-            }
-            let mut found = None;
-            let mut option = options;
-            while !(*option).keyword.is_null() {
-                if CStr::from_ptr((*option).keyword) == c"sslkey" {
-                    found = lossy_string((*option).val).filter(|v| !v.is_empty());
-                    break;
-                }
-                option = option.add(1);
-            }
-            ffi::PQconninfoFree(options);
-            found
-        }
+        // SAFETY: the connection is NULL or alive during the hook.
+        unsafe { conninfo_option(self.conn, c"sslkey") }
     }
 
     /// The longest passphrase, in bytes, that OpenSSL's buffer takes. A longer one is not
