@@ -43,16 +43,6 @@ fn start(major: u32) -> Option<TempCluster> {
     Some(cluster)
 }
 
-async fn connect_async(conninfo: &str) -> pqlib::tokio::Client {
-    let (client, connection) = pqlib::tokio::connect(conninfo).await.unwrap();
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("connection ended: {e}");
-        }
-    });
-    client
-}
-
 /// The text values of the rows among `messages`, first column.
 fn texts(messages: &[SimpleQueryMessage]) -> Vec<Option<String>> {
     messages
@@ -183,7 +173,7 @@ async fn check_version(major: u32) {
     );
 
     // --- The async Client, on the same server.
-    let client = connect_async(&cluster.conninfo()).await;
+    let client = common::connect_async_to(&cluster.conninfo()).await;
     let num = texts(
         &client
             .simple_query("SHOW server_version_num")

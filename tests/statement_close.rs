@@ -60,16 +60,6 @@ async fn prepared_count_async(client: &pqlib::tokio::Client, sql: &str) -> i64 {
         .unwrap()
 }
 
-async fn connect_async(conninfo: &str) -> pqlib::tokio::Client {
-    let (client, connection) = pqlib::tokio::connect(conninfo).await.unwrap();
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("connection ended: {e}");
-        }
-    });
-    client
-}
-
 /// What the log must say about how the statements were closed: no `DEALLOCATE` at all under
 /// libpq 17+, one `DEALLOCATE` of a generated name before it. `marker` is text a logged
 /// statement of the test contained, so that an empty log cannot pass.
@@ -120,7 +110,7 @@ fn dropped_statement_is_closed_blocking() {
 async fn dropped_statement_is_closed_async() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
     let cluster = logging_cluster();
-    let client = connect_async(&cluster.conninfo()).await;
+    let client = common::connect_async_to(&cluster.conninfo()).await;
     let sql = "SELECT $1::int4 AS dropped_async";
     let stmt = client.prepare(sql).await.unwrap();
     let kept = client.prepare("SELECT 2 AS kept_async").await.unwrap();
@@ -193,7 +183,7 @@ fn cache_eviction_closes_blocking() {
 async fn cache_eviction_closes_async() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
     let cluster = logging_cluster();
-    let client = connect_async(&cluster.conninfo()).await;
+    let client = common::connect_async_to(&cluster.conninfo()).await;
     let text = |i: usize| format!("SELECT {i} AS evicted_async");
     for i in 0..=pqlib::STATEMENT_CACHE_CAPACITY {
         let n: i32 = client.query_one(&text(i), &[]).await.unwrap().get(0);
@@ -258,7 +248,7 @@ fn dropped_in_failed_transaction_blocking() {
 async fn dropped_in_failed_transaction_async() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
     let cluster = logging_cluster();
-    let client = connect_async(&cluster.conninfo()).await;
+    let client = common::connect_async_to(&cluster.conninfo()).await;
     let sql = "SELECT 1 AS failed_async";
     let stmt = client.prepare(sql).await.unwrap();
     client.batch_execute("BEGIN").await.unwrap();
@@ -317,7 +307,7 @@ async fn closing_a_forgotten_statement_is_silent() {
     drop(stmt);
     assert_eq!(conn.query_one("SELECT 4", &[]).unwrap().get::<_, i32>(0), 4);
 
-    let client = connect_async(&cluster.conninfo()).await;
+    let client = common::connect_async_to(&cluster.conninfo()).await;
     let stmt = client.prepare("SELECT 1 AS forgotten").await.unwrap();
     client.batch_execute("DISCARD ALL").await.unwrap();
     drop(stmt);

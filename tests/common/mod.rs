@@ -56,7 +56,13 @@ pub fn conninfo() -> String {
 /// (an error that ends the connection is printed).
 #[cfg(unix)]
 pub async fn connect_async() -> pqlib::tokio::Client {
-    let (client, connection) = pqlib::tokio::connect(&conninfo()).await.unwrap();
+    connect_async_to(&conninfo()).await
+}
+
+/// [`connect_async`] to the server at `conninfo` (a test's own cluster).
+#[cfg(unix)]
+pub async fn connect_async_to(conninfo: &str) -> pqlib::tokio::Client {
+    let (client, connection) = pqlib::tokio::connect(conninfo).await.unwrap();
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             eprintln!("connection ended: {e}");
