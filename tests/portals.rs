@@ -732,15 +732,21 @@ fn a_portal_dropped_in_a_failed_savepoint_is_closed_after_the_rollback_to_it() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn an_async_close_dropped_before_the_connection_task_saw_it_closes_nothing() {
+async fn an_async_close_dropped_before_its_turn_closes_nothing() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = common::connect_async().await;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // A statement in flight, so that the close (which needs everything before it answered)
+    // has to wait for its turn. (A client drives the connection itself while it waits: with
+    // nothing ahead of it, a close would be sent at its first poll.)
+    let mut slow = Box::pin(client.query_one("SELECT 7 FROM pg_sleep(0.2)", &[]));
+    assert!(slow.as_mut().poll(&mut cx).is_pending());
     {
-        // Queued, then dropped before the connection task (on this thread) could run.
         let mut close = Box::pin(client.clone().close());
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(close.as_mut().poll(&mut cx).is_pending());
     }
+    let n: i32 = bounded(slow).await.unwrap().get(0);
+    assert_eq!(n, 7);
     let n: i32 = bounded(client.query_one("SELECT 11", &[]))
         .await
         .unwrap()

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::driver::{Reply, Request, Work};
+use super::driver::{Reply, Request, SharedDriver, Work, lock_driver};
 use crate::connection::is_stale_plan;
 use crate::error::{Error, Result, SqlState};
 use crate::handle::PgResult;
@@ -57,6 +57,7 @@ pub struct Client {
 
 struct Inner {
     sender: mpsc::UnboundedSender<Request>,
+    driver: SharedDriver,
     statements: Mutex<StatementCache>,
     types: Mutex<TypeCache>,
     notices: Arc<NoticeState>,
@@ -72,12 +73,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Client {
     pub(crate) fn new(
         sender: mpsc::UnboundedSender<Request>,
+        driver: SharedDriver,
         notices: Arc<NoticeState>,
         cancel: crate::CancelToken,
     ) -> Client {
         Client {
             inner: Arc::new(Inner {
                 sender,
+                driver,
                 statements: Mutex::new(StatementCache::default()),
                 types: Mutex::new(TypeCache::default()),
                 notices,
@@ -103,9 +106,17 @@ impl Client {
     }
 
     async fn send_request(&self, work: Work, detached: bool) -> Reply {
-        self.send_only(work, detached)?
-            .await
-            .map_err(|_| Error::closed("the connection task ended before answering"))?
+        let answer = self.send_only(work, detached)?;
+        self.answer(answer).await
+    }
+
+    /// Waits for a request's answer, driving the connection meanwhile (see [`Answer`]).
+    pub(super) fn answer(&self, answer: oneshot::Receiver<Reply>) -> Answer<'_> {
+        Answer {
+            answer,
+            driver: &self.inner.driver,
+            waker: None,
+        }
     }
 
     /// Queues a request; the answer comes through the returned receiver.
@@ -122,16 +133,23 @@ impl Client {
     ) -> Result<oneshot::Receiver<Reply>> {
         self.deallocate_dropped();
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .sender
-            .send(Request {
-                work,
-                reply,
-                detached,
-                succeeded,
-                only_if: None,
-            })
-            .map_err(|_| Error::closed("the connection task has ended"))?;
+        let request = Request {
+            work,
+            reply,
+            detached,
+            succeeded,
+            only_if: None,
+        };
+        let queued = match lock_driver(&self.inner.driver).as_mut() {
+            Some(driver) => driver.send_direct(request),
+            None => Err(request),
+        };
+        if let Err(request) = queued {
+            self.inner
+                .sender
+                .send(request)
+                .map_err(|_| Error::closed("the connection task has ended"))?;
+        }
         Ok(answer)
     }
 
@@ -745,5 +763,64 @@ impl std::fmt::Debug for Transaction<'_> {
         f.debug_struct("Transaction")
             .field("depth", &self.depth)
             .finish()
+    }
+}
+
+/// A request's answer, awaited. While it waits, the future drives the connection itself (the
+/// connection task may too: whoever the socket wakes reads for everyone), so that a request
+/// with nothing else in flight is sent, read and answered within its caller's task.
+/// Dropping it is safe at any point: the request is still read to its end.
+pub(super) struct Answer<'a> {
+    answer: oneshot::Receiver<Reply>,
+    driver: &'a SharedDriver,
+    /// The waker this future last drove with, to withdraw from the socket when done.
+    waker: Option<std::task::Waker>,
+}
+
+impl Answer<'_> {
+    fn take(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Reply> {
+        Pin::new(&mut self.answer).poll(cx).map(|reply| {
+            reply.map_err(|_| Error::closed("the connection task ended before answering"))?
+        })
+    }
+
+    fn withdraw(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            if let Some(driver) = lock_driver(self.driver).as_mut() {
+                driver.client_done(&waker);
+            }
+        }
+    }
+}
+
+impl Future for Answer<'_> {
+    type Output = Reply;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Reply> {
+        // Checked with a waker that does nothing: an answer this poll reads itself must not
+        // wake the task that is already running (on a current-thread runtime that costs
+        // another turn of the I/O driver before the next poll).
+        let mut quiet = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(reply) = self.take(&mut quiet) {
+            self.withdraw();
+            return std::task::Poll::Ready(reply);
+        }
+        if let Some(driver) = lock_driver(self.driver).as_mut() {
+            driver.poll_for_client(cx);
+        }
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+        let reply = self.take(cx);
+        if reply.is_ready() {
+            self.withdraw();
+        }
+        reply
+    }
+}
+
+impl Drop for Answer<'_> {
+    fn drop(&mut self) {
+        self.withdraw();
     }
 }

@@ -14,7 +14,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::Client;
-use super::driver::{Connection, Socket};
+use super::driver::{Connection, Driver, Socket};
 use crate::Config;
 use crate::connect::{Connector, Interest as ConnectInterest, RawSocket, Step};
 use crate::error::{DbError, Error, Result};
@@ -98,19 +98,17 @@ async fn connect_inner(config: &Config) -> Result<(Client, Connection)> {
         }
     };
     let (sender, receiver) = mpsc::unbounded_channel();
-    let client = Client::new(
-        sender,
-        notice_state.clone(),
-        crate::CancelToken::for_conn(&conn),
-    );
-    let connection = Connection::new(
+    let cancel = crate::CancelToken::for_conn(&conn);
+    let driver = Driver::new(
         conn,
         socket,
         receiver,
-        notice_state,
+        notice_state.clone(),
         notices,
         config.notice_callback.clone(),
     )?;
+    let (connection, driver) = Connection::new(driver);
+    let client = Client::new(sender, driver, notice_state, cancel);
     Ok((client, connection))
 }
 

@@ -4,10 +4,10 @@ use foreign_types::ForeignType;
 use pqlib_sys as ffi;
 use tokio::sync::oneshot;
 
-use super::{Connection, Reply};
+use super::{Driver, Reply};
 use crate::error::{Error, Result};
 
-impl Connection {
+impl Driver {
     /// Ends the session at a [`Work::Close`], with nothing in flight (every request queued
     /// before it has been answered): answers it with whether the session can end cleanly,
     /// fails every request queued after it with `Closed` and refuses new ones. The future

@@ -10,7 +10,7 @@ use foreign_types::ForeignType;
 use pqlib_sys as ffi;
 use tokio::sync::oneshot;
 
-use super::{Connection, result_error};
+use super::{Driver, result_error};
 use crate::copy_discard::{CopyDiscard, Discard, is_copy};
 use crate::error::{Error, Result};
 use crate::handle::PgResult;
@@ -119,7 +119,7 @@ impl CopyState {
     }
 }
 
-impl Connection {
+impl Driver {
     /// The front request's statement started a COPY (`status`): hand the data side to the
     /// caller that asked for it, or end it unread. Only requests sent alone with the simple
     /// protocol (batch_execute, copy_in, copy_out) may start one.

@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use foreign_types::ForeignType;
 use pqlib_sys as ffi;
@@ -175,17 +175,9 @@ impl AsRawFd for Socket {
     }
 }
 
-/// Drives a connection: send, flush, read, route results. Spawn it (`tokio::spawn`) and keep
-/// it running while the [`Client`](super::Client) is used; it resolves once every client is
-/// dropped and all answers are in, or with the error that broke the connection.
-///
-/// To see notices and notifications, poll [`Connection::poll_message`] instead of awaiting
-/// the future (which logs notices and drops notifications), e.g. through
-/// `futures::stream::poll_fn`, or give the config a
-/// [`notice_callback`](crate::Config::notice_callback), which this task then calls with each
-/// notice (those sent during startup first) instead of returning it.
-#[must_use = "the connection does nothing unless it is polled (spawn it)"]
-pub struct Connection {
+/// The connection's state, shared (under one lock) by the [`Connection`] task and the clients
+/// that drive it themselves while they wait for an answer.
+pub(crate) struct Driver {
     /// Declared (so dropped) before `conn`: deregistered while libpq's socket is still open.
     socket: AsyncFd<Socket>,
     conn: PgConn,
@@ -207,9 +199,15 @@ pub struct Connection {
     final_error: Option<Error>,
     /// The client encodings that keep text intact (UTF8, SQL_ASCII).
     encoding: EncodingCheck,
+    wakers: Wakers,
+    /// Set while a client drives: notices and notifications are left for the task, which is
+    /// woken to hand them out (a notice callback runs only there).
+    for_caller: bool,
+    /// Something for the task to hand out arrived while a client drove.
+    wake_task: bool,
 }
 
-impl Connection {
+impl Driver {
     pub(crate) fn new(
         conn: PgConn,
         socket: AsyncFd<Socket>,
@@ -217,7 +215,7 @@ impl Connection {
         notice_state: Arc<NoticeState>,
         notices: Arc<Mutex<VecDeque<DbError>>>,
         notice_callback: Option<NoticeCallback>,
-    ) -> Result<Connection> {
+    ) -> Result<Driver> {
         let ptr = conn.as_ptr();
         // SAFETY: the connection is alive, connected and idle; this task is its only user.
         let ok =
@@ -229,7 +227,7 @@ impl Connection {
             return Err(Error::connect("the session's client_encoding is not UTF8"));
         }
         let encoding = EncodingCheck::new(&conn);
-        Ok(Connection {
+        Ok(Driver {
             socket,
             conn,
             requests,
@@ -246,26 +244,20 @@ impl Connection {
             failed: false,
             final_error: None,
             encoding,
+            wakers: Wakers::default(),
+            for_caller: false,
+            wake_task: false,
         })
     }
 
-    /// Drives the connection and returns the next notice or notification, or `None` once the
-    /// connection is done (every client dropped, every answer delivered).
-    #[doc(alias = "PQconsumeInput")]
-    #[doc(alias = "PQnotifies")]
-    pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<AsyncMessage>>> {
+    /// The task's poll: drives the connection and returns the next notice or notification.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<AsyncMessage>>> {
+        self.wakers.set_task(cx.waker());
+        self.wake_task = false;
         // Notices sent while the session started (and any left over) come first, even while
         // nothing else happens on the connection.
         self.take_notices();
-        let driven = match self.poll_drive(cx) {
-            // Kept until the messages received before the failure are handed out: the
-            // connection's end must not be lost behind a last notice.
-            Poll::Ready(Err(e)) => {
-                self.final_error = Some(e);
-                Poll::Ready(Ok(()))
-            }
-            other => other,
-        };
+        let driven = self.poll_drive(cx);
         if let Some(message) = self.messages.pop_front() {
             return Poll::Ready(Some(Ok(message)));
         }
@@ -278,17 +270,89 @@ impl Connection {
         }
     }
 
-    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.failed {
-            return Poll::Ready(Ok(()));
+    /// A client's poll while it waits for an answer: drives the connection like the task
+    /// does (whichever of them the socket wakes, both are woken), and wakes the task if it
+    /// has something to hand out.
+    pub(crate) fn poll_for_client(&mut self, cx: &mut Context<'_>) {
+        self.wakers.set_client(cx.waker());
+        self.for_caller = true;
+        let _ = self.poll_drive(cx);
+        self.for_caller = false;
+        if self.wake_task || !self.messages.is_empty() || self.final_error.is_some() {
+            self.wake_task = false;
+            self.wakers.wake_task();
         }
-        match self.drive(cx) {
-            Poll::Ready(Err(e)) => {
-                self.fail(&e);
-                Poll::Ready(Err(e))
+    }
+
+    /// A client's answer came (or it stopped waiting): the socket need not wake it any more.
+    pub(crate) fn client_done(&mut self, waker: &Waker) {
+        self.wakers.clear_client(waker);
+    }
+
+    /// Sends a pipelined request right away, from the client's own task, if nothing queued or
+    /// held is ahead of it and nothing needs the pipeline changed; otherwise hands it back,
+    /// to go through the task's queue.
+    pub(crate) fn send_direct(&mut self, request: Request) -> std::result::Result<(), Request> {
+        let pipelined = matches!(
+            request.work,
+            Work::Execute { .. }
+                | Work::ExecuteTyped { .. }
+                | Work::Prepare { .. }
+                | Work::Batch { .. }
+        );
+        if !pipelined
+            || !self.in_pipeline
+            || self.failed
+            || self.held.is_some()
+            || self.copy.is_some()
+            || !self.requests.is_empty()
+        {
+            return Err(request);
+        }
+        if request.reply.is_closed() && !request.detached {
+            return Ok(());
+        }
+        let sent = self.send(request).and_then(|()| {
+            // SAFETY: the connection is alive; in non-blocking mode PQflush never waits.
+            match unsafe { ffi::PQflush(self.conn.as_ptr()) } {
+                0 => self.needs_flush = false,
+                // The rest goes out when the socket is writable: the waiter's (or the
+                // task's) next poll.
+                1 => {}
+                _ => return Err(self.connection_error()),
             }
-            other => other,
+            Ok(())
+        });
+        if let Err(e) = sent {
+            self.fail_with(e);
+            self.wakers.wake_task();
         }
+        Ok(())
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.failed {
+            return Poll::Ready(());
+        }
+        // The socket's readiness wakes whoever registered last: with a client waiting, the
+        // task and that client both, so neither can miss what the other left to read.
+        let waker = self.wakers.io_waker(cx.waker());
+        let mut io_cx = Context::from_waker(&waker);
+        match self.drive(&mut io_cx) {
+            Poll::Ready(Err(e)) => {
+                self.fail_with(e);
+                Poll::Ready(())
+            }
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Fails everything with `e`, which the task reports once the messages received before
+    /// it are handed out (the connection's end must not be lost behind a last notice).
+    fn fail_with(&mut self, e: Error) {
+        self.fail(&e);
+        self.final_error = Some(e);
     }
 
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -639,7 +703,13 @@ impl Connection {
     /// Hands the notices libpq's receiver queued to the config's callback, or queues them as
     /// messages.
     fn take_notices(&mut self) {
-        let notices = std::mem::take(&mut *self.notices.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut queue = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+        if self.for_caller {
+            self.wake_task |= !queue.is_empty();
+            return;
+        }
+        let notices = std::mem::take(&mut *queue);
+        drop(queue);
         match &self.notice_callback {
             // Called here, in Rust, not from libpq's receiver: a panic unwinds out of the
             // task's poll like any other.
@@ -813,6 +883,64 @@ fn result_error(result: &PgResult) -> Error {
     }
 }
 
+/// Drives a connection: send, flush, read, route results. Spawn it (`tokio::spawn`) and keep
+/// it running while the [`Client`](super::Client) is used; it resolves once every client is
+/// dropped and all answers are in, or with the error that broke the connection. Dropping it
+/// closes the connection.
+///
+/// A client waiting for an answer drives the connection from its own task too, when nothing
+/// is queued ahead of it: a request then costs no hop between tasks. Everything else (the
+/// simple protocol, COPY, streamed rows, notices and notifications) goes through this task.
+///
+/// To see notices and notifications, poll [`Connection::poll_message`] instead of awaiting
+/// the future (which logs notices and drops notifications), e.g. through
+/// `futures::stream::poll_fn`, or give the config a
+/// [`notice_callback`](crate::Config::notice_callback), which this task then calls with each
+/// notice (those sent during startup first) instead of returning it.
+#[must_use = "the connection does nothing unless it is polled (spawn it)"]
+pub struct Connection {
+    driver: SharedDriver,
+}
+
+/// The driver, shared by the task and its clients; `None` once the [`Connection`] is dropped.
+pub(crate) type SharedDriver = Arc<Mutex<Option<Driver>>>;
+
+pub(crate) fn lock_driver(driver: &SharedDriver) -> std::sync::MutexGuard<'_, Option<Driver>> {
+    driver.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connection {
+    pub(crate) fn new(driver: Driver) -> (Connection, SharedDriver) {
+        let driver = Arc::new(Mutex::new(Some(driver)));
+        (
+            Connection {
+                driver: driver.clone(),
+            },
+            driver,
+        )
+    }
+
+    /// Drives the connection and returns the next notice or notification, or `None` once the
+    /// connection is done (every client dropped, every answer delivered).
+    #[doc(alias = "PQconsumeInput")]
+    #[doc(alias = "PQnotifies")]
+    pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<AsyncMessage>>> {
+        match lock_driver(&self.driver).as_mut() {
+            Some(driver) => driver.poll_message(cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Taken out under the lock, dropped (PQfinish) outside it: requests in flight are
+        // answered "the connection task ended before answering" as their senders go.
+        let driver = lock_driver(&self.driver).take();
+        drop(driver);
+    }
+}
+
 impl Future for Connection {
     type Output = Result<()>;
 
@@ -834,6 +962,15 @@ impl Future for Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match lock_driver(&self.driver).as_ref() {
+            Some(driver) => driver.fmt(f),
+            None => f.write_str("Connection { dropped }"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let front = self.in_flight.front().map(|f| {
             format!(
                 "sync: {}, nulls_left: {}, rows: {}, results: {}",
@@ -853,5 +990,76 @@ impl std::fmt::Debug for Connection {
             .field("clients_gone", &self.clients_gone)
             .field("failed", &self.failed)
             .finish_non_exhaustive()
+    }
+}
+
+/// Whom the socket's readiness wakes: the task, and the client driving the connection while
+/// it waits for an answer (if any), through one waker that wakes both.
+#[derive(Default)]
+struct Wakers {
+    task: Option<Waker>,
+    client: Option<Waker>,
+    both: Option<Waker>,
+}
+
+impl Wakers {
+    fn set_task(&mut self, waker: &Waker) {
+        if !self.task.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.task = Some(waker.clone());
+            self.both = None;
+        }
+    }
+
+    fn set_client(&mut self, waker: &Waker) {
+        if !self.client.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.client = Some(waker.clone());
+            self.both = None;
+        }
+    }
+
+    fn clear_client(&mut self, waker: &Waker) {
+        if self.client.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.client = None;
+            self.both = None;
+        }
+    }
+
+    fn wake_task(&self) {
+        if let Some(task) = &self.task {
+            task.wake_by_ref();
+        }
+    }
+
+    /// The waker to register for the socket's readiness, from a poll with `polling`.
+    fn io_waker(&mut self, polling: &Waker) -> Waker {
+        let (Some(task), Some(client)) = (&self.task, &self.client) else {
+            return polling.clone();
+        };
+        self.both
+            .get_or_insert_with(|| {
+                Waker::from(Arc::new(WakeBoth {
+                    task: task.clone(),
+                    client: client.clone(),
+                }))
+            })
+            .clone()
+    }
+}
+
+struct WakeBoth {
+    task: Waker,
+    client: Waker,
+}
+
+impl std::task::Wake for WakeBoth {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // The client first: on a current-thread runtime it then reads its answer itself
+        // before the task runs.
+        self.client.wake_by_ref();
+        self.task.wake_by_ref();
     }
 }
