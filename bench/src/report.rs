@@ -410,8 +410,8 @@ impl Report<'_> {
         let _ = writeln!(md, "## Goals of issue 16, checked against these numbers\n");
         let _ = writeln!(
             md,
-            "This run used libpq {}, {}. The goals hold for both the system libpq 15 and the \
-             `--features vendored` libpq 18. Ratios are a client's median over C's median in \
+            "This run used libpq {}, {}. The goals apply to both the system libpq 15 run and \
+             the `--features vendored` libpq 18 run. Ratios are a client's median over C's median in \
              this run; a goal whose workloads (or clients, or runtime rows) were not run \
              (`--only`, `--clients`, `--no-multi`, `--runtime multi`) says **not run**.\n",
             env.libpq, env.libpq_source
@@ -435,7 +435,12 @@ impl Report<'_> {
         }
         let _ = writeln!(md, "## W1 / W7b on a multi-thread runtime\n");
         if !has_rows {
-            let _ = writeln!(md, "Not run: {}.\n", env.multi);
+            // "not run (…)" or "not run: …", from the harness.
+            let mut why = env.multi.clone();
+            if let Some(first) = why.get(..1) {
+                why.replace_range(..1, &first.to_uppercase());
+            }
+            let _ = writeln!(md, "{why}.\n");
             return;
         }
         let _ = writeln!(
@@ -1015,7 +1020,7 @@ mod tests {
             load: String::new(),
             load_end: String::new(),
             pinning: String::new(),
-            multi: "test runtime".into(),
+            multi: "not run (test)".into(),
             main_runtime: "current".into(),
             libpq_source: "test".into(),
             notes: Vec::new(),
@@ -1411,7 +1416,7 @@ mod tests {
             "{multi:?}"
         );
         let md = report.markdown();
-        assert!(md.contains("Not run: test runtime."), "{md}");
+        assert!(md.contains("Not run (test)."), "{md}");
 
         // The main runtime is already multi-thread: nothing to compare against.
         let mut multi_env = self::env();
