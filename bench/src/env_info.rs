@@ -22,6 +22,12 @@ pub struct EnvInfo {
     pub load: String,
     pub load_end: String,
     pub pinning: String,
+    /// The multi-thread runtime rows: the runtime, or why they were not run.
+    pub multi: String,
+    /// The main runtime: `current` or `multi`.
+    pub main_runtime: String,
+    /// Where libpq came from: the system's (pkg-config) or built from source (`vendored`).
+    pub libpq_source: String,
     pub notes: Vec<String>,
     pub elapsed: Duration,
 }
@@ -105,6 +111,13 @@ impl EnvInfo {
             load: load_average(),
             load_end: String::new(),
             pinning: String::new(),
+            multi: String::new(),
+            main_runtime: String::new(),
+            libpq_source: if cfg!(feature = "vendored") {
+                "built from source (`--features vendored`)".into()
+            } else {
+                "the one pqlib-sys's build script found (not `vendored`)".into()
+            },
             notes: Vec::new(),
             elapsed: Duration::ZERO,
         })

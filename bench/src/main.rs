@@ -9,7 +9,9 @@
 //! prepares the data, then for each workload opens every client's connection, runs one
 //! warm-up per client, and then `reps` measured runs interleaved A B C … A B C …; it reports
 //! the median, its spread and the ratio to the C program, and writes `benchmarks.md`,
-//! `benchmarks.json` and `benchmarks.svg` into `--out` (default `docs/`).
+//! `benchmarks.json` and `benchmarks.svg` into `--out` (default `docs/`). The async clients run
+//! W1 and W7b once more on a multi-thread runtime as `#[tokio::main]` builds it (`--no-multi`
+//! skips that), and the report checks the goals of issues 7 and 16 against the medians.
 
 mod env_info;
 mod psycopg;
@@ -100,6 +102,17 @@ impl Client {
     }
 }
 
+/// Which tokio runtime an async client's entry runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rt {
+    /// The run's runtime (`--runtime`): what every client's main row uses.
+    Main,
+    /// The extra multi-thread runtime of the "multi-thread runtime" rows (W1 and W7b), as
+    /// `#[tokio::main]` builds it: one worker per CPU, the workers not pinned, each measured
+    /// run a task spawned on it.
+    Multi,
+}
+
 /// Command-line options.
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -117,8 +130,10 @@ pub struct Opts {
     /// and the connection tasks all run on it) or `multi`. Default: `current` when the
     /// client is pinned to one CPU, `multi` (one worker per CPU) when it is not.
     pub runtime: Option<String>,
+    /// Skip the extra multi-thread runtime rows of W1 and W7b (`--no-multi`).
+    pub no_multi: bool,
     /// Exit non-zero when a client failed (an error, or a checksum other than C's) or a goal
-    /// of issue 7 is missed.
+    /// of issue 7 or 16 is missed.
     pub enforce_goals: bool,
 }
 
@@ -134,6 +149,7 @@ impl Opts {
             skip_python: false,
             cpu: "same".into(),
             runtime: None,
+            no_multi: false,
             enforce_goals: false,
         };
         let mut args = std::env::args().skip(1);
@@ -142,6 +158,7 @@ impl Opts {
                 "--quick" => opts.quick = true,
                 "--tcp" => opts.tcp = true,
                 "--no-python" => opts.skip_python = true,
+                "--no-multi" => opts.no_multi = true,
                 "--enforce-goals" => opts.enforce_goals = true,
                 "--cpu" => {
                     opts.cpu = args.next().ok_or("--cpu needs same, split or none")?;
@@ -171,7 +188,8 @@ impl Opts {
                 "-h" | "--help" => {
                     println!(
                         "usage: cargo run --release -- [--quick] [--tcp] [--reps N] \
-                         [--only W1,W2,...] [--out DIR] [--no-python] [--enforce-goals]\n\n\
+                         [--only W1,W2,...] [--out DIR] [--no-python] [--no-multi] \
+                         [--enforce-goals]\n\n\
                          --quick       smaller workloads and 3 repetitions: a smoke run\n\
                          --tcp         connect over loopback TCP instead of the unix socket\n\
                          --reps N      measured repetitions per client (default 5, quick 3)\n\
@@ -181,11 +199,13 @@ impl Opts {
                          --out DIR     where benchmarks.md/.json/.svg go (default docs/)\n\
                          --no-python   skip psycopg\n\
                          --enforce-goals  exit with status 1 if a client failed (an error, or \
-                         a checksum other than C's) or a goal of issue 7 is missed\n\
+                         a checksum other than C's) or a goal of issue 7 or 16 is missed\n\
                          --cpu MODE    same: client and server pinned to CPU 0 (default); \
                          split: client on CPU 0, server on CPU 1; none: not pinned\n\
                          --runtime R   tokio runtime of the async clients: current (default \
-                         when pinned) or multi (one worker per CPU; default when not)\n\n\
+                         when pinned) or multi (one worker per CPU; default when not)\n\
+                         --no-multi    skip the extra rows of W1 and W7b on a multi-thread \
+                         runtime (run when the main runtime is current-thread)\n\n\
                          DATABASE_URL  use this server instead of a TempCluster (W2 needs pgbench)"
                     );
                     std::process::exit(0);
@@ -319,6 +339,44 @@ fn pin(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A thread's CPU affinity: the harness's own before it pins itself, given back to the
+/// worker threads of the multi-thread runtime rows, which stand for a program that nobody
+/// pinned.
+#[derive(Clone, Copy)]
+struct Affinity(libc::cpu_set_t);
+
+impl Affinity {
+    /// The calling thread's.
+    fn current() -> std::io::Result<Affinity> {
+        // SAFETY: a zeroed cpu_set_t is a valid (empty) set; sched_getaffinity writes at most
+        // `size_of` bytes into it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Affinity(set))
+        }
+    }
+
+    /// Gives it to the calling thread.
+    fn apply(&self) -> std::io::Result<()> {
+        // SAFETY: sched_setaffinity reads `size_of` bytes of a valid cpu_set_t.
+        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) }
+            != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// How many CPUs it allows.
+    fn count(&self) -> usize {
+        // SAFETY: CPU_COUNT reads the set it is given.
+        usize::try_from(unsafe { libc::CPU_COUNT(&self.0) }).unwrap_or(1)
+    }
+}
+
 /// Pins the server (the postmaster, whose later backends inherit it, and the processes it has
 /// started) to `server_cpu`, and this process (every thread and child started from now on) to
 /// CPU 0.
@@ -368,6 +426,8 @@ pub struct Entry<'a> {
     pub client: Client,
     /// How this client runs this workload, when it differs from its general protocol notes.
     pub how: String,
+    /// The runtime it runs on: the run's own, or the extra multi-thread one.
+    pub rt: Rt,
     /// Runs the workload once; `true` for the warm-up. Returns the checksum, and the time
     /// when the client measured it itself (psycopg's subprocess).
     pub run: RunFn<'a>,
@@ -382,7 +442,16 @@ impl<'a> Entry<'a> {
         Entry {
             client,
             how: how.into(),
+            rt: Rt::Main,
             run: Box::new(move |warm| run(warm).map(|sum| (sum, None))),
+        }
+    }
+
+    /// Marks an entry as one of the multi-thread runtime rows.
+    pub fn on_multi(self) -> Entry<'a> {
+        Entry {
+            rt: Rt::Multi,
+            ..self
         }
     }
 
@@ -395,6 +464,7 @@ impl<'a> Entry<'a> {
         Entry {
             client,
             how: how.into(),
+            rt: Rt::Main,
             run: Box::new(move |warm| run(warm).map(|(sum, t)| (sum, Some(t)))),
         }
     }
@@ -417,6 +487,7 @@ pub struct Variant<'a> {
 #[derive(Clone, Debug)]
 pub struct Measured {
     pub client: Client,
+    pub rt: Rt,
     pub how: String,
     pub times: Vec<Duration>,
     pub error: Option<String>,
@@ -424,6 +495,14 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// The client's name, and the runtime for a multi-thread runtime row.
+    pub fn label(&self) -> String {
+        match self.rt {
+            Rt::Main => self.client.name().to_owned(),
+            Rt::Multi => format!("{} (multi-thread runtime)", self.client.name()),
+        }
+    }
+
     pub fn median(&self) -> Option<Duration> {
         if self.times.is_empty() {
             return None;
@@ -475,6 +554,7 @@ fn run_variant(admin: &mut pqlib::Connection, variant: Variant<'_>, reps: usize)
         .iter()
         .map(|e| Measured {
             client: e.client,
+            rt: e.rt,
             how: e.how.clone(),
             times: Vec::new(),
             error: None,
@@ -494,11 +574,11 @@ fn run_variant(admin: &mut pqlib::Connection, variant: Variant<'_>, reps: usize)
         match outcome {
             Ok(_) => eprintln!(
                 "   warm-up {:<15} {:>9.1} ms",
-                entry.client.name(),
+                m.label(),
                 ms(started.elapsed())
             ),
             Err(e) => {
-                eprintln!("   warm-up {:<15} FAILED: {e}", entry.client.name());
+                eprintln!("   warm-up {:<15} FAILED: {e}", m.label());
                 m.error = Some(e.to_string());
             }
         }
@@ -533,7 +613,7 @@ fn run_variant(admin: &mut pqlib::Connection, variant: Variant<'_>, reps: usize)
                     m.checksum = Some(sum);
                 }
                 Err(e) => {
-                    eprintln!("   rep {rep} {:<15} FAILED: {e}", entry.client.name());
+                    eprintln!("   rep {rep} {:<15} FAILED: {e}", m.label());
                     m.error = Some(e.to_string());
                 }
             }
@@ -550,7 +630,7 @@ fn run_variant(admin: &mut pqlib::Connection, variant: Variant<'_>, reps: usize)
         let wrong: Vec<String> = measured
             .iter()
             .filter(|m| m.checksum.is_some_and(|s| s != c_sum))
-            .map(|m| format!("{} = {}", m.client.name(), m.checksum.unwrap_or_default()))
+            .map(|m| format!("{} = {}", m.label(), m.checksum.unwrap_or_default()))
             .collect();
         if !wrong.is_empty() {
             checksum_note = Some(format!(
@@ -565,10 +645,10 @@ fn run_variant(admin: &mut pqlib::Connection, variant: Variant<'_>, reps: usize)
         .and_then(Measured::median);
     for m in &measured {
         match (m.median(), &m.error) {
-            (_, Some(e)) => eprintln!("   {:<15} error: {e}", m.client.name()),
+            (_, Some(e)) => eprintln!("   {:<15} error: {e}", m.label()),
             (Some(t), None) => eprintln!(
                 "   {:<15} {:>9.1} ms  {}",
-                m.client.name(),
+                m.label(),
                 ms(t),
                 c.map(|c| format!("{:.2}x", t.as_secs_f64() / c.as_secs_f64()))
                     .unwrap_or_default()
@@ -634,6 +714,8 @@ fn real_main() -> Result<()> {
     let opts = Opts::parse()?;
     let sizes = Sizes::new(opts.quick);
     let started = Instant::now();
+    // Before the harness pins itself: the CPUs a program that nobody pinned may use.
+    let unpinned = Affinity::current()?;
     let server = start_server(&opts)?;
     eprintln!("server: {} ({})", server.conninfo, server.transport);
     let pinning = match (&server.cluster, opts.cpu.as_str()) {
@@ -682,9 +764,45 @@ fn real_main() -> Result<()> {
         )
     };
 
+    // The multi-thread runtime rows (W1 and W7b): what `#[tokio::main]` gives a program on
+    // this machine, next to the current-thread rows, in the same run. Its workers get the
+    // affinity the harness had before it pinned itself (so on 2 CPUs: 2 workers, free to run
+    // on either CPU), and each measured run is a task spawned on it, as a request handler is.
+    // The server stays where it is for every row (pinned to CPU 0 with `--cpu same`), so the
+    // C baseline and these rows meet the same server.
+    let unpin_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wanted = opts.wants("W1") || opts.wants("W7");
+    let multi = if runtime_kind == "current" && !opts.no_multi && wanted {
+        let failed = unpin_failed.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(unpinned.count())
+            .on_thread_start(move || {
+                if unpinned.apply().is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+            .enable_all()
+            .build()?;
+        Some(rt)
+    } else {
+        None
+    };
+    let multi_desc = match &multi {
+        Some(_) => format!(
+            "tokio multi-thread runtime with {} worker(s) (as `#[tokio::main]` builds it), \
+             its workers not pinned, each measured run a task spawned on it",
+            unpinned.count()
+        ),
+        None if opts.no_multi => "not run (`--no-multi`)".to_owned(),
+        None if !wanted => "not run (neither W1 nor W7 runs)".to_owned(),
+        None => format!("not run: the main runtime is already the {runtime_desc}"),
+    };
+
     let mut env = env_info::EnvInfo::collect(&mut admin, &server, &opts, &sizes)?;
     env.python = python.as_ref().ok().map(|py| py.describe().to_owned());
     env.pinning = format!("{pinning}; {runtime_desc}");
+    env.multi = multi_desc;
+    env.main_runtime = runtime_kind.clone();
     let data = workloads::Data::new(&sizes);
     workloads::prepare_tables(&mut admin, &sizes)?;
     let pgbench = if opts.wants("W2") {
@@ -700,6 +818,7 @@ fn real_main() -> Result<()> {
         sizes,
         data: &data,
         rt: &runtime,
+        multi: multi.as_ref(),
         python: python.as_ref().ok(),
         pgbench_error: pgbench.as_ref().err().cloned(),
     };
@@ -715,6 +834,13 @@ fn real_main() -> Result<()> {
         }
     }
     env.elapsed = started.elapsed();
+    if unpin_failed.load(std::sync::atomic::Ordering::Relaxed) {
+        env.notes.push(
+            "the multi-thread runtime's workers could not be unpinned (sched_setaffinity \
+             failed): its rows ran on the harness's CPU"
+                .to_owned(),
+        );
+    }
     env.load_end = env_info::load_average();
     if let Err(why) = &python {
         env.notes.push(format!("psycopg 3: missing ({why})"));
@@ -740,6 +866,7 @@ fn real_main() -> Result<()> {
     }
     let verdict = report.verdict();
     drop(ctx);
+    drop(multi);
     drop(admin);
     if let Some(cluster) = server.cluster {
         cluster.stop()?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use plotters::prelude::*;
 
 use crate::env_info::EnvInfo;
-use crate::{Client, Measured, Result, VariantResult};
+use crate::{Client, Measured, Result, Rt, VariantResult};
 
 pub struct Report<'a> {
     pub env: &'a EnvInfo,
@@ -28,8 +28,17 @@ fn fmt_time(d: Duration) -> String {
     }
 }
 
+/// A client's main row on a variant (the run's runtime).
 fn measured(result: &VariantResult, client: Client) -> Option<&Measured> {
-    result.measured.iter().find(|m| m.client == client)
+    measured_on(result, client, Rt::Main)
+}
+
+/// A client's row on a variant on runtime `rt`.
+fn measured_on(result: &VariantResult, client: Client, rt: Rt) -> Option<&Measured> {
+    result
+        .measured
+        .iter()
+        .find(|m| m.client == client && m.rt == rt)
 }
 
 /// Why a client's numbers on a variant do not count, if they do not: it failed (an error in
@@ -46,9 +55,13 @@ pub fn failure(result: &VariantResult, m: &Measured) -> Option<String> {
     }
 }
 
-/// A client's median on one variant, if it ran and did not fail.
+/// A client's median on one variant (its main row), if it ran and did not fail.
 fn median(result: &VariantResult, client: Client) -> Option<Duration> {
-    let m = measured(result, client)?;
+    median_of(result, measured(result, client)?)
+}
+
+/// A row's median, if it did not fail.
+fn median_of(result: &VariantResult, m: &Measured) -> Option<Duration> {
     if failure(result, m).is_some() {
         None
     } else {
@@ -56,10 +69,22 @@ fn median(result: &VariantResult, client: Client) -> Option<Duration> {
     }
 }
 
-/// The ratio of a client's median to C's on one variant (neither failed).
+/// The ratio of a client's median (its main row) to C's on one variant (neither failed).
 fn ratio(result: &VariantResult, client: Client) -> Option<f64> {
+    ratio_of(result, measured(result, client)?)
+}
+
+/// The ratio of a row's median to C's on its variant (neither failed).
+fn ratio_of(result: &VariantResult, m: &Measured) -> Option<f64> {
     let c = median(result, Client::C)?;
-    Some(median(result, client)?.as_secs_f64() / c.as_secs_f64())
+    Some(median_of(result, m)?.as_secs_f64() / c.as_secs_f64())
+}
+
+/// The spread of a row's runs, (max − min) / median.
+fn spread(m: &Measured) -> Option<f64> {
+    let (lo, hi) = m.min_max()?;
+    let med = m.median()?.as_secs_f64();
+    (med > 0.0).then(|| (hi - lo).as_secs_f64() / med)
 }
 
 /// Why `ours` and `theirs` cannot be compared on a variant where both ran: one of them
@@ -75,13 +100,90 @@ fn not_compared(result: &VariantResult, ours: Client, theirs: Client) -> Option<
         .then(|| format!("{} not compared ({} FAILED)", result.id, failed.join(", ")))
 }
 
-/// One goal of issue 7, checked against the numbers.
+/// Whether the numbers meet a goal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Met on every workload of the goal that was run (and at least one was).
+    Met,
+    /// Missed on at least one workload. A workload where a client the goal compares failed
+    /// cannot show that it is met, so it counts as missed.
+    Missed,
+    /// None of the goal's workloads (or clients, or runtimes) was run: nothing to check.
+    NotRun,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "missed",
+            Verdict::NotRun => "not run",
+        }
+    }
+}
+
+/// One goal of issue 7 or 16, checked against the numbers.
 #[derive(Debug)]
 pub struct Goal {
     pub line: String,
-    /// Met on every variant it covers. A variant where a client it compares failed cannot
-    /// show that it is met, so it counts as missed.
-    pub met: bool,
+    pub verdict: Verdict,
+}
+
+impl Goal {
+    pub fn met(&self) -> bool {
+        self.verdict == Verdict::Met
+    }
+
+    /// An issue-7 goal: met or missed on the variants it covers.
+    fn of(line: String, met: bool) -> Goal {
+        Goal {
+            line,
+            verdict: if met { Verdict::Met } else { Verdict::Missed },
+        }
+    }
+}
+
+/// One workload's part in a goal of issue 16.
+#[derive(Debug)]
+enum Part {
+    /// The workload, a client or the runtime the goal needs was not run: why.
+    NotRun(String),
+    /// A client the goal compares failed there.
+    Failed(String),
+    /// The numbers, and whether they meet the goal.
+    Checked { text: String, ok: bool },
+}
+
+/// A goal of issue 16 from its workloads' parts: missed if missed or failed on one, met if
+/// met on every one that was run, not run if none was.
+fn goal16(title: &str, parts: Vec<Part>) -> Goal {
+    let missed = parts
+        .iter()
+        .any(|p| matches!(p, Part::Failed(_) | Part::Checked { ok: false, .. }));
+    let checked = parts.iter().any(|p| matches!(p, Part::Checked { .. }));
+    let verdict = if missed {
+        Verdict::Missed
+    } else if checked {
+        Verdict::Met
+    } else {
+        Verdict::NotRun
+    };
+    let several = parts.len() > 1;
+    let details: Vec<String> = parts
+        .into_iter()
+        .map(|p| match p {
+            Part::NotRun(why) => why,
+            Part::Failed(why) => why,
+            Part::Checked { text, ok } if several => {
+                format!("{text} ({})", if ok { "met" } else { "missed" })
+            }
+            Part::Checked { text, .. } => text,
+        })
+        .collect();
+    Goal {
+        line: format!("{title}: **{}** — {}", verdict.word(), details.join(", ")),
+        verdict,
+    }
 }
 
 impl Report<'_> {
@@ -92,7 +194,7 @@ impl Report<'_> {
             .iter()
             .flat_map(|r| {
                 r.measured.iter().filter_map(move |m| {
-                    failure(r, m).map(|why| format!("{} {}: {why}", r.id, m.client.name()))
+                    failure(r, m).map(|why| format!("{} {}: {why}", r.id, m.label()))
                 })
             })
             .collect()
@@ -102,12 +204,22 @@ impl Report<'_> {
     /// `--enforce-goals`.
     pub fn verdict(&self) -> std::result::Result<(), String> {
         let mut wrong = self.failures();
-        wrong.extend(self.goals().into_iter().filter(|g| !g.met).map(|g| g.line));
+        wrong.extend(
+            self.goals()
+                .into_iter()
+                .chain(self.goals16())
+                .filter(|g| g.verdict == Verdict::Missed)
+                .map(|g| g.line),
+        );
         if wrong.is_empty() {
             Ok(())
         } else {
             Err(wrong.join("\n"))
         }
+    }
+
+    fn variant(&self, id: &str) -> Option<&VariantResult> {
+        self.results.iter().find(|r| r.id == id)
     }
 
     fn clients(&self) -> Vec<Client> {
@@ -149,9 +261,18 @@ impl Report<'_> {
             env.load, env.load_end
         );
         let _ = writeln!(md, "| CPU placement | {} |", env.pinning);
+        let _ = writeln!(
+            md,
+            "| multi-thread runtime rows (W1, W7b) | {} |",
+            env.multi
+        );
         let _ = writeln!(md, "| server | {} |", env.server_version);
         let _ = writeln!(md, "| connection | {} |", env.transport);
-        let _ = writeln!(md, "| libpq (C, pqlib) | {} |", env.libpq);
+        let _ = writeln!(
+            md,
+            "| libpq (C, pqlib) | {}, {} |",
+            env.libpq, env.libpq_source
+        );
         let crates: Vec<String> = env.crates.iter().map(|(n, v)| format!("{n} {v}")).collect();
         let _ = writeln!(md, "| crates | {} |", crates.join(", "));
         let _ = writeln!(md, "| rustc | {} |", env.rustc);
@@ -223,6 +344,9 @@ impl Report<'_> {
             md.push('\n');
         }
 
+        self.markdown_issue16(&mut md);
+        self.markdown_multi(&mut md);
+
         let _ = writeln!(md, "## Protocol choices\n");
         for c in &clients {
             let _ = writeln!(md, "- **{}**: {}", c.name(), c.protocol());
@@ -247,13 +371,13 @@ impl Report<'_> {
                     }
                     _ => ("—".into(), String::new()),
                 };
-                let ratio = ratio(r, m.client)
+                let ratio = ratio_of(r, m)
                     .map(|x| format!("{x:.2}×"))
                     .unwrap_or_default();
                 let _ = writeln!(
                     md,
                     "| {} | {} | {med} | {spread} | {ratio} |",
-                    m.client.name(),
+                    m.label(),
                     m.how
                 );
             }
@@ -279,6 +403,134 @@ impl Report<'_> {
             }
         }
         md
+    }
+
+    fn markdown_issue16(&self, md: &mut String) {
+        let env = self.env;
+        let _ = writeln!(md, "## Goals of issue 16, checked against these numbers\n");
+        let _ = writeln!(
+            md,
+            "This run used libpq {}, {}. The goals apply to both the system libpq 15 run and \
+             the `--features vendored` libpq 18 run. Ratios are a client's median over C's median in \
+             this run; a goal whose workloads (or clients, or runtime rows) were not run \
+             (`--only`, `--clients`, `--no-multi`, `--runtime multi`) says **not run**.\n",
+            env.libpq, env.libpq_source
+        );
+        for g in self.goals16() {
+            let _ = writeln!(md, "- {}", g.line);
+        }
+        md.push('\n');
+    }
+
+    /// The table of the multi-thread runtime rows next to the same clients' main rows.
+    fn markdown_multi(&self, md: &mut String) {
+        let env = self.env;
+        let ids = ["W1", "W7b"];
+        let has_rows = self
+            .results
+            .iter()
+            .any(|r| r.measured.iter().any(|m| m.rt == Rt::Multi));
+        if !has_rows && !ids.iter().any(|id| self.variant(id).is_some()) {
+            return;
+        }
+        let _ = writeln!(md, "## W1 / W7b on a multi-thread runtime\n");
+        if !has_rows {
+            // "not run (…)" or "not run: …", from the harness.
+            let mut why = env.multi.clone();
+            if let Some(first) = why.get(..1) {
+                why.replace_range(..1, &first.to_uppercase());
+            }
+            let _ = writeln!(md, "{why}.\n");
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "The main rows above run the async clients on a {main}; most programs start \
+             theirs with `#[tokio::main]`, a multi-thread runtime. So the async clients run \
+             W1 and W7b a second time, in the same run and interleaved with every other \
+             client's runs of those workloads, on a {multi}. Ratios are to the same run's C \
+             median; the last column compares a client's two rows.\n\n\
+             Placement, chosen to be what a `#[tokio::main]` program on this machine gets: \
+             one worker per CPU ({cores} here) and no pinning, so the kernel puts the workers \
+             on either CPU, next to the server or not. Each measured run is a task spawned on \
+             the runtime, as a request handler is; the harness's own pinned thread only \
+             starts it and waits for it. The server stays where the run put it for every row \
+             ({pinning}), so these rows and the C baseline meet the same server. The workers \
+             are deliberately not pinned to the harness's CPU: a multi-thread runtime \
+             squeezed onto one CPU measures thread wake-ups on that CPU (pqlib::tokio and \
+             tokio-postgres at 2.1× C on W1 when that was tried), which no unpinned \
+             `#[tokio::main]` program sees. The other CPU is shared with whatever else runs on \
+             the machine (see the load average), so these rows are noisier than the pinned \
+             ones.\n",
+            main = if env.main_runtime == "multi" {
+                "multi-thread runtime"
+            } else {
+                "tokio current-thread runtime"
+            },
+            multi = env.multi,
+            cores = env.cores,
+            pinning = env
+                .pinning
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .replace(" (`--cpu same`)", ", `--cpu same`")
+                .replace(" (`--cpu split`)", ", `--cpu split`"),
+        );
+        let _ = writeln!(
+            md,
+            "| workload | client | current-thread runtime | multi-thread runtime | multi / current |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---:|");
+        let cell = |r: &VariantResult, m: Option<&Measured>| match m {
+            None => "—".to_owned(),
+            Some(m) if failure(r, m).is_some() => "FAILED".to_owned(),
+            Some(m) => match (median_of(r, m), ratio_of(r, m)) {
+                (Some(t), Some(x)) => format!("{} **{x:.2}×**", fmt_time(t)),
+                (Some(t), None) => fmt_time(t),
+                _ => "—".to_owned(),
+            },
+        };
+        for id in ids {
+            let Some(r) = self.variant(id) else {
+                continue;
+            };
+            let c = measured(r, Client::C);
+            let noise = c
+                .and_then(spread)
+                .map(|x| format!(", C's spread {:.1}%", x * 100.0))
+                .unwrap_or_default();
+            let _ = writeln!(
+                md,
+                "| **{id}** ({}{noise}) | C libpq (no runtime) | {} | | |",
+                r.unit,
+                cell(r, c)
+            );
+            for client in [Client::PqlibAsync, Client::TokioPostgres, Client::Sqlx] {
+                let (main, multi) = (measured(r, client), measured_on(r, client, Rt::Multi));
+                if main.is_none() && multi.is_none() {
+                    continue;
+                }
+                let change = match (
+                    main.and_then(|m| median_of(r, m)),
+                    multi.and_then(|m| median_of(r, m)),
+                ) {
+                    (Some(a), Some(b)) => {
+                        format!("{:+.1}%", (b.as_secs_f64() / a.as_secs_f64() - 1.0) * 100.0)
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    md,
+                    "| {id} | {} | {} | {} | {change} |",
+                    client.name(),
+                    cell(r, main),
+                    cell(r, multi)
+                );
+            }
+        }
+        md.push('\n');
     }
 
     /// The goals of issue 7, each with a line saying whether these numbers meet it.
@@ -316,20 +568,18 @@ impl Report<'_> {
                 .filter(|r| ratio(r, client).is_some())
                 .count();
             lines.push(if misses.is_empty() {
-                Goal {
-                    line: format!(
-                        "{label} within 1.05× of C: **met** on all {runs} workloads it runs"
-                    ),
-                    met: true,
-                }
+                Goal::of(
+                    format!("{label} within 1.05× of C: **met** on all {runs} workloads it runs"),
+                    true,
+                )
             } else {
-                Goal {
-                    line: format!(
+                Goal::of(
+                    format!(
                         "{label} within 1.05× of C: **missed** on {}",
                         misses.join(", ")
                     ),
-                    met: false,
-                }
+                    false,
+                )
             });
         }
         // 2. faster than postgres / tokio-postgres on W3 and every W4 variant.
@@ -358,24 +608,24 @@ impl Report<'_> {
             }
             if n > 0 {
                 lines.push(if bad.is_empty() {
-                    Goal {
-                        line: format!(
+                    Goal::of(
+                        format!(
                             "{} faster than {} on W3/W4: **met** ({n} variants)",
                             ours.name(),
                             theirs.name()
                         ),
-                        met: true,
-                    }
+                        true,
+                    )
                 } else {
-                    Goal {
-                        line: format!(
+                    Goal::of(
+                        format!(
                             "{} faster than {} on W3/W4: **missed** on {}",
                             ours.name(),
                             theirs.name(),
                             bad.join(", ")
                         ),
-                        met: false,
-                    }
+                        false,
+                    )
                 });
             }
         }
@@ -400,24 +650,24 @@ impl Report<'_> {
             }
             (n > 0).then(|| {
                 if bad.is_empty() {
-                    Goal {
-                        line: format!(
+                    Goal::of(
+                        format!(
                             "{} at least as fast as {} {what}: **met** ({n} variants)",
                             ours.name(),
                             theirs.name()
                         ),
-                        met: true,
-                    }
+                        true,
+                    )
                 } else {
-                    Goal {
-                        line: format!(
+                    Goal::of(
+                        format!(
                             "{} at least as fast as {} {what}: **missed** on {} (slower by)",
                             ours.name(),
                             theirs.name(),
                             bad.join(", ")
                         ),
-                        met: false,
-                    }
+                        false,
+                    )
                 }
             })
         };
@@ -442,6 +692,154 @@ impl Report<'_> {
         lines
     }
 
+    /// The goals of issue 16, each with a line saying whether these numbers meet them.
+    pub fn goals16(&self) -> Vec<Goal> {
+        let tokio = Client::PqlibAsync;
+        let at_most = |client: Client, ids: &[&str], max: f64| {
+            let title = format!(
+                "{} at most {max:.2}× C on {}",
+                client.name(),
+                ids.join(", ")
+            );
+            let parts = ids
+                .iter()
+                .map(|id| self.part_to_c(client, id, max))
+                .collect();
+            goal16(&title, parts)
+        };
+        let than_peer = |title: &str, ids: &[&str], ok: fn(f64) -> bool| {
+            let parts = ids
+                .iter()
+                .map(|id| self.part_to_peer(tokio, Client::TokioPostgres, id, ok))
+                .collect();
+            goal16(title, parts)
+        };
+        let rtt = ["W1", "W2", "W4a", "W6s"];
+        vec![
+            at_most(tokio, &rtt, 1.20),
+            than_peer(
+                "pqlib::tokio at least 15 % faster than tokio-postgres on W1, W2, W4a, W6s \
+                 (its median ≤ 0.85 × tokio-postgres' median; shown: the ratio of the two)",
+                &rtt,
+                |x| x <= 0.85,
+            ),
+            at_most(tokio, &["W3s"], 1.10),
+            at_most(tokio, &["W4c", "W4d"], 1.10),
+            at_most(tokio, &["W5"], 1.05),
+            at_most(tokio, &["W6p"], 1.10),
+            than_peer(
+                "pqlib::tokio faster than tokio-postgres on W7a, W7b (its median < \
+                 tokio-postgres' median; shown: the ratio of the two)",
+                &["W7a", "W7b"],
+                |x| x < 1.0,
+            ),
+            at_most(Client::PqlibSync, &["W3", "W4d"], 1.05),
+            goal16(
+                "pqlib::tokio on a multi-thread runtime no worse than on the current-thread \
+                 runtime by more than the noise on W1, W7b (its multi-thread median ≤ its \
+                 current-thread median × (1 + noise); noise: the spread (max − min) / median \
+                 of the C runs of that workload in this run)",
+                ["W1", "W7b"]
+                    .iter()
+                    .map(|id| self.part_multi(tokio, id))
+                    .collect(),
+            ),
+        ]
+    }
+
+    /// Why `client`'s main row and C's on workload `id` cannot be compared, if they cannot,
+    /// or the variant and the two rows.
+    fn pair(
+        &self,
+        client: Client,
+        theirs: Client,
+        id: &str,
+    ) -> std::result::Result<(&VariantResult, &Measured, &Measured), Part> {
+        let r = self
+            .variant(id)
+            .ok_or_else(|| Part::NotRun(format!("{id} not run")))?;
+        let not_run = |c: Client| Part::NotRun(format!("{id}: {} not run", c.name()));
+        let ours = measured(r, client).ok_or_else(|| not_run(client))?;
+        let other = measured(r, theirs).ok_or_else(|| not_run(theirs))?;
+        for m in [ours, other] {
+            if failure(r, m).is_some() {
+                return Err(Part::Failed(format!("{id} {} FAILED", m.label())));
+            }
+        }
+        Ok((r, ours, other))
+    }
+
+    /// `client`'s ratio to C on workload `id`, at most `max`.
+    fn part_to_c(&self, client: Client, id: &str, max: f64) -> Part {
+        let (r, ours, _) = match self.pair(client, Client::C, id) {
+            Ok(found) => found,
+            Err(part) => return part,
+        };
+        match ratio_of(r, ours) {
+            Some(x) => Part::Checked {
+                text: format!("{id} {x:.2}×"),
+                ok: x <= max,
+            },
+            None => Part::NotRun(format!("{id}: no measured runs")),
+        }
+    }
+
+    /// `ours`' median over `theirs`' on workload `id`, judged by `ok`.
+    fn part_to_peer(&self, ours: Client, theirs: Client, id: &str, ok: fn(f64) -> bool) -> Part {
+        let (r, a, b) = match self.pair(ours, theirs, id) {
+            Ok(found) => found,
+            Err(part) => return part,
+        };
+        match (median_of(r, a), median_of(r, b)) {
+            (Some(a), Some(b)) => {
+                let x = a.as_secs_f64() / b.as_secs_f64();
+                Part::Checked {
+                    text: format!("{id} {x:.2}×"),
+                    ok: ok(x),
+                }
+            }
+            _ => Part::NotRun(format!("{id}: no measured runs")),
+        }
+    }
+
+    /// `client` on the multi-thread runtime against its main (current-thread) row on
+    /// workload `id`: no worse than the noise, the spread of C's runs there.
+    fn part_multi(&self, client: Client, id: &str) -> Part {
+        let (r, main, c) = match self.pair(client, Client::C, id) {
+            Ok(found) => found,
+            Err(part) => return part,
+        };
+        if self.env.main_runtime == "multi" {
+            return Part::NotRun(format!(
+                "{id}: the main runtime is multi-thread, no current-thread row"
+            ));
+        }
+        let Some(multi) = measured_on(r, client, Rt::Multi) else {
+            return Part::NotRun(format!(
+                "{id}: {} on a multi-thread runtime not run",
+                client.name()
+            ));
+        };
+        if failure(r, multi).is_some() {
+            return Part::Failed(format!("{id} {} FAILED", multi.label()));
+        }
+        let (Some(x_main), Some(x_multi), Some(noise)) =
+            (ratio_of(r, main), ratio_of(r, multi), spread(c))
+        else {
+            return Part::NotRun(format!("{id}: no measured runs"));
+        };
+        let worse = x_multi / x_main - 1.0;
+        Part::Checked {
+            text: format!(
+                "{id} {x_multi:.2}× C multi-thread vs {x_main:.2}× current-thread \
+                 ({:+.1}%, noise {:.1}%)",
+                worse * 100.0,
+                noise * 100.0
+            ),
+            ok: worse <= noise,
+        }
+    }
+
     pub fn json(&self) -> String {
         let env = self.env;
         let results: Vec<serde_json::Value> = self
@@ -455,10 +853,14 @@ impl Report<'_> {
                     "checksum_note": r.checksum_note,
                     "clients": r.measured.iter().map(|m| serde_json::json!({
                         "client": m.client.name(),
+                        "runtime": match m.rt {
+                            Rt::Main => "main",
+                            Rt::Multi => "multi-thread (extra row)",
+                        },
                         "how": m.how,
                         "times_ms": m.times.iter().map(|t| t.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
                         "median_ms": m.median().map(|t| t.as_secs_f64() * 1000.0),
-                        "ratio_to_c": ratio(r, m.client),
+                        "ratio_to_c": ratio_of(r, m),
                         "failure": failure(r, m),
                         "error": m.error,
                         "checksum": m.checksum,
@@ -475,6 +877,8 @@ impl Report<'_> {
                          "placement": env.pinning },
             "server": env.server_version,
             "libpq": env.libpq,
+            "libpq_source": env.libpq_source,
+            "multi_thread_rows": env.multi,
             "transport": env.transport,
             "crates": env.crates.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>(),
             "rustc": env.rustc,
@@ -484,7 +888,10 @@ impl Report<'_> {
             "seconds": env.elapsed.as_secs_f64(),
             "failures": self.failures(),
             "goals": self.goals().iter().map(|g| serde_json::json!({
-                "goal": g.line, "met": g.met,
+                "goal": g.line, "met": g.met(),
+            })).collect::<Vec<_>>(),
+            "goals_issue16": self.goals16().iter().map(|g| serde_json::json!({
+                "goal": g.line, "verdict": g.verdict.word(),
             })).collect::<Vec<_>>(),
             "results": results,
         });
@@ -613,6 +1020,9 @@ mod tests {
             load: String::new(),
             load_end: String::new(),
             pinning: String::new(),
+            multi: "not run (test)".into(),
+            main_runtime: "current".into(),
+            libpq_source: "test".into(),
             notes: Vec::new(),
             elapsed: Duration::ZERO,
         }
@@ -622,6 +1032,7 @@ mod tests {
     fn run(client: Client, ms: u64, checksum: i64, error: Option<&str>) -> Measured {
         Measured {
             client,
+            rt: Rt::Main,
             how: "test".into(),
             times: vec![Duration::from_millis(ms); 3],
             error: error.map(str::to_owned),
@@ -663,7 +1074,7 @@ mod tests {
         };
         assert!(report.failures().is_empty());
         let goals = report.goals();
-        assert!(goal(&goals, "pqlib within").met);
+        assert!(goal(&goals, "pqlib within").met());
         let x = ratio(&results[0], Client::PqlibSync).expect("a ratio");
         assert!((x - 1.02).abs() < 1e-9, "{x}");
         assert!(report.verdict().is_ok());
@@ -693,7 +1104,7 @@ mod tests {
         assert_eq!(ratio(&results[0], Client::PqlibSync), None);
         let goals = report.goals();
         let within = goal(&goals, "pqlib within");
-        assert!(!within.met, "{within:?}");
+        assert!(!within.met(), "{within:?}");
         assert!(within.line.contains("W1 FAILED"), "{within:?}");
         let md = report.markdown();
         assert!(md.contains("## Failures"), "{md}");
@@ -726,9 +1137,9 @@ mod tests {
         assert_eq!(ratio(&results[0], Client::PqlibSync), None);
         assert_eq!(median(&results[0], Client::PqlibSync), None);
         let goals = report.goals();
-        assert!(!goal(&goals, "pqlib within").met);
+        assert!(!goal(&goals, "pqlib within").met());
         let faster = goal(&goals, "pqlib faster than postgres");
-        assert!(!faster.met, "{faster:?}");
+        assert!(!faster.met(), "{faster:?}");
         assert!(
             faster.line.contains("not compared (pqlib FAILED)"),
             "{faster:?}"
@@ -758,12 +1169,12 @@ mod tests {
         let goals = report.goals();
         let within = goal(&goals, "pqlib within");
         assert!(
-            !within.met && within.line.contains("C FAILED"),
+            !within.met() && within.line.contains("C FAILED"),
             "{within:?}"
         );
         let faster = goal(&goals, "pqlib faster than postgres");
         assert!(
-            !faster.met && faster.line.contains("postgres FAILED"),
+            !faster.met() && faster.line.contains("postgres FAILED"),
             "{faster:?}"
         );
     }
@@ -786,10 +1197,304 @@ mod tests {
         let goals = report.goals();
         let within = goal(&goals, "pqlib within");
         assert!(
-            !within.met && within.line.contains("W1 2.00×"),
+            !within.met() && within.line.contains("W1 2.00×"),
             "{within:?}"
         );
         assert!(crate::enforce(true, report.verdict()).is_err());
         assert!(crate::enforce(false, report.verdict()).is_ok());
+    }
+
+    /// A row with these run times (ms) on runtime `rt`, checksum 1.
+    fn runs(client: Client, rt: Rt, ms: &[u64]) -> Measured {
+        Measured {
+            client,
+            rt,
+            how: "test".into(),
+            times: ms.iter().map(|&t| Duration::from_millis(t)).collect(),
+            error: None,
+            checksum: Some(1),
+        }
+    }
+
+    /// A run meeting every goal of issue 16: C at 100 ms (spread 5 % on W1 and W7b), the
+    /// clients at the given times (ms) on every workload.
+    fn issue16_run(tokio: u64, tokio_pg: u64, multi: u64) -> Vec<VariantResult> {
+        let ids = [
+            "W1", "W2", "W3", "W3s", "W4a", "W4c", "W4d", "W5", "W6p", "W6s", "W7a", "W7b",
+        ];
+        ids.iter()
+            .map(|&id| {
+                let mut rows = vec![
+                    runs(Client::C, Rt::Main, &[98, 100, 103]),
+                    runs(Client::PqlibSync, Rt::Main, &[103]),
+                    runs(Client::PqlibAsync, Rt::Main, &[tokio]),
+                    runs(Client::TokioPostgres, Rt::Main, &[tokio_pg]),
+                ];
+                if id == "W1" || id == "W7b" {
+                    rows.push(runs(Client::PqlibAsync, Rt::Multi, &[multi]));
+                    rows.push(runs(Client::TokioPostgres, Rt::Multi, &[tokio_pg]));
+                }
+                variant(id, rows)
+            })
+            .collect()
+    }
+
+    /// Sets the pqlib::tokio main median of workload `id` to `ms`.
+    fn set(results: &mut [VariantResult], id: &str, client: Client, rt: Rt, ms: u64) {
+        let r = results.iter_mut().find(|r| r.id == id).expect("variant");
+        let m = r
+            .measured
+            .iter_mut()
+            .find(|m| m.client == client && m.rt == rt)
+            .expect("row");
+        m.times = vec![Duration::from_millis(ms)];
+    }
+
+    #[test]
+    fn issue16_goals_met() {
+        let env = env();
+        // 1.04× C everywhere (≤ 1.05 for the tightest, W5), 0.80× tokio-postgres; the
+        // multi-thread row 3 % slower than the current-thread one, within C's 5 % spread.
+        let results = issue16_run(104, 130, 107);
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        let goals = report.goals16();
+        assert_eq!(goals.len(), 9);
+        for g in &goals {
+            assert_eq!(g.verdict, Verdict::Met, "{g:?}");
+            assert!(g.line.contains("**met**"), "{g:?}");
+        }
+        let rtt = goal(&goals, "pqlib::tokio at most 1.20× C");
+        assert!(
+            rtt.line
+                .contains("W1 1.04× (met), W2 1.04× (met), W4a 1.04× (met), W6s 1.04× (met)"),
+            "{rtt:?}"
+        );
+        let faster = goal(&goals, "pqlib::tokio at least 15 %");
+        assert!(faster.line.contains("W1 0.80× (met)"), "{faster:?}");
+        let multi = goal(&goals, "pqlib::tokio on a multi-thread runtime");
+        assert!(
+            multi
+                .line
+                .contains("W1 1.07× C multi-thread vs 1.04× current-thread (+2.9%, noise 5.0%)"),
+            "{multi:?}"
+        );
+        assert!(report.verdict().is_ok(), "{:?}", report.verdict());
+        let md = report.markdown();
+        assert!(
+            md.contains("## Goals of issue 16, checked against these numbers"),
+            "{md}"
+        );
+        assert!(md.contains("## W1 / W7b on a multi-thread runtime"), "{md}");
+        assert!(
+            md.contains("| W1 | pqlib::tokio | 104 ms **1.04×** | 107 ms **1.07×** | +2.9% |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| pqlib::tokio (multi-thread runtime) |"),
+            "{md}"
+        );
+        assert!(report.json().contains("goals_issue16"));
+    }
+
+    #[test]
+    fn issue16_goals_missed() {
+        let env = env();
+        let mut results = issue16_run(104, 130, 107);
+        // W1 at 1.25× C and 0.96× tokio-postgres; W5 at 1.06× (over its 1.05×); W7b slower
+        // than tokio-postgres; pqlib W4d at 1.06×; the multi-thread row of W7b 6 % slower
+        // than the current-thread one, over C's 5 % spread.
+        set(&mut results, "W1", Client::PqlibAsync, Rt::Main, 125);
+        set(&mut results, "W1", Client::PqlibAsync, Rt::Multi, 125);
+        set(&mut results, "W5", Client::PqlibAsync, Rt::Main, 106);
+        set(&mut results, "W7b", Client::PqlibAsync, Rt::Main, 131);
+        set(&mut results, "W7b", Client::PqlibAsync, Rt::Multi, 139);
+        set(&mut results, "W4d", Client::PqlibSync, Rt::Main, 106);
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        let goals = report.goals16();
+        let verdict = |starts: &str| goal(&goals, starts).verdict;
+        let rtt = goal(&goals, "pqlib::tokio at most 1.20× C");
+        assert_eq!(rtt.verdict, Verdict::Missed);
+        assert!(
+            rtt.line
+                .contains("**missed** — W1 1.25× (missed), W2 1.04× (met)"),
+            "{rtt:?}"
+        );
+        let faster = goal(&goals, "pqlib::tokio at least 15 %");
+        assert_eq!(faster.verdict, Verdict::Missed);
+        assert!(faster.line.contains("W1 0.96× (missed)"), "{faster:?}");
+        assert_eq!(
+            verdict("pqlib::tokio at most 1.05× C on W5"),
+            Verdict::Missed
+        );
+        assert_eq!(verdict("pqlib::tokio at most 1.10× C on W3s"), Verdict::Met);
+        assert_eq!(
+            verdict("pqlib::tokio faster than tokio-postgres on W7a"),
+            Verdict::Missed
+        );
+        assert_eq!(verdict("pqlib at most 1.05× C on W3, W4d"), Verdict::Missed);
+        let multi = goal(&goals, "pqlib::tokio on a multi-thread runtime");
+        assert_eq!(multi.verdict, Verdict::Missed);
+        // W1: 1.25× on both runtimes, met; W7b: 1.39× against 1.31×, +6.1 % > 5 %.
+        assert!(
+            multi.line.contains("(+0.0%, noise 5.0%) (met)"),
+            "{multi:?}"
+        );
+        assert!(
+            multi.line.contains(
+                "W7b 1.39× C multi-thread vs 1.31× current-thread (+6.1%, noise 5.0%) (missed)"
+            ),
+            "{multi:?}"
+        );
+        assert!(report.failures().is_empty());
+        let wrong = report.verdict().expect_err("missed goals");
+        assert!(
+            wrong.contains("pqlib::tokio at most 1.05× C on W5"),
+            "{wrong}"
+        );
+        assert!(crate::enforce(true, report.verdict()).is_err());
+        assert!(crate::enforce(false, report.verdict()).is_ok());
+    }
+
+    #[test]
+    fn issue16_goals_of_workloads_not_run_say_not_run() {
+        let env = env();
+        // `--only W3`: only pqlib's W3/W4d goal has a workload, and meets it there.
+        let results: Vec<VariantResult> = issue16_run(104, 130, 107)
+            .into_iter()
+            .filter(|r| r.id == "W3")
+            .collect();
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        let goals = report.goals16();
+        let w3 = goal(&goals, "pqlib at most 1.05× C on W3, W4d");
+        assert_eq!(w3.verdict, Verdict::Met, "{w3:?}");
+        assert!(w3.line.contains("W3 1.03× (met), W4d not run"), "{w3:?}");
+        for g in goals
+            .iter()
+            .filter(|g| !g.line.starts_with("pqlib at most"))
+        {
+            assert_eq!(g.verdict, Verdict::NotRun, "{g:?}");
+            assert!(g.line.contains("**not run**"), "{g:?}");
+        }
+        // Not run is neither met nor missed: enforcement passes.
+        assert!(report.verdict().is_ok(), "{:?}", report.verdict());
+        let md = report.markdown();
+        assert!(md.contains("**not run**"), "{md}");
+        assert!(
+            !md.contains("## W1 / W7b on a multi-thread runtime"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn issue16_multi_thread_goal_not_run_without_its_rows_and_missed_when_they_fail() {
+        let env = env();
+        // `--no-multi`: no multi-thread rows.
+        let mut results = issue16_run(104, 130, 107);
+        for r in &mut results {
+            r.measured.retain(|m| m.rt == Rt::Main);
+        }
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        let goals = report.goals16();
+        let multi = goal(&goals, "pqlib::tokio on a multi-thread runtime");
+        assert_eq!(multi.verdict, Verdict::NotRun, "{multi:?}");
+        assert!(
+            multi
+                .line
+                .contains("W1: pqlib::tokio on a multi-thread runtime not run"),
+            "{multi:?}"
+        );
+        let md = report.markdown();
+        assert!(md.contains("Not run (test)."), "{md}");
+
+        // The main runtime is already multi-thread: nothing to compare against.
+        let mut multi_env = self::env();
+        multi_env.main_runtime = "multi".into();
+        let report = Report {
+            env: &multi_env,
+            results: &results,
+        };
+        let goals = report.goals16();
+        assert_eq!(
+            goal(&goals, "pqlib::tokio on a multi-thread runtime").verdict,
+            Verdict::NotRun
+        );
+
+        // A multi-thread row that failed is a failure, and misses the goal.
+        let mut results = issue16_run(104, 130, 107);
+        let w1 = results.iter_mut().find(|r| r.id == "W1").expect("W1");
+        let row = w1
+            .measured
+            .iter_mut()
+            .find(|m| m.rt == Rt::Multi && m.client == Client::PqlibAsync)
+            .expect("row");
+        row.error = Some("connection lost".into());
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert_eq!(
+            report.failures(),
+            ["W1 pqlib::tokio (multi-thread runtime): error: connection lost".to_owned()]
+        );
+        let goals = report.goals16();
+        let multi = goal(&goals, "pqlib::tokio on a multi-thread runtime");
+        assert_eq!(multi.verdict, Verdict::Missed, "{multi:?}");
+        assert!(
+            multi
+                .line
+                .contains("W1 pqlib::tokio (multi-thread runtime) FAILED"),
+            "{multi:?}"
+        );
+        // Its failure does not touch the main row's goals.
+        assert_eq!(
+            goal(&goals, "pqlib::tokio at most 1.20× C").verdict,
+            Verdict::Met
+        );
+        assert!(
+            report
+                .markdown()
+                .contains("| W1 | pqlib::tokio | 104 ms **1.04×** | FAILED |  |")
+        );
+    }
+
+    #[test]
+    fn issue16_a_failed_client_misses_the_goal() {
+        let env = env();
+        let mut results = issue16_run(104, 130, 107);
+        let w6s = results.iter_mut().find(|r| r.id == "W6s").expect("W6s");
+        let tpg = w6s
+            .measured
+            .iter_mut()
+            .find(|m| m.client == Client::TokioPostgres)
+            .expect("row");
+        tpg.checksum = Some(2);
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        let goals = report.goals16();
+        let faster = goal(&goals, "pqlib::tokio at least 15 %");
+        assert_eq!(faster.verdict, Verdict::Missed, "{faster:?}");
+        assert!(
+            faster.line.contains("W6s tokio-postgres FAILED"),
+            "{faster:?}"
+        );
+        // The C comparison of pqlib::tokio there is untouched.
+        assert_eq!(
+            goal(&goals, "pqlib::tokio at most 1.20× C").verdict,
+            Verdict::Met
+        );
     }
 }

@@ -43,6 +43,8 @@ pub struct Ctx<'a> {
     pub sizes: Sizes,
     pub data: &'a Data,
     pub rt: &'a Runtime,
+    /// The multi-thread runtime of the extra W1 and W7b rows, when they run.
+    pub multi: Option<&'a Runtime>,
     pub python: Option<&'a Python>,
     /// Why W2 cannot run, if pgbench failed.
     pub pgbench_error: Option<String>,
@@ -154,8 +156,13 @@ fn pqlib_conn(ctx: &Ctx<'_>) -> Result<pqlib::Connection> {
 }
 
 fn pqlib_async(ctx: &Ctx<'_>) -> Result<pqlib::tokio::Client> {
-    let (client, connection) = ctx.rt.block_on(pqlib::tokio::connect(ctx.conninfo))?;
-    ctx.rt.spawn(connection);
+    pqlib_async_on(ctx, ctx.rt)
+}
+
+/// A `pqlib::tokio` client whose connection task runs on `rt`.
+fn pqlib_async_on(ctx: &Ctx<'_>, rt: &Runtime) -> Result<pqlib::tokio::Client> {
+    let (client, connection) = rt.block_on(pqlib::tokio::connect(ctx.conninfo))?;
+    rt.spawn(connection);
     Ok(client)
 }
 
@@ -164,10 +171,14 @@ fn postgres_conn(ctx: &Ctx<'_>) -> Result<postgres::Client> {
 }
 
 fn tokio_pg(ctx: &Ctx<'_>) -> Result<tokio_postgres::Client> {
-    let (client, connection) = ctx
-        .rt
-        .block_on(tokio_postgres::connect(ctx.conninfo, tokio_postgres::NoTls))?;
-    ctx.rt.spawn(connection);
+    tokio_pg_on(ctx, ctx.rt)
+}
+
+/// A tokio-postgres client whose connection task runs on `rt`.
+fn tokio_pg_on(ctx: &Ctx<'_>, rt: &Runtime) -> Result<tokio_postgres::Client> {
+    let (client, connection) =
+        rt.block_on(tokio_postgres::connect(ctx.conninfo, tokio_postgres::NoTls))?;
+    rt.spawn(connection);
     Ok(client)
 }
 
@@ -197,15 +208,21 @@ fn sqlx_options(conninfo: &str) -> Result<sqlx::postgres::PgConnectOptions> {
 }
 
 fn sqlx_conn(ctx: &Ctx<'_>) -> Result<sqlx::PgConnection> {
+    sqlx_conn_on(ctx, ctx.rt)
+}
+
+fn sqlx_conn_on(ctx: &Ctx<'_>, rt: &Runtime) -> Result<sqlx::PgConnection> {
     let options = sqlx_options(ctx.conninfo)?;
-    Ok(ctx
-        .rt
-        .block_on(sqlx::PgConnection::connect_with(&options))?)
+    Ok(rt.block_on(sqlx::PgConnection::connect_with(&options))?)
 }
 
 fn sqlx_pool(ctx: &Ctx<'_>, size: u32) -> Result<sqlx::PgPool> {
+    sqlx_pool_on(ctx, ctx.rt, size)
+}
+
+fn sqlx_pool_on(ctx: &Ctx<'_>, rt: &Runtime, size: u32) -> Result<sqlx::PgPool> {
     let options = sqlx_options(ctx.conninfo)?;
-    let pool = ctx.rt.block_on(
+    let pool = rt.block_on(
         sqlx::postgres::PgPoolOptions::new()
             .min_connections(size)
             .max_connections(size)
@@ -337,6 +354,10 @@ fn w1<'a>(ctx: &'a Ctx<'a>) -> Result<Vec<Variant<'a>>> {
             })
         },
     ));
+
+    if let Some(rt) = ctx.multi {
+        w1_multi(ctx, rt, n, &mut entries)?;
+    }
 
     psycopg_entry(
         ctx,
@@ -1686,6 +1707,9 @@ fn w7_variant<'a>(ctx: &'a Ctx<'a>, pool: usize) -> Result<Variant<'a>> {
             ))
         },
     ));
+    if let (Some(rt), true) = (ctx.multi, pool > 1) {
+        w7_multi(ctx, rt, pool, &mut entries)?;
+    }
     missing.push((Client::Psycopg, "not in psycopg's set".into()));
 
     Ok(Variant {
@@ -1700,4 +1724,186 @@ fn w7_variant<'a>(ctx: &'a Ctx<'a>, pool: usize) -> Result<Variant<'a>> {
         entries,
         missing,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The multi-thread runtime rows: W1 and W7b's async clients once more, on the runtime
+// `#[tokio::main]` builds (`Ctx::multi`), each measured run a task spawned on it.
+
+/// Runs `work` as a task on `rt`'s workers and waits for it: the measuring thread only
+/// starts it and collects its result.
+fn on_workers<T: Send + 'static>(
+    rt: &Runtime,
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    rt.block_on(rt.spawn(work))?
+}
+
+const ON_MULTI: &str = "in a task spawned on the multi-thread runtime";
+
+fn w1_multi<'a>(
+    ctx: &'a Ctx<'a>,
+    rt: &'a Runtime,
+    n: usize,
+    entries: &mut Vec<Entry<'a>>,
+) -> Result<()> {
+    let client = pqlib_async_on(ctx, rt)?;
+    let stmt = rt.block_on(client.prepare(W1_SQL))?;
+    entries.push(
+        Entry::new(
+            Client::PqlibAsync,
+            format!("query_one(&Statement).await, sequential, {ON_MULTI}"),
+            move |warm| {
+                let (client, stmt, n) = (client.clone(), stmt.clone(), size(n, warm));
+                on_workers(rt, async move {
+                    let mut sum = 0i64;
+                    for i in 1..=n as i32 {
+                        let v: i32 = client.query_one(&stmt, &[&i]).await?.get(0);
+                        sum += i64::from(v);
+                    }
+                    Ok(sum)
+                })
+            },
+        )
+        .on_multi(),
+    );
+
+    let tpg = std::sync::Arc::new(tokio_pg_on(ctx, rt)?);
+    let stmt = rt.block_on(tpg.prepare(W1_SQL))?;
+    entries.push(
+        Entry::new(
+            Client::TokioPostgres,
+            format!("query_one(&Statement).await, {ON_MULTI}"),
+            move |warm| {
+                let (tpg, stmt, n) = (tpg.clone(), stmt.clone(), size(n, warm));
+                on_workers(rt, async move {
+                    let mut sum = 0i64;
+                    for i in 1..=n as i32 {
+                        let v: i32 = tpg.query_one(&stmt, &[&i]).await?.get(0);
+                        sum += i64::from(v);
+                    }
+                    Ok(sum)
+                })
+            },
+        )
+        .on_multi(),
+    );
+
+    // The task owns the connection while it runs and hands it back.
+    let mut sq = Some(sqlx_conn_on(ctx, rt)?);
+    entries.push(
+        Entry::new(
+            Client::Sqlx,
+            format!("query(..).bind(i).fetch_one, {ON_MULTI}"),
+            move |warm| {
+                let mut conn = sq.take().ok_or("the connection went with a failed run")?;
+                let n = size(n, warm);
+                let (conn, sum) = on_workers(rt, async move {
+                    let mut sum = 0i64;
+                    for i in 1..=n as i32 {
+                        let row = sqlx::query(W1_SQL).bind(i).fetch_one(&mut conn).await?;
+                        sum += i64::from(row.try_get::<i32, _>(0)?);
+                    }
+                    Ok((conn, sum))
+                })?;
+                sq = Some(conn);
+                Ok(sum)
+            },
+        )
+        .on_multi(),
+    );
+    Ok(())
+}
+
+fn w7_multi<'a>(
+    ctx: &'a Ctx<'a>,
+    rt: &'a Runtime,
+    pool: usize,
+    entries: &mut Vec<Entry<'a>>,
+) -> Result<()> {
+    let n = ctx.sizes.w7;
+    let tasks = ctx.sizes.w7_tasks;
+
+    let clients = (0..pool)
+        .map(|_| pqlib_async_on(ctx, rt))
+        .collect::<Result<Vec<_>>>()?;
+    let stmts = clients
+        .iter()
+        .map(|c| rt.block_on(c.prepare(W6_SQL)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pairs: Vec<_> = clients.into_iter().zip(stmts).collect();
+    entries.push(
+        Entry::new(
+            Client::PqlibAsync,
+            format!(
+                "{tasks} tokio tasks, query_one(&Statement).await on {pool} shared Client(s), \
+                 started from a task on the multi-thread runtime"
+            ),
+            move |_| {
+                let pairs = pairs.clone();
+                on_workers(rt, async move {
+                    spread(&pairs, n, tasks, |(client, stmt), i| async move {
+                        Ok(client.query_one(&stmt, &[&i]).await?.get::<_, i64>(0))
+                    })
+                    .await
+                })
+            },
+        )
+        .on_multi(),
+    );
+
+    let clients = (0..pool)
+        .map(|_| tokio_pg_on(ctx, rt))
+        .collect::<Result<Vec<_>>>()?;
+    let stmts = clients
+        .iter()
+        .map(|c| rt.block_on(c.prepare(W6_SQL)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pairs: Vec<_> = clients
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .zip(stmts)
+        .collect();
+    entries.push(
+        Entry::new(
+            Client::TokioPostgres,
+            format!(
+                "{tasks} tokio tasks, query_one(&Statement).await on {pool} shared Client(s), \
+                 started from a task on the multi-thread runtime"
+            ),
+            move |_| {
+                let pairs = pairs.clone();
+                on_workers(rt, async move {
+                    spread(&pairs, n, tasks, |(client, stmt), i| async move {
+                        Ok(client.query_one(&stmt, &[&i]).await?.get::<_, i64>(0))
+                    })
+                    .await
+                })
+            },
+        )
+        .on_multi(),
+    );
+
+    let sq = sqlx_pool_on(ctx, rt, pool as u32)?;
+    entries.push(
+        Entry::new(
+            Client::Sqlx,
+            format!(
+                "{tasks} tokio tasks, query().fetch_one(&PgPool) with {pool} connection(s), \
+                 started from a task on the multi-thread runtime"
+            ),
+            move |_| {
+                let sq = sq.clone();
+                on_workers(rt, async move {
+                    spread(std::slice::from_ref(&sq), n, tasks, |pool, i| async move {
+                        let row = sqlx::query(W6_SQL).bind(i).fetch_one(&pool).await?;
+                        Ok(row.try_get::<i64, _>(0)?)
+                    })
+                    .await
+                })
+            },
+        )
+        .on_multi(),
+    );
+    Ok(())
 }
