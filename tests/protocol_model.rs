@@ -2041,27 +2041,42 @@ async fn async_task(world: Arc<AsyncWorld>, task: usize, count: usize) -> usize 
     done
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// The runtimes the async models run on. Clients drive the connection themselves while they
+/// wait (and the connection task does too): on worker threads they race for it, on one
+/// thread they take turns with it.
+#[derive(Clone, Copy, PartialEq)]
+enum Flavor {
+    MultiThread,
+    CurrentThread,
 }
 
-fn run_async_model(pooled: bool, total: usize) {
+fn runtime(flavor: Flavor) -> tokio::runtime::Runtime {
+    match flavor {
+        Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    }
+}
+
+fn run_async_model(pooled: bool, total: usize, flavor: Flavor) {
     setup();
-    let model = if pooled {
-        "async pool"
-    } else {
-        "async shared client"
+    let model = match (pooled, flavor) {
+        (true, _) => "async pool",
+        (false, Flavor::MultiThread) => "async shared client",
+        (false, Flavor::CurrentThread) => "async shared client, current-thread runtime",
     };
     eprintln!(
         "protocol_model {model}: PQLIB_MODEL_SEED={} requests={total}",
         seed()
     );
     let started = Instant::now();
-    let rt = runtime();
+    let rt = runtime(flavor);
     let done = rt.block_on(async {
         let messages = Arc::new(Messages::default());
         let slot = connect_shared(0, messages.clone()).await;
@@ -2112,12 +2127,17 @@ fn run_async_model(pooled: bool, total: usize) {
 
 #[test]
 fn async_shared_client_model() {
-    run_async_model(false, requests());
+    run_async_model(false, requests(), Flavor::MultiThread);
+}
+
+#[test]
+fn async_shared_client_model_on_one_thread() {
+    run_async_model(false, requests() / 2, Flavor::CurrentThread);
 }
 
 #[test]
 fn async_pool_model() {
-    run_async_model(true, requests() / 2);
+    run_async_model(true, requests() / 2, Flavor::MultiThread);
 }
 
 // ---------------------------------------------------------------------------------------------

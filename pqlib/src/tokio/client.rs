@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::driver::{Reply, Request, SharedDriver, Work, lock_driver};
+use super::driver::{Driving, Reply, Request, SharedDriver, Work, lock_driver};
 use crate::connection::is_stale_plan;
 use crate::error::{Error, Result, SqlState};
 use crate::handle::PgResult;
@@ -111,12 +111,16 @@ impl Client {
     }
 
     /// Waits for a request's answer, driving the connection meanwhile (see [`Answer`]).
-    pub(super) fn answer(&self, answer: oneshot::Receiver<Reply>) -> Answer<'_> {
+    pub(super) fn answer(&self, answer: oneshot::Receiver<Reply>) -> Answer {
         Answer {
             answer,
-            driver: &self.inner.driver,
-            waker: None,
+            driving: self.driving(),
         }
+    }
+
+    /// A share in driving the connection, for a future waiting on it.
+    pub(super) fn driving(&self) -> Driving {
+        Driving::new(self.inner.driver.clone())
     }
 
     /// Queues a request; the answer comes through the returned receiver.
@@ -770,30 +774,20 @@ impl std::fmt::Debug for Transaction<'_> {
 /// connection task may too: whoever the socket wakes reads for everyone), so that a request
 /// with nothing else in flight is sent, read and answered within its caller's task.
 /// Dropping it is safe at any point: the request is still read to its end.
-pub(super) struct Answer<'a> {
+pub(super) struct Answer {
     answer: oneshot::Receiver<Reply>,
-    driver: &'a SharedDriver,
-    /// The waker this future last drove with, to withdraw from the socket when done.
-    waker: Option<std::task::Waker>,
+    driving: Driving,
 }
 
-impl Answer<'_> {
+impl Answer {
     fn take(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Reply> {
         Pin::new(&mut self.answer).poll(cx).map(|reply| {
             reply.map_err(|_| Error::closed("the connection task ended before answering"))?
         })
     }
-
-    fn withdraw(&mut self) {
-        if let Some(waker) = self.waker.take() {
-            if let Some(driver) = lock_driver(self.driver).as_mut() {
-                driver.client_done(&waker);
-            }
-        }
-    }
 }
 
-impl Future for Answer<'_> {
+impl Future for Answer {
     type Output = Reply;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Reply> {
@@ -801,26 +795,14 @@ impl Future for Answer<'_> {
         // wake the task that is already running (on a current-thread runtime that costs
         // another turn of the I/O driver before the next poll).
         let mut quiet = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(reply) = self.take(&mut quiet) {
-            self.withdraw();
-            return std::task::Poll::Ready(reply);
+        let mut reply = self.take(&mut quiet);
+        if reply.is_pending() {
+            self.driving.poll(cx);
+            reply = self.take(cx);
         }
-        if let Some(driver) = lock_driver(self.driver).as_mut() {
-            driver.poll_for_client(cx);
-        }
-        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            self.waker = Some(cx.waker().clone());
-        }
-        let reply = self.take(cx);
         if reply.is_ready() {
-            self.withdraw();
+            self.driving.withdraw();
         }
         reply
-    }
-}
-
-impl Drop for Answer<'_> {
-    fn drop(&mut self) {
-        self.withdraw();
     }
 }

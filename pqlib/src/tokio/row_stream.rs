@@ -11,7 +11,7 @@ use futures_core::Stream;
 use tokio::sync::oneshot;
 
 use super::Client;
-use super::driver::{Reply, Work};
+use super::driver::{Driving, Reply, Work};
 use crate::error::{Error, Result};
 use crate::handle::PgResult;
 use crate::notice::NoticeState;
@@ -87,6 +87,7 @@ impl Client {
             notices: self.notices(),
             rows_affected: None,
             chunk_tag: None,
+            driving: self.driving(),
         })
     }
 }
@@ -107,6 +108,8 @@ pub struct RowStream {
     rows_affected: Option<u64>,
     /// The row count of a chunk that carried the command tag (libpq 17+ chunked mode).
     chunk_tag: Option<u64>,
+    /// The stream drives the connection itself while it waits for rows.
+    driving: Driving,
 }
 
 impl RowStream {
@@ -146,11 +149,22 @@ impl Stream for RowStream {
                     this.notices.clone(),
                 ))));
             }
-            match ready!(Pin::new(&mut this.chunks).poll_next(cx)) {
+            // As for an answer: checked quietly first, so that rows this poll reads itself
+            // do not wake the running task.
+            let mut quiet = Context::from_waker(std::task::Waker::noop());
+            let next = match Pin::new(&mut this.chunks).poll_next(&mut quiet) {
+                Poll::Pending => {
+                    this.driving.poll(cx);
+                    ready!(Pin::new(&mut this.chunks).poll_next(cx))
+                }
+                Poll::Ready(next) => next,
+            };
+            match next {
                 Some(batch) => this.batch = batch.into_iter(),
                 None => break,
             }
         }
+        this.driving.withdraw();
         // Every chunk is out: the statement's final result or error.
         let Some(end) = this.end.as_mut() else {
             return Poll::Ready(None);

@@ -273,7 +273,7 @@ impl Driver {
     /// A client's poll while it waits for an answer: drives the connection like the task
     /// does (whichever of them the socket wakes, both are woken), and wakes the task if it
     /// has something to hand out.
-    pub(crate) fn poll_for_client(&mut self, cx: &mut Context<'_>) {
+    fn poll_for_client(&mut self, cx: &mut Context<'_>) {
         self.wakers.set_client(cx.waker());
         self.for_caller = true;
         let _ = self.poll_drive(cx);
@@ -282,11 +282,6 @@ impl Driver {
             self.wake_task = false;
             self.wakers.wake_task();
         }
-    }
-
-    /// A client's answer came (or it stopped waiting): the socket need not wake it any more.
-    pub(crate) fn client_done(&mut self, waker: &Waker) {
-        self.wakers.clear_client(waker);
     }
 
     /// Sends a pipelined request right away, from the client's own task, if nothing queued or
@@ -990,6 +985,46 @@ impl std::fmt::Debug for Driver {
             .field("clients_gone", &self.clients_gone)
             .field("failed", &self.failed)
             .finish_non_exhaustive()
+    }
+}
+
+/// A client's share in driving the connection while it waits (for an answer, for rows): each
+/// poll drives it once, and when done the client stops being woken by the socket.
+pub(crate) struct Driving {
+    driver: SharedDriver,
+    /// The waker this client last drove with.
+    waker: Option<Waker>,
+}
+
+impl Driving {
+    pub(crate) fn new(driver: SharedDriver) -> Driving {
+        Driving {
+            driver,
+            waker: None,
+        }
+    }
+
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) {
+        if let Some(driver) = lock_driver(&self.driver).as_mut() {
+            driver.poll_for_client(cx);
+        }
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+    }
+
+    pub(crate) fn withdraw(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            if let Some(driver) = lock_driver(&self.driver).as_mut() {
+                driver.wakers.clear_client(&waker);
+            }
+        }
+    }
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        self.withdraw();
     }
 }
 

@@ -7,17 +7,18 @@ use std::task::{Context, Poll};
 use crate::handle::PgResult;
 
 /// A streamed query's rows are handed over once this many have arrived (or the socket has
-/// no more for now); the connection task stops reading while a full batch waits for room, so
-/// a slow consumer holds the server back instead of filling memory.
+/// no more for now); reading stops while a full batch waits for room, so a slow consumer
+/// holds the server back instead of filling memory.
 ///
-/// Before libpq 17 every row is a `PGresult` of its own, and the size matters (W3s, 100k
-/// rows, measured against C): with the consumer on the same thread, batches of 32 kept the
-/// results in cache (1.07× C, against 2.0× with 1,000), but on a multi-thread runtime they
-/// were slower (2.5× against 2.15×), and after a pause they drained the socket in steps so
-/// small that 2M rows took 43 s instead of 4 s (the server woken for every few KB). One
-/// chunk's worth is the choice that never falls off a cliff; libpq 17+ streams in chunks
-/// (1.08× C with this size).
-const STREAM_BATCH_ROWS: usize = crate::STREAM_CHUNK_ROWS;
+/// Before libpq 17 every row is a `PGresult` of its own (≈2 KiB of heap each). Batches of
+/// 1,000 such rows (and two of them queued) went through megabytes of heap per batch, most
+/// of the time in `malloc`, `free` and page faults as the heap grew and shrank: W3s, client
+/// CPU time of a quick run, 350 ms against 300 ms with 16, 32 or 64 rows (C: 210 ms).
+/// Since the stream drives the connection itself while it waits, a small batch costs no
+/// wake-up between tasks (with batches of 32 handed over by the connection task, a paused
+/// 2M-row stream once took 43 s to drain). libpq 17+'s chunks of
+/// [`STREAM_CHUNK_ROWS`](crate::STREAM_CHUNK_ROWS) rows go one per batch.
+const STREAM_BATCH_ROWS: usize = 64;
 
 /// Where a streamed query's results go: batches of row-holding results.
 pub(crate) type RowSender = futures_channel::mpsc::Sender<Vec<PgResult>>;
