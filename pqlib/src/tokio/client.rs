@@ -144,11 +144,11 @@ impl Client {
             succeeded,
             only_if: None,
         };
-        let queued = match lock_driver(&self.inner.driver).as_mut() {
+        let refused = match lock_driver(&self.inner.driver).as_mut() {
             Some(driver) => driver.send_direct(request),
-            None => Err(request),
+            None => Some(request),
         };
-        if let Err(request) = queued {
+        if let Some(request) = refused {
             self.inner
                 .sender
                 .send(request)

@@ -285,9 +285,9 @@ impl Driver {
     }
 
     /// Sends a pipelined request right away, from the client's own task, if nothing queued or
-    /// held is ahead of it and nothing needs the pipeline changed; otherwise hands it back,
-    /// to go through the task's queue.
-    pub(crate) fn send_direct(&mut self, request: Request) -> std::result::Result<(), Request> {
+    /// held is ahead of it and nothing needs the pipeline changed; otherwise hands it back
+    /// (`Some`), to go through the task's queue.
+    pub(crate) fn send_direct(&mut self, request: Request) -> Option<Request> {
         let pipelined = matches!(
             request.work,
             Work::Execute { .. }
@@ -302,10 +302,10 @@ impl Driver {
             || self.copy.is_some()
             || !self.requests.is_empty()
         {
-            return Err(request);
+            return Some(request);
         }
         if request.reply.is_closed() && !request.detached {
-            return Ok(());
+            return None;
         }
         let sent = self.send(request).and_then(|()| {
             // SAFETY: the connection is alive; in non-blocking mode PQflush never waits.
@@ -322,7 +322,7 @@ impl Driver {
             self.fail_with(e);
             self.wakers.wake_task();
         }
-        Ok(())
+        None
     }
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
