@@ -193,6 +193,69 @@ fn wrong_type_is_a_conversion_error() {
     assert!(e.to_string().contains("int4"), "{e}");
 }
 
+/// Whether a Rust type fits a column is decided once per column (and kept with the prepared
+/// statement), yet every value is still judged: a NULL in a later row or a later execution,
+/// another Rust type, threads reading the same rows as different types.
+#[test]
+fn checks_made_once_per_column_still_judge_every_row() {
+    let mut conn = connect();
+    let stmt = conn
+        .prepare(
+            "SELECT CASE WHEN i < $1 THEN i END AS v, i::text AS t \
+             FROM generate_series(1, 3) AS i ORDER BY i",
+        )
+        .unwrap();
+    let rows = conn.query(&stmt, &[&3i32]).unwrap();
+    let (first, last) = (rows.get(0).unwrap(), rows.get(2).unwrap());
+    assert_eq!(first.get::<_, i32>("v"), 1);
+    assert_eq!(rows.get(1).unwrap().get::<_, i32>("v"), 2);
+    let e = last.try_get::<_, i32>("v").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conversion, "{e}");
+    assert!(e.to_string().contains("column v of type int4"), "{e}");
+    assert_eq!(last.get::<_, Option<i32>>("v"), None);
+    // Accepting i32 says nothing about other types.
+    assert_eq!(
+        first.try_get::<_, i64>("v").unwrap_err().kind(),
+        ErrorKind::Conversion
+    );
+    assert_eq!(
+        first.try_get::<_, &str>("v").unwrap_err().kind(),
+        ErrorKind::Conversion
+    );
+    assert_eq!(first.get::<_, &str>("t"), "1");
+    assert_eq!(
+        first.try_get::<_, i32>("t").unwrap_err().kind(),
+        ErrorKind::Conversion
+    );
+    // The same statement again, every value NULL this time.
+    let nulls = conn.query(&stmt, &[&0i32]).unwrap();
+    for row in &nulls {
+        assert_eq!(
+            row.try_get::<_, i32>(0).unwrap_err().kind(),
+            ErrorKind::Conversion
+        );
+        assert_eq!(row.get::<_, Option<i32>>(0), None);
+    }
+    // Threads reading the same rows, each as its own type.
+    std::thread::scope(|s| {
+        for k in 0..4 {
+            let rows = &rows;
+            s.spawn(move || {
+                for _ in 0..200 {
+                    for (i, row) in rows.iter().enumerate() {
+                        let expected = (i < 2).then_some(i as i32 + 1);
+                        match k % 3 {
+                            0 => assert_eq!(row.get::<_, Option<i32>>(0), expected),
+                            1 => assert_eq!(row.try_get::<_, i32>(0).ok(), expected),
+                            _ => assert!(row.try_get::<_, Option<i64>>(0).is_err()),
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn missing_column_is_a_column_error() {
     let mut conn = connect();

@@ -233,6 +233,8 @@ where
         )));
     };
     let row_start = buf.len();
+    // Room for the field count and every length at once, rather than a check per put.
+    buf.reserve(2 + 4 * types.len());
     buf.put_i16(count);
     for (i, (value, ty)) in values.zip(types).enumerate() {
         let length_at = buf.len();
@@ -240,26 +242,37 @@ where
         match value.borrow_to_sql().to_sql_checked(ty, buf) {
             Ok(IsNull::Yes) => buf.truncate(length_at + 4),
             Ok(IsNull::No) => {
-                let length = buf.len() - length_at - 4;
-                let Ok(length) = i32::try_from(length) else {
-                    buf.truncate(row_start);
-                    return Err(Error::bad_input(format!(
-                        "value {i} ({ty}) is {length} bytes; the most is {}",
-                        i32::MAX
-                    )));
-                };
-                buf[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
+                let length = buf.len().wrapping_sub(length_at + 4);
+                match (i32::try_from(length), buf.get_mut(length_at..length_at + 4)) {
+                    (Ok(length), Some(slot)) => slot.copy_from_slice(&length.to_be_bytes()),
+                    _ => {
+                        buf.truncate(row_start);
+                        return Err(too_long(i, ty, length));
+                    }
+                }
             }
             Err(e) => {
                 buf.truncate(row_start);
-                return Err(Error::conversion(
-                    format!("value {i} for a column of type {ty}"),
-                    e,
-                ));
+                return Err(not_encoded(i, ty, e));
             }
         }
     }
     Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn too_long(i: usize, ty: &Type, length: usize) -> Error {
+    Error::bad_input(format!(
+        "value {i} ({ty}) is {length} bytes; the most is {}",
+        i32::MAX
+    ))
+}
+
+#[cold]
+#[inline(never)]
+fn not_encoded(i: usize, ty: &Type, e: Box<dyn std::error::Error + Sync + Send>) -> Error {
+    Error::conversion(format!("value {i} for a column of type {ty}"), e)
 }
 
 /// Appends the header: signature, flags, no extension.
@@ -767,6 +780,36 @@ mod tests {
         let e = encode_row(&mut buf, &TYPES, [&1i32 as &(dyn ToSql + Sync)]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::BadInput);
         assert_eq!(buf.len(), len);
+    }
+
+    /// A value whose encoder shrinks the buffer below its own length field.
+    #[derive(Debug)]
+    struct Shrinking;
+
+    impl ToSql for Shrinking {
+        fn to_sql(
+            &self,
+            _: &Type,
+            out: &mut BytesMut,
+        ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            out.truncate(out.len().saturating_sub(6));
+            Ok(IsNull::No)
+        }
+
+        fn accepts(_: &Type) -> bool {
+            true
+        }
+
+        postgres_types::to_sql_checked!();
+    }
+
+    #[test]
+    fn an_encoder_that_shrinks_the_buffer_is_an_error() {
+        let mut buf = BytesMut::new();
+        let e =
+            encode_row(&mut buf, &[Type::INT4], [&Shrinking as &(dyn ToSql + Sync)]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -191,6 +191,7 @@ impl PgResultRef {
     /// `row < ntuples()` and `col < nfields()`. (Out of range, libpq would print a notice
     /// and return ""; callers know their bounds from counts read once, so the hot path makes
     /// no extra calls to check them.)
+    #[inline]
     pub(crate) unsafe fn value_unchecked(&self, row: usize, col: usize) -> Option<&[u8]> {
         let (r, c) = (row as c_int, col as c_int);
         // SAFETY: the result is alive for &self and the indices are in range (the caller's

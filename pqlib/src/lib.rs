@@ -93,6 +93,7 @@ mod connect;
 mod connection;
 mod copy;
 mod copy_discard;
+mod decode;
 mod encoding;
 pub mod error;
 mod handle;

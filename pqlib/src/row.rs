@@ -4,7 +4,9 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::decode::{Direct, direct};
 use crate::error::{Error, Result};
 use crate::handle::{PgResult, PgResultRef};
 use crate::notice::NoticeState;
@@ -12,7 +14,7 @@ use crate::types::{FromSql, Type, WrongType};
 use pqlib_sys as ffi;
 
 /// A result column: its name and type, and where it comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Column {
     name: String,
     type_: Type,
@@ -20,7 +22,66 @@ pub struct Column {
     column_id: Option<i16>,
     /// Whether values need the array header check, decided once rather than per value.
     is_array: bool,
+    /// How values are decoded when read as one of the common Rust types, decided once.
+    direct: Direct,
+    /// The Rust type last found to accept this column's type, so that reading every value
+    /// of a column as the same `T` asks `T::accepts` once rather than per value.
+    accepted: AcceptedType,
 }
+
+impl fmt::Debug for Column {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Column")
+            .field("name", &self.name)
+            .field("type_", &self.type_)
+            .field("table_oid", &self.table_oid)
+            .field("column_id", &self.column_id)
+            .finish()
+    }
+}
+
+/// A one-entry cache of `FromSql::accepts` for a column: the address of the last
+/// `T::accepts` that returned true for the column's type (0: none yet).
+///
+/// A function's address stands for its result because `accepts` looks at nothing but the
+/// type, which is the column's for good: one address is one function body, so one answer
+/// (two functions share an address only when the compiler merged identical bodies, which
+/// answer alike). One function may have several addresses (one per codegen unit); that only
+/// costs a miss, which asks `accepts` again. Relaxed atomics: `Rows` is shared between
+/// threads, and any value a thread sees is a correct entry.
+#[derive(Default)]
+struct AcceptedType(AtomicUsize);
+
+impl AcceptedType {
+    /// Whether `T` accepts `ty`, asking `T::accepts` only when the cache does not know.
+    #[inline]
+    fn check<'a, T: FromSql<'a>>(&self, ty: &Type) -> bool {
+        let key = T::accepts as fn(&Type) -> bool as usize;
+        if self.0.load(Ordering::Relaxed) == key {
+            return true;
+        }
+        let accepted = T::accepts(ty);
+        if accepted {
+            self.0.store(key, Ordering::Relaxed);
+        }
+        accepted
+    }
+}
+
+impl Clone for AcceptedType {
+    fn clone(&self) -> AcceptedType {
+        AcceptedType(AtomicUsize::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// A cache says nothing about the column: every two columns' caches are equal.
+impl PartialEq for AcceptedType {
+    fn eq(&self, _: &AcceptedType) -> bool {
+        true
+    }
+}
+
+impl Eq for AcceptedType {}
 
 impl Column {
     pub(crate) fn new(result: &PgResultRef, i: usize, type_: Type) -> Column {
@@ -29,9 +90,11 @@ impl Column {
         Column {
             name: result.field_name(i),
             is_array: matches!(type_.kind(), crate::types::Kind::Array(_)),
+            direct: Direct::of(&type_),
             type_,
             table_oid: (table != 0).then_some(table),
             column_id: (column != 0).then_some(column),
+            accepted: AcceptedType::default(),
         }
     }
 
@@ -297,6 +360,7 @@ impl<'r> Row<'r> {
     /// ```
     #[track_caller]
     #[doc(alias = "PQgetvalue")]
+    #[inline]
     pub fn get<I, T>(&self, index: I) -> T
     where
         I: RowIndex + fmt::Display,
@@ -304,7 +368,7 @@ impl<'r> Row<'r> {
     {
         match self.try_get(&index) {
             Ok(value) => value,
-            Err(e) => panic!("error retrieving column {index}: {e}"),
+            Err(e) => get_failed(&index, e),
         }
     }
 
@@ -320,38 +384,37 @@ impl<'r> Row<'r> {
     /// ```
     #[doc(alias = "PQgetvalue")]
     #[doc(alias = "PQgetisnull")]
+    #[inline]
     pub fn try_get<I, T>(&self, index: I) -> Result<T>
     where
         I: RowIndex + fmt::Display,
         T: FromSql<'r>,
     {
-        let Some(col) = index.__index(self.columns()) else {
-            return Err(Error::column(format!(
-                "{index} (the row has {} columns)",
-                self.len()
-            )));
+        let columns = self.columns();
+        let Some(col) = index.__index(columns) else {
+            return Err(no_such_column(&index, columns.len()));
         };
-        let column = &self.columns()[col];
+        let column = &columns[col];
         let ty = column.type_();
-        if !T::accepts(ty) {
-            return Err(Error::conversion(
-                format!("column {index}"),
-                Box::new(WrongType::new::<T>(ty.clone())),
-            ));
+        // Per column, not per value: `T::accepts` runs once for a column read as `T`.
+        if !column.accepted.check::<T>(ty) {
+            return Err(wrong_type::<T>(&index, ty));
         }
         if col >= self.rows.width {
-            return Err(Error::column(format!(
-                "{index} (the result has {} columns)",
-                self.rows.width
-            )));
+            return Err(narrow_result(&index, self.rows.width));
         }
         // SAFETY: `index < len` (rows are only made for indexes below it), `col < width`.
         let raw = unsafe { self.rows.result.value_unchecked(self.index, col) };
+        if let Some(value) = direct::<T>(column.direct, raw) {
+            return Ok(value);
+        }
         if column.is_array {
             crate::types::check_array_header(ty, raw)?;
         }
-        T::from_sql_nullable(ty, raw)
-            .map_err(|e| Error::conversion(format!("column {index} of type {ty}"), e))
+        match T::from_sql_nullable(ty, raw) {
+            Ok(value) => Ok(value),
+            Err(e) => Err(not_converted(&index, ty, e)),
+        }
     }
 
     /// The raw binary bytes of a column, `None` for SQL NULL.
@@ -368,6 +431,47 @@ impl<'r> Row<'r> {
         // SAFETY: as in `try_get`: `col` was checked above, `index` on construction.
         Ok(unsafe { self.rows.result.value_unchecked(self.index, col) })
     }
+}
+
+// The error paths of `Row::try_get` and `Row::get`, out of line so that the generic hot
+// path, instantiated for every column type read, stays small.
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn get_failed(index: &dyn fmt::Display, e: Error) -> ! {
+    panic!("error retrieving column {index}: {e}")
+}
+
+#[cold]
+#[inline(never)]
+fn no_such_column(index: &dyn fmt::Display, columns: usize) -> Error {
+    Error::column(format!("{index} (the row has {columns} columns)"))
+}
+
+#[cold]
+#[inline(never)]
+fn narrow_result(index: &dyn fmt::Display, width: usize) -> Error {
+    Error::column(format!("{index} (the result has {width} columns)"))
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_type<'a, T: FromSql<'a>>(index: &dyn fmt::Display, ty: &Type) -> Error {
+    Error::conversion(
+        format!("column {index}"),
+        Box::new(WrongType::new::<T>(ty.clone())),
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn not_converted(
+    index: &dyn fmt::Display,
+    ty: &Type,
+    e: Box<dyn std::error::Error + Sync + Send>,
+) -> Error {
+    Error::conversion(format!("column {index} of type {ty}"), e)
 }
 
 impl fmt::Debug for Row<'_> {
@@ -528,6 +632,39 @@ mod tests {
             raw.extend_from_slice(&e.to_be_bytes());
         }
         raw
+    }
+
+    /// The checks made once per column still judge every value: a value that fails them in
+    /// a later row is refused with the error the first row would have had.
+    #[test]
+    fn later_rows_are_checked_like_the_first() {
+        use crate::error::ErrorKind;
+        let four = 7i32.to_be_bytes();
+        let rows = Rows::__single_column(&Type::INT4, &[Some(&four[..]), None, Some(&four[..3])]);
+        assert_eq!(rows.get(0).unwrap().get::<_, i32>(0), 7);
+        let null = rows.get(1).unwrap().try_get::<_, i32>(0).unwrap_err();
+        assert_eq!(null.kind(), ErrorKind::Conversion, "{null}");
+        assert!(null.to_string().contains("column 0 of type int4"), "{null}");
+        let short = rows.get(2).unwrap().try_get::<_, i32>(0).unwrap_err();
+        assert_eq!(short.kind(), ErrorKind::Conversion, "{short}");
+        // Other types are still judged on their own after i32 was accepted.
+        for row in &rows {
+            assert!(row.try_get::<_, i64>(0).is_err());
+            assert!(row.try_get::<_, &str>(0).is_err());
+        }
+        let maybes: Vec<Option<i32>> = rows.iter().take(2).map(|r| r.get(0)).collect();
+        assert_eq!(maybes, [Some(7), None]);
+
+        let rows = Rows::__single_column(&Type::TEXT, &[Some(&b"ok"[..]), Some(&[0xff, 0xfe])]);
+        assert_eq!(rows.get(0).unwrap().get::<_, &str>(0), "ok");
+        let bad = rows.get(1).unwrap().try_get::<_, &str>(0).unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::Conversion, "{bad}");
+        assert!(rows.get(1).unwrap().try_get::<_, String>(0).is_err());
+        assert!(rows.get(1).unwrap().try_get::<_, Option<&str>>(0).is_err());
+        assert_eq!(
+            rows.get(1).unwrap().raw(0).unwrap(),
+            Some(&[0xff, 0xfe][..])
+        );
     }
 
     #[test]
