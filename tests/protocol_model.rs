@@ -1833,6 +1833,10 @@ struct AsyncWorld {
     /// One transaction at a time on the shared client.
     txn_lock: tokio::sync::Mutex<()>,
     pool: Option<pqlib::pool::deadpool::Pool>,
+    /// Tells this model's tags and random streams from those of the models running beside
+    /// it on the same server (the same tag in two models would mix their rows).
+    mode: &'static str,
+    stream: u64,
 }
 
 /// The shared client's connection task as it was after its latest poll (`Debug`: requests in
@@ -1914,9 +1918,9 @@ const ASYNC_TASKS: usize = 8;
 
 async fn async_task(world: Arc<AsyncWorld>, task: usize, count: usize) -> usize {
     let pooled = world.pool.is_some();
-    let mode = if pooled { "p" } else { "s" };
+    let mode = world.mode;
     let who = format!("task {mode}{task} ");
-    let mut rng = Rng::fork(seed(), if pooled { 2 } else { 1 }, task as u64);
+    let mut rng = Rng::fork(seed(), world.stream, task as u64);
     let mut done = 0;
     for n in 0..count {
         if world.history.stop.load(SeqCst) {
@@ -2066,10 +2070,10 @@ fn runtime(flavor: Flavor) -> tokio::runtime::Runtime {
 
 fn run_async_model(pooled: bool, total: usize, flavor: Flavor) {
     setup();
-    let model = match (pooled, flavor) {
-        (true, _) => "async pool",
-        (false, Flavor::MultiThread) => "async shared client",
-        (false, Flavor::CurrentThread) => "async shared client, current-thread runtime",
+    let (model, mode, stream) = match (pooled, flavor) {
+        (true, _) => ("async pool", "p", 2),
+        (false, Flavor::MultiThread) => ("async shared client", "s", 1),
+        (false, Flavor::CurrentThread) => ("async shared client, current-thread runtime", "c", 4),
     };
     eprintln!(
         "protocol_model {model}: PQLIB_MODEL_SEED={} requests={total}",
@@ -2095,6 +2099,8 @@ fn run_async_model(pooled: bool, total: usize, flavor: Flavor) {
             messages,
             txn_lock: tokio::sync::Mutex::new(()),
             pool,
+            mode,
+            stream,
         });
         let per_task = total.div_ceil(ASYNC_TASKS);
         let handles: Vec<_> = (0..ASYNC_TASKS)

@@ -205,6 +205,8 @@ pub(crate) struct Driver {
     for_caller: bool,
     /// Something for the task to hand out arrived while a client drove.
     wake_task: bool,
+    /// Requests sent from clients' tasks wait for the task's flush (see `send_direct`).
+    flush_by_task: bool,
 }
 
 impl Driver {
@@ -247,6 +249,7 @@ impl Driver {
             wakers: Wakers::default(),
             for_caller: false,
             wake_task: false,
+            flush_by_task: false,
         })
     }
 
@@ -254,6 +257,7 @@ impl Driver {
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<AsyncMessage>>> {
         self.wakers.set_task(cx.waker());
         self.wake_task = false;
+        self.flush_by_task = false;
         // Notices sent while the session started (and any left over) come first, even while
         // nothing else happens on the connection.
         self.take_notices();
@@ -308,11 +312,17 @@ impl Driver {
             return None;
         }
         let sent = self.send(request).and_then(|()| {
+            if self.wakers.task.is_some() {
+                // Flushed by the task, which runs once the tasks woken before it have had
+                // their turn: requests from several tasks go out in one write.
+                self.flush_by_task = true;
+                self.wakers.wake_task();
+                return Ok(());
+            }
             // SAFETY: the connection is alive; in non-blocking mode PQflush never waits.
             match unsafe { ffi::PQflush(self.conn.as_ptr()) } {
                 0 => self.needs_flush = false,
-                // The rest goes out when the socket is writable: the waiter's (or the
-                // task's) next poll.
+                // The rest goes out when the socket is writable: the waiter's next poll.
                 1 => {}
                 _ => return Err(self.connection_error()),
             }
@@ -357,7 +367,7 @@ impl Driver {
             } else {
                 self.take_requests(cx)?
             };
-            if self.needs_flush {
+            if self.needs_flush && !(self.for_caller && self.flush_by_task) {
                 if let Poll::Ready(flushed) = self.poll_flush(cx) {
                     flushed?;
                     progress = true;
