@@ -571,9 +571,9 @@ fn open_sockets() -> std::collections::BTreeSet<i32> {
         .collect()
 }
 
-/// A connection whose socket libpq has closed, but whose `Connection` (and its registration
-/// with the runtime) lives on, must not disturb a newer connection that was given the same
-/// descriptor number. The kernel hands out the lowest free number, so B usually gets the one
+/// A connection that failed, whose `Connection` value lives on (it closes libpq's connection
+/// and its registration with the runtime as soon as it resolves with the error), must not
+/// disturb a newer connection that was given the same descriptor number. The kernel hands out the lowest free number, so B usually gets the one
 /// A's libpq socket had; other tests open sockets concurrently, so the scenario is repeated
 /// until that happened (checked in `/proc/self/fd`), and B must work every time.
 #[tokio::test]
