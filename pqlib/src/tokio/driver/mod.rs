@@ -424,8 +424,14 @@ impl Driver {
                 return Poll::Pending;
             }
         }
-        // Still busy: let other tasks run, then come back.
-        cx.waker().wake_by_ref();
+        // Still busy: let other tasks run, then come back. A client hands the rest to the
+        // task instead of waking itself: under `block_on` a self-wake costs a turn of the I/O
+        // driver per budget (W6p, 1,000 answers read by the client: 1.8× C against 1.0–1.2×).
+        if self.for_caller && self.wakers.task.is_some() {
+            self.wakers.wake_task();
+        } else {
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 
