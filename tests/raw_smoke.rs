@@ -113,9 +113,11 @@ mod at_exit {
             .stdin(Stdio::null());
         let (status, stdout) = common::run_bounded(command, Duration::from_secs(120));
         assert!(status.success(), "child failed ({status}):\n{stdout}");
+        // Anywhere in a line: run serially (one CPU), libtest prints "test … ... " before
+        // the test's own output, on the same line.
         let line = stdout
             .lines()
-            .find_map(|line| line.strip_prefix("CLUSTER "))
+            .find_map(|line| line.split_once("CLUSTER ").map(|(_, rest)| rest))
             .unwrap_or_else(|| panic!("no CLUSTER line in:\n{stdout}"));
         let (pid, data_dir) = line
             .strip_prefix("pid=")
