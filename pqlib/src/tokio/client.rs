@@ -779,27 +779,16 @@ pub(super) struct Answer {
     driving: Driving,
 }
 
-impl Answer {
-    fn take(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Reply> {
-        Pin::new(&mut self.answer).poll(cx).map(|reply| {
-            reply.map_err(|_| Error::closed("the connection task ended before answering"))?
-        })
-    }
-}
-
 impl Future for Answer {
     type Output = Reply;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Reply> {
-        // Checked with a waker that does nothing: an answer this poll reads itself must not
-        // wake the task that is already running (on a current-thread runtime that costs
-        // another turn of the I/O driver before the next poll).
-        let mut quiet = std::task::Context::from_waker(std::task::Waker::noop());
-        let mut reply = self.take(&mut quiet);
-        if reply.is_pending() {
-            self.driving.poll(cx);
-            reply = self.take(cx);
-        }
+        let Answer { answer, driving } = &mut *self;
+        let reply = driving.poll_until(cx, |cx| {
+            Pin::new(&mut *answer).poll(cx).map(|reply| {
+                reply.map_err(|_| Error::closed("the connection task ended before answering"))?
+            })
+        });
         if reply.is_ready() {
             self.driving.withdraw();
         }

@@ -149,17 +149,11 @@ impl Stream for RowStream {
                     this.notices.clone(),
                 ))));
             }
-            // As for an answer: checked quietly first, so that rows this poll reads itself
-            // do not wake the running task.
-            let mut quiet = Context::from_waker(std::task::Waker::noop());
-            let next = match Pin::new(&mut this.chunks).poll_next(&mut quiet) {
-                Poll::Pending => {
-                    this.driving.poll(cx);
-                    ready!(Pin::new(&mut this.chunks).poll_next(cx))
-                }
-                Poll::Ready(next) => next,
-            };
-            match next {
+            let chunks = &mut this.chunks;
+            match ready!(
+                this.driving
+                    .poll_until(cx, |cx| Pin::new(&mut *chunks).poll_next(cx))
+            ) {
                 Some(batch) => this.batch = batch.into_iter(),
                 None => break,
             }

@@ -1043,6 +1043,23 @@ impl Driving {
         }
     }
 
+    /// Polls `ready` with a waker that does nothing, and only if it is pending drives the
+    /// connection once and polls it again with `cx`: what this poll reads itself must not
+    /// wake the running task (on a current-thread runtime that costs another turn of the I/O
+    /// driver before the next poll).
+    pub(crate) fn poll_until<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut ready: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let mut quiet = Context::from_waker(Waker::noop());
+        if let Poll::Ready(value) = ready(&mut quiet) {
+            return Poll::Ready(value);
+        }
+        self.poll(cx);
+        ready(cx)
+    }
+
     pub(crate) fn withdraw(&mut self) {
         if let Some(waker) = self.waker.take() {
             if let Some(driver) = lock_driver(&self.driver).as_mut() {
