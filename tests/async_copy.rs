@@ -211,3 +211,91 @@ async fn binary_copy_round_trip() {
     }
     assert_eq!(i, 10_000);
 }
+
+/// A server that stops reading holds the sender back: chunks wait in the sink's channel and
+/// the socket, not in a buffer that grows with what the caller sends.
+#[tokio::test]
+async fn a_stalled_server_holds_the_sink_back() {
+    use std::time::Duration;
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let client = connect().await;
+    let holder = connect().await;
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS acopy_stall;
+             CREATE TABLE acopy_stall (id int4, note text);
+             CREATE OR REPLACE FUNCTION acopy_stall_wait() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_advisory_xact_lock_shared(71720); RETURN NEW; END $$;
+             CREATE TRIGGER acopy_stall_wait BEFORE INSERT ON acopy_stall
+               FOR EACH ROW EXECUTE FUNCTION acopy_stall_wait();",
+        )
+        .await
+        .unwrap();
+    holder
+        .batch_execute("SELECT pg_advisory_lock(71720)")
+        .await
+        .unwrap();
+    let mut sink = client.copy_in("COPY acopy_stall FROM STDIN").await.unwrap();
+    let chunk = Bytes::from("1\tstalled\n".repeat(6_554)); // ~64 KiB, 6,554 rows
+    // The server blocks on its first row. With nothing growing behind the channel, a send
+    // stops completing after the channel (16 chunks) and the socket buffers are full.
+    let limit = 64 << 20;
+    let mut sent = 0usize;
+    while sent < limit {
+        match tokio::time::timeout(Duration::from_secs(2), sink.send(chunk.clone())).await {
+            Ok(result) => {
+                result.unwrap();
+                sent += chunk.len();
+            }
+            Err(_stalled) => break,
+        }
+    }
+    assert!(
+        sent < 16 << 20,
+        "{sent} bytes accepted while the server read nothing"
+    );
+    holder
+        .batch_execute("SELECT pg_advisory_unlock(71720)")
+        .await
+        .unwrap();
+    let rows = sink.finish().await.unwrap();
+    // The abandoned send had its chunk taken into the channel and waited for room behind
+    // it: that chunk is copied too, whole.
+    let accepted = (sent / chunk.len()) as u64 * 6_554;
+    assert!(
+        rows == accepted || rows == accepted + 6_554,
+        "{rows} rows copied, {accepted} sent"
+    );
+    assert_eq!(count(&client, "acopy_stall").await, rows as i64);
+}
+
+/// A server that answers every row with a notice fills the socket towards the client while
+/// the client's data fills it the other way: the connection keeps reading while it waits
+/// to write, or both sides would wait for each other forever.
+#[tokio::test]
+async fn copy_in_keeps_reading_while_the_server_floods_notices() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let client = connect().await;
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS acopy_noisy;
+             CREATE TABLE acopy_noisy (id int4, note text);
+             CREATE OR REPLACE FUNCTION acopy_noisy_notice() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RAISE NOTICE 'row % %', NEW.id, repeat('n', 2000); RETURN NEW; END $$;
+             CREATE TRIGGER acopy_noisy_notice BEFORE INSERT ON acopy_noisy
+               FOR EACH ROW EXECUTE FUNCTION acopy_noisy_notice();",
+        )
+        .await
+        .unwrap();
+    let mut sink = client.copy_in("COPY acopy_noisy FROM STDIN").await.unwrap();
+    // 20,000 rows out, ~40 MB of notices back: far more than both socket buffers hold.
+    for chunk in 0..20 {
+        let mut data = String::new();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            data.push_str(&format!("{i}\t{}\n", "d".repeat(60)));
+        }
+        sink.send(Bytes::from(data)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 20_000);
+    assert_eq!(count(&client, "acopy_noisy").await, 20_000);
+}

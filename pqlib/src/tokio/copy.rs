@@ -103,7 +103,8 @@ pub struct CopyInSink {
 
 impl CopyInSink {
     /// Sends one chunk of COPY data (waiting while the connection task is behind); the same
-    /// as `SinkExt::send`.
+    /// as `SinkExt::send`. A send abandoned while it waits may already have handed its chunk
+    /// over: the chunk is then copied whole, as if the send had completed.
     #[doc(alias = "PQputCopyData")]
     pub async fn send(&mut self, chunk: Bytes) -> Result<()> {
         futures_util_lite::send(self, chunk).await

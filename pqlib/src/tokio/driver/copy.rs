@@ -196,6 +196,18 @@ impl Driver {
         let ptr = self.conn.as_ptr();
         let mut progress = false;
         loop {
+            // COPY IN data goes to libpq only once it has sent what it holds: its buffer
+            // stays bounded, and a full socket is waited for once instead of being retried
+            // by every PQputCopyData.
+            if self.needs_flush && matches!(self.copy, Some(CopyState::In { .. })) {
+                match self.poll_flush(cx) {
+                    Poll::Pending => return Ok(progress),
+                    Poll::Ready(flushed) => {
+                        flushed?;
+                        progress = true;
+                    }
+                }
+            }
             let Some(state) = self.copy.as_mut() else {
                 return Ok(progress);
             };
@@ -222,16 +234,7 @@ impl Driver {
                                 }
                                 self.needs_flush = true;
                                 progress = true;
-                                // More pieces only once libpq's buffer is sent, so memory
-                                // stays bounded however big the chunk.
-                                // SAFETY: the connection is alive; non-blocking, so this
-                                // never waits.
-                                if pending.is_some() && unsafe { ffi::PQflush(ptr) } != 0 {
-                                    return Ok(progress);
-                                }
-                                if pending.is_some() {
-                                    continue;
-                                }
+                                continue;
                             }
                             0 => {
                                 // libpq's buffer is full: flush first, then try again.

@@ -667,20 +667,25 @@ impl Driver {
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         loop {
+            // The guard is taken before the write: libpq hides its EAGAIN, and clearing
+            // readiness through a guard taken after it could clear an edge that arrived in
+            // between (a hang). Readiness is only ever cleared after a full socket was seen,
+            // so "not ready" here means a write would not get through.
+            let mut guard = match self.socket.poll_write_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(Error::closed(format!("socket: {e}"))));
+                }
+                Poll::Pending => return Poll::Pending,
+            };
             // SAFETY: the connection is alive; in non-blocking mode PQflush never waits.
             match unsafe { ffi::PQflush(self.conn.as_ptr()) } {
                 0 => {
                     self.needs_flush = false;
                     return Poll::Ready(Ok(()));
                 }
-                1 => match self.socket.poll_write_ready(cx) {
-                    // libpq hit EAGAIN, so the readiness tokio remembers is stale.
-                    Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
-                    Poll::Ready(Err(e)) => {
-                        return Poll::Ready(Err(Error::closed(format!("socket: {e}"))));
-                    }
-                    Poll::Pending => return Poll::Pending,
-                },
+                // The socket was full: wait for the reactor's next writable edge.
+                1 => guard.clear_ready(),
                 _ => return Poll::Ready(Err(self.connection_error())),
             }
         }
