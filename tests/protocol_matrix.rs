@@ -32,7 +32,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pqlib::error::ErrorKind;
 use pqlib::types::Type;
-use pqlib::{Connection, Error, LargeObjectMode, PipelineResult, Row, Rows, SimpleQueryMessage};
+use pqlib::{
+    Connection, Error, LargeObjectMode, PipelineResult, PreparePolicy, Row, Rows,
+    SimpleQueryMessage,
+};
 
 /// Every case (its call and the probes after it) must end within this.
 const CASE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -318,6 +321,30 @@ const BLOCKING_APIS: &[Api] = &[
     Api::LargeObject,
     Api::SimpleQuery,
     Api::Portal,
+];
+
+/// The APIs that run SQL text through the statement cache, and so through the unnamed
+/// statement under [`PreparePolicy::Never`]: the matrix runs them again with that policy.
+const BLOCKING_STATEMENT_APIS: &[Api] = &[
+    Api::Execute,
+    Api::Query,
+    Api::QueryOne,
+    Api::QueryOpt,
+    Api::QueryRaw,
+    Api::Pipeline,
+    Api::Transaction,
+    Api::Portal,
+];
+
+const ASYNC_STATEMENT_APIS: &[Api] = &[
+    Api::AsyncExecute,
+    Api::AsyncQuery,
+    Api::AsyncQueryOne,
+    Api::AsyncQueryOpt,
+    Api::AsyncQueryRaw,
+    Api::AsyncPipeline,
+    Api::AsyncTransaction,
+    Api::AsyncPortal,
 ];
 
 const ASYNC_APIS: &[Api] = &[
@@ -1124,8 +1151,15 @@ fn cancel_when_active(token: pqlib::CancelToken, marker: String) -> Result<(), S
     }
 }
 
-fn blocking_case(api: Api, def: &'static KindDef, n: usize) -> Report {
-    let mut conn = Connection::connect(&common::conninfo()).expect("connect");
+/// The test server's config with `policy`.
+fn config(policy: PreparePolicy) -> pqlib::Config {
+    let mut config: pqlib::Config = common::conninfo().parse().expect("the test conninfo");
+    config.prepare_policy(policy);
+    config
+}
+
+fn blocking_case(api: Api, def: &'static KindDef, n: usize, policy: PreparePolicy) -> Report {
+    let mut conn = config(policy).connect().expect("connect");
     let notices = Arc::new(Mutex::new(Vec::new()));
     {
         let notices = notices.clone();
@@ -1204,10 +1238,16 @@ fn check_table(got: &Got, count: impl FnOnce() -> Result<i64, Error>) -> Result<
 }
 
 /// Runs a case on its own thread, bounded by [`CASE_TIMEOUT`]; a panic or a hang is a report.
-fn blocking_case_bounded(api: Api, def: &'static KindDef, n: usize) -> Report {
+fn blocking_case_bounded(
+    api: Api,
+    def: &'static KindDef,
+    n: usize,
+    policy: PreparePolicy,
+) -> Report {
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
-        let report = std::panic::catch_unwind(AssertUnwindSafe(|| blocking_case(api, def, n)));
+        let report =
+            std::panic::catch_unwind(AssertUnwindSafe(|| blocking_case(api, def, n, policy)));
         let _ = sender.send(report);
     });
     match receiver.recv_timeout(CASE_TIMEOUT) {
@@ -1228,8 +1268,22 @@ fn blocking_case_bounded(api: Api, def: &'static KindDef, n: usize) -> Report {
 
 #[test]
 fn blocking_matrix() {
+    blocking_matrix_with("blocking matrix", BLOCKING_APIS, PreparePolicy::Always);
+}
+
+/// SQL text as the unnamed statement: described once, then Parse/Bind/Execute each run.
+#[test]
+fn blocking_matrix_never_prepare() {
+    blocking_matrix_with(
+        "blocking matrix, PreparePolicy::Never",
+        BLOCKING_STATEMENT_APIS,
+        PreparePolicy::Never,
+    );
+}
+
+fn blocking_matrix_with(title: &str, apis: &[Api], policy: PreparePolicy) {
     let started = Instant::now();
-    let queue = Mutex::new(cases(BLOCKING_APIS).into_iter());
+    let queue = Mutex::new(cases(apis).into_iter());
     let reports = Mutex::new(Vec::new());
     thread::scope(|scope| {
         for _ in 0..BLOCKING_PARALLEL {
@@ -1237,7 +1291,7 @@ fn blocking_matrix() {
                 loop {
                     let next = queue.lock().unwrap().next();
                     let Some((api, def, n)) = next else { break };
-                    let report = blocking_case_bounded(api, def, n);
+                    let report = blocking_case_bounded(api, def, n, policy);
                     reports.lock().unwrap().push((n, report));
                 }
             });
@@ -1246,7 +1300,7 @@ fn blocking_matrix() {
     let mut reports = reports.into_inner().unwrap();
     reports.sort_by_key(|(n, _)| *n);
     let reports: Vec<Report> = reports.into_iter().map(|(_, r)| r).collect();
-    summarize("blocking matrix", &reports, started);
+    summarize(title, &reports, started);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1363,8 +1417,15 @@ async fn async_probe(client: &pqlib::tokio::Client, tag: String) -> (String, Pro
     (tag, probe)
 }
 
-async fn async_case(api: Api, def: &'static KindDef, n: usize) -> Report {
-    let client = common::connect_async().await;
+async fn async_case(api: Api, def: &'static KindDef, n: usize, policy: PreparePolicy) -> Report {
+    let (client, connection) = pqlib::tokio::connect_config(&config(policy))
+        .await
+        .expect("connect");
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("connection ended: {e}");
+        }
+    });
     client.batch_execute(SETUP).await.expect("setup");
     let pre = tag(api, def.kind, n, "before");
     if let (_, probe @ (Probe::Closed | Probe::Wrong(_))) = async_probe(&client, pre).await {
@@ -1440,6 +1501,20 @@ async fn wait_closed(client: &pqlib::tokio::Client) -> bool {
 /// and then `tokio::time::timeout` never fires.
 #[test]
 fn async_matrix() {
+    async_matrix_with("async matrix", ASYNC_APIS, PreparePolicy::Always);
+}
+
+/// SQL text as the unnamed statement on the async client.
+#[test]
+fn async_matrix_never_prepare() {
+    async_matrix_with(
+        "async matrix, PreparePolicy::Never",
+        ASYNC_STATEMENT_APIS,
+        PreparePolicy::Never,
+    );
+}
+
+fn async_matrix_with(title: &str, apis: &'static [Api], policy: PreparePolicy) {
     let started = Instant::now();
     let finished: Arc<Mutex<Vec<(usize, Report)>>> = Arc::default();
     let running: Arc<Mutex<BTreeMap<usize, (Api, Kind)>>> = Arc::default();
@@ -1453,7 +1528,7 @@ fn async_matrix() {
                 .enable_all()
                 .build()
                 .expect("a tokio runtime");
-            runtime.block_on(async_cases(finished, running));
+            runtime.block_on(async_cases(apis, policy, finished, running));
             let _ = done.send(());
             runtime.shutdown_background();
         });
@@ -1469,22 +1544,24 @@ fn async_matrix() {
     }
     reports.sort_by_key(|(n, _)| *n);
     let reports: Vec<Report> = reports.into_iter().map(|(_, r)| r).collect();
-    summarize("async matrix", &reports, started);
+    summarize(title, &reports, started);
 }
 
 async fn async_cases(
+    apis: &'static [Api],
+    policy: PreparePolicy,
     finished: Arc<Mutex<Vec<(usize, Report)>>>,
     running: Arc<Mutex<BTreeMap<usize, (Api, Kind)>>>,
 ) {
     let limit = Arc::new(tokio::sync::Semaphore::new(ASYNC_PARALLEL));
     let mut handles = Vec::new();
-    for (api, def, n) in cases(ASYNC_APIS) {
+    for (api, def, n) in cases(apis) {
         let limit = limit.clone();
         let running_now = running.clone();
         let handle = tokio::spawn(async move {
             let _permit = limit.acquire_owned().await.unwrap();
             running_now.lock().unwrap().insert(n, (api, def.kind));
-            tokio::time::timeout(CASE_TIMEOUT, async_case(api, def, n)).await
+            tokio::time::timeout(CASE_TIMEOUT, async_case(api, def, n, policy)).await
         });
         handles.push((n, api, def.kind, handle));
     }

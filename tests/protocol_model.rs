@@ -1839,6 +1839,23 @@ struct AsyncWorld {
     stream: u64,
 }
 
+/// The prepare policy of connection `n` (a model's `n`th connection or reconnection): each
+/// policy in turn, from a point the seed picks, so every run has connections with each.
+fn policy_for(n: u64) -> pqlib::PreparePolicy {
+    match (seed() % 3 + n) % 3 {
+        0 => pqlib::PreparePolicy::Always,
+        1 => pqlib::PreparePolicy::Never,
+        _ => pqlib::PreparePolicy::AfterRuns(3),
+    }
+}
+
+/// The test server's config with `policy`.
+fn config(policy: pqlib::PreparePolicy) -> pqlib::Config {
+    let mut config: pqlib::Config = common::conninfo().parse().expect("the conninfo");
+    config.prepare_policy(policy);
+    config
+}
+
 /// The shared client's connection task as it was after its latest poll (`Debug`: requests in
 /// flight, COPY state, pipeline mode), printed with a failure: a hang shows where it stopped.
 static DRIVER_DEBUG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
@@ -1846,10 +1863,10 @@ static DRIVER_DEBUG: std::sync::Mutex<String> = std::sync::Mutex::new(String::ne
 /// Connects without holding a non-`Send` future on a worker, and runs the connection task
 /// with its notices and notifications going to `messages`.
 async fn connect_shared(n: u64, messages: Arc<Messages>) -> Slot {
-    let conninfo = common::conninfo();
+    let config = config(policy_for(n));
     let handle = tokio::runtime::Handle::current();
     let (client, mut connection) =
-        tokio::task::spawn_blocking(move || handle.block_on(pqlib::tokio::connect(&conninfo)))
+        tokio::task::spawn_blocking(move || handle.block_on(pqlib::tokio::connect_config(&config)))
             .await
             .expect("the connecting task")
             .expect("connecting");
@@ -2085,7 +2102,8 @@ fn run_async_model(pooled: bool, total: usize, flavor: Flavor) {
         let messages = Arc::new(Messages::default());
         let slot = connect_shared(0, messages.clone()).await;
         let pool = pooled.then(|| {
-            let config: pqlib::Config = common::conninfo().parse().expect("the conninfo");
+            // Every checkout may be another connection, as behind a transaction pooler.
+            let config = config(pqlib::PreparePolicy::Never);
             pqlib::pool::deadpool::Pool::builder(pqlib::pool::deadpool::Manager::new(config))
                 .max_size(4)
                 .runtime(pqlib::pool::deadpool::Runtime::Tokio1)
@@ -2169,9 +2187,9 @@ struct BState {
 }
 
 impl Blocking {
-    fn connect() -> Result<Blocking, String> {
-        let mut conn =
-            pqlib::Connection::connect(&common::conninfo()).map_err(|e| e.to_string())?;
+    /// Connection `n` of a thread (see [`policy_for`]).
+    fn connect(n: u64) -> Result<Blocking, String> {
+        let mut conn = config(policy_for(n)).connect().map_err(|e| e.to_string())?;
         let notices = Arc::new(Mutex::new(Vec::new()));
         let sink = notices.clone();
         conn.set_notice_handler(move |notice| {
@@ -3122,8 +3140,9 @@ const BLOCKING_THREADS: usize = 4;
 fn blocking_thread(history: Arc<History>, thread: usize, count: usize) -> usize {
     let who = format!("thread b{thread} ");
     let mut rng = Rng::fork(seed(), 3, thread as u64);
-    let mut b =
-        Blocking::connect().unwrap_or_else(|e| history.fail(&who, &format!("connecting: {e}")));
+    let mut connections = thread as u64;
+    let mut b = Blocking::connect(connections)
+        .unwrap_or_else(|e| history.fail(&who, &format!("connecting: {e}")));
     let mut done = 0;
     for n in 0..count {
         if history.stop.load(SeqCst) {
@@ -3152,7 +3171,8 @@ fn blocking_thread(history: Arc<History>, thread: usize, count: usize) -> usize 
                     ),
                 }
                 history.log(format!("{who}#{n} ok, closed; reconnecting"));
-                b = Blocking::connect()
+                connections += 1;
+                b = Blocking::connect(connections)
                     .unwrap_or_else(|e| history.fail(&who, &format!("reconnecting: {e}")));
             }
             Ok(Verdict::Done) => history.log(format!("{who}#{n} ok")),

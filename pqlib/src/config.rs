@@ -90,12 +90,16 @@ pub struct Config {
     params: Vec<(String, String)>,
     /// Set with [`Config::notice_callback`] (in `notice.rs`).
     pub(crate) notice_callback: Option<NoticeCallback>,
+    /// Set with [`Config::prepare_policy`]; pqlib's own, not a libpq option.
+    pub(crate) prepare_policy: crate::PreparePolicy,
 }
 
-/// Equal parameters, and the same notice callback (the same one shared by clones) or none.
+/// Equal parameters and prepare policy, and the same notice callback (the same one shared by
+/// clones) or none.
 impl PartialEq for Config {
     fn eq(&self, other: &Config) -> bool {
         self.params == other.params
+            && self.prepare_policy == other.prepare_policy
             && match (&self.notice_callback, &other.notice_callback) {
                 (None, None) => true,
                 (Some(a), Some(b)) => a.same(b),
@@ -850,6 +854,37 @@ impl Config {
         Ok(())
     }
 
+    /// When SQL text passed to `query`, `execute` and friends becomes a named prepared
+    /// statement; see [`PreparePolicy`](crate::PreparePolicy). The default prepares and
+    /// caches every text; behind a pooler in transaction mode use
+    /// [`PreparePolicy::Never`](crate::PreparePolicy::Never).
+    ///
+    /// This is pqlib's setting, not a libpq connection option: it is not part of the
+    /// connection string (`Display`) and cannot be parsed from one.
+    ///
+    /// ```
+    /// use pqlib::PreparePolicy;
+    ///
+    /// let mut config = pqlib::Config::new();
+    /// assert_eq!(config.get_prepare_policy(), PreparePolicy::Always);
+    /// config.prepare_policy(PreparePolicy::AfterRuns(5));
+    /// assert_eq!(config.get_prepare_policy(), PreparePolicy::AfterRuns(5));
+    /// ```
+    pub fn prepare_policy(&mut self, policy: crate::PreparePolicy) -> &mut Config {
+        self.prepare_policy = policy;
+        self
+    }
+
+    /// The policy set with [`prepare_policy`](Config::prepare_policy).
+    ///
+    /// ```
+    /// let config = pqlib::Config::new();
+    /// assert_eq!(config.get_prepare_policy(), pqlib::PreparePolicy::Always);
+    /// ```
+    pub fn get_prepare_policy(&self) -> crate::PreparePolicy {
+        self.prepare_policy
+    }
+
     /// Connects with these parameters; see
     /// [`Connection::connect_config`](crate::Connection::connect_config).
     ///
@@ -922,6 +957,7 @@ impl FromStr for Config {
         Ok(Config {
             params,
             notice_callback: None,
+            prepare_policy: crate::PreparePolicy::default(),
         })
     }
 }
@@ -1051,6 +1087,9 @@ impl fmt::Debug for Config {
         }
         if self.notice_callback.is_some() {
             d.field("notice_callback", &format_args!("<callback>"));
+        }
+        if self.prepare_policy != crate::PreparePolicy::default() {
+            d.field("prepare_policy", &self.prepare_policy);
         }
         d.finish()
     }

@@ -16,8 +16,9 @@ use crate::handle::{PgConn, PgResult, PgResultRef, PqBuffer, lossy_string};
 use crate::notice::NoticeState;
 use crate::notify::Notification;
 use crate::params::EncodedParams;
+use crate::prepare::{Described, Plan};
 use crate::row::{Column, OwnedRow, Rows};
-use crate::statement::{Statement, StatementCache, ToStatement};
+use crate::statement::{Statement, StatementCache, StatementRef, ToStatement};
 use crate::types::{ToSql, Type, TypeCache};
 
 pub use crate::params::MAX_PARAMETERS;
@@ -119,8 +120,8 @@ impl Connection {
             crate::trace::connected("", "", "", Err(&e));
             e
         })?;
-        #[cfg_attr(libpq_18, allow(unused_mut))]
         let mut connection = Connection::from_connected(conn, notices)?;
+        connection.statements.policy = config.prepare_policy;
         #[cfg(not(libpq_18))]
         {
             connection.service = crate::session::requested_service(config);
@@ -245,7 +246,22 @@ impl Connection {
         T: ?Sized + ToStatement,
     {
         self.before_query()?;
-        let statement = statement.to_statement(self)?;
+        let statement = match statement.__statement_ref() {
+            StatementRef::Prepared(statement) => statement.clone(),
+            StatementRef::Sql(sql) => match self.statements.plan(sql) {
+                Plan::Cached(statement) => statement,
+                Plan::Prepare => StatementCache::prepare_and_cache(self, sql)?,
+                Plan::Unnamed(types) => {
+                    let _span = crate::trace::statement("query", sql);
+                    let result = self.query_unnamed(sql, types, params);
+                    crate::trace::statement_done(
+                        result.as_ref().map_or(0, Rows::len),
+                        result.as_ref().err(),
+                    );
+                    return result;
+                }
+            },
+        };
         let _span = crate::trace::statement("query", statement.sql());
         let result = match self.execute_prepared(&statement, params) {
             Err(e) if statement.is_cached() && is_stale_plan(&e) && self.is_idle() => {
@@ -334,6 +350,147 @@ impl Connection {
         let result = self.check(ptr)?;
         let columns = self.describe_columns(&result)?;
         Ok(Rows::new(result, columns, self.notices.clone()))
+    }
+
+    /// How `statement` runs here: as a named statement (given, cached, or prepared now), or
+    /// under the [`PreparePolicy`](crate::PreparePolicy) as the unnamed statement, described
+    /// now if it has not been.
+    pub(crate) fn plan<T: ?Sized + ToStatement>(&mut self, statement: &T) -> Result<Planned> {
+        let sql = match statement.__statement_ref() {
+            StatementRef::Prepared(statement) => return Ok(Planned::Prepared(statement.clone())),
+            StatementRef::Sql(sql) => sql,
+        };
+        match self.statements.plan(sql) {
+            Plan::Cached(statement) => Ok(Planned::Prepared(statement)),
+            Plan::Prepare => StatementCache::prepare_and_cache(self, sql).map(Planned::Prepared),
+            Plan::Unnamed(known) => {
+                crate::statement::refuse_copy(sql)?;
+                let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+                let described = self.described(sql, &sql_c, known)?;
+                Ok(Planned::Unnamed {
+                    sql: sql_c,
+                    described,
+                })
+            }
+        }
+    }
+
+    /// Runs `sql` as the unnamed statement in one sync segment (Parse, Bind, Execute, Sync
+    /// with the parameter types given), describing it first (its own segment) if its types
+    /// are not known yet: the path of [`PreparePolicy::Never`](crate::PreparePolicy::Never),
+    /// which a pooler in transaction mode never splits.
+    fn query_unnamed(
+        &mut self,
+        sql: &str,
+        described: Option<Described>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Rows> {
+        crate::statement::refuse_copy(sql)?;
+        let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        let types = match described {
+            Some(described) => described.params,
+            // Without parameters there is nothing to describe: the run says it all.
+            None if params.is_empty() => Arc::from([]),
+            None => self.described(sql, &sql_c, None)?.params,
+        };
+        check_param_count(&types, params.len())?;
+        let encoded = EncodedParams::with_types(params, &types)?;
+        // SAFETY: the connection is alive, idle and ours for the call.
+        let ptr = unsafe { encoded.exec_params(self.conn.as_ptr(), &sql_c) };
+        let result = match self.check(ptr) {
+            Ok(result) => result,
+            Err(e) => {
+                if crate::prepare::may_be_stale(&e) {
+                    self.statements.unnamed.forget_description(sql);
+                }
+                return Err(e);
+            }
+        };
+        let columns = self.describe_columns(&result)?;
+        Ok(Rows::new(result, columns, self.notices.clone()))
+    }
+
+    /// `known`, or what the server says `sql` is as the unnamed statement (remembered for
+    /// the next run).
+    pub(crate) fn described(
+        &mut self,
+        sql: &str,
+        sql_c: &CStr,
+        known: Option<Described>,
+    ) -> Result<Described> {
+        if let Some(known) = known {
+            return Ok(known);
+        }
+        let described = self.describe_unnamed(sql_c)?;
+        self.statements.unnamed.described(sql, described.clone());
+        Ok(described)
+    }
+
+    /// The parameter types and result columns of `sql`, from Parse and Describe of the
+    /// unnamed statement and a Sync, sent together in pipeline mode: one round trip, one
+    /// sync segment (`PQprepare` then `PQdescribePrepared` would be two, and a pooler may
+    /// run them on different server connections).
+    fn describe_unnamed(&mut self, sql: &CStr) -> Result<Described> {
+        let ptr = self.conn.as_ptr();
+        // SAFETY: the connection is alive, idle and out of pipeline mode (`before_query`).
+        if unsafe { ffi::PQenterPipelineMode(ptr) } != 1 {
+            return Err(self.connection_error());
+        }
+        // SAFETY: in pipeline mode; the name and SQL are NUL-terminated for the calls, and
+        // no parameter types are given (count 0, NULL array).
+        let sent = unsafe {
+            ffi::PQsendPrepare(ptr, c"".as_ptr(), sql.as_ptr(), 0, std::ptr::null()) == 1
+                && ffi::PQsendDescribePrepared(ptr, c"".as_ptr()) == 1
+                && ffi::PQpipelineSync(ptr) == 1
+        };
+        if !sent {
+            let e = self.connection_error();
+            return Err(self.poison(&format!("describing a statement failed midway: {e}")));
+        }
+        // Parse's result and NULL, Describe's result (or "aborted") and NULL, the sync.
+        let mut error = None;
+        let mut description = None;
+        let mut nulls = 0;
+        loop {
+            // SAFETY: the connection is alive and in pipeline mode, with results due.
+            let ptr = unsafe { ffi::PQgetResult(ptr) };
+            let Some(result) = PgResult::from_returned(ptr) else {
+                nulls += 1;
+                if nulls > 2 {
+                    // No sync where one is due: the protocol state is not what was sent.
+                    let e = self.connection_error();
+                    return Err(self.poison(&format!("describing a statement: {e}")));
+                }
+                continue;
+            };
+            match result.status() {
+                ffi::ExecStatusType::PGRES_PIPELINE_SYNC => break,
+                ffi::ExecStatusType::PGRES_PIPELINE_ABORTED => {}
+                ffi::ExecStatusType::PGRES_COMMAND_OK => description = Some(result),
+                _ => {
+                    let e = self.check_each(result.into_ptr());
+                    error.get_or_insert(e.err().unwrap_or_else(|| {
+                        Error::client("describing a statement returned an unexpected result")
+                    }));
+                }
+            }
+        }
+        // SAFETY: the sync was read, so the pipeline is idle and can be left.
+        if unsafe { ffi::PQexitPipelineMode(ptr) } != 1 {
+            let e = self.connection_error();
+            return Err(self.poison(&format!("leaving pipeline mode after a describe: {e}")));
+        }
+        self.after_results()?;
+        if let Some(error) = error {
+            return Err(error);
+        }
+        let description = description
+            .ok_or_else(|| Error::client("describing a statement returned no description"))?;
+        let params = (0..description.nparams())
+            .map(|i| self.resolve_type(description.param_type(i)))
+            .collect::<Result<_>>()?;
+        let columns = self.describe_columns(&description)?;
+        Ok(Described { params, columns })
     }
 
     /// Prepares a statement on the server, to run many times with different parameters.
@@ -984,6 +1141,23 @@ pub enum TransactionStatus {
     InError,
     /// The connection is bad.
     Unknown,
+}
+
+/// How a statement runs: see [`Connection::plan`].
+pub(crate) enum Planned {
+    Prepared(Statement),
+    Unnamed { sql: CString, described: Described },
+}
+
+/// The error for a run of SQL text with another number of parameters than it has.
+pub(crate) fn check_param_count(types: &[Type], given: usize) -> Result<()> {
+    if given != types.len() {
+        return Err(Error::bad_input(format!(
+            "the statement has {} parameters but {given} were given",
+            types.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A cached statement that cannot run as prepared: "cached plan must not change result type"

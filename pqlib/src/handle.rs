@@ -173,6 +173,16 @@ impl PgResultRef {
         unsafe { ffi::PQftype(self.as_ptr(), i as c_int) }
     }
 
+    /// Whether the result's columns are `columns` in number and type (a description made
+    /// before the rows came).
+    pub(crate) fn has_columns(&self, columns: &[crate::Column]) -> bool {
+        self.nfields() == columns.len()
+            && columns
+                .iter()
+                .enumerate()
+                .all(|(i, column)| self.field_type(i) == column.type_().oid())
+    }
+
     pub(crate) fn field_table(&self, i: usize) -> ffi::Oid {
         // SAFETY: as for field_type.
         unsafe { ffi::PQftable(self.as_ptr(), i as c_int) }

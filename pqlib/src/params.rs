@@ -105,6 +105,23 @@ impl EncodedParams {
         Ok(encoded)
     }
 
+    /// Parameters encoded as `types`, which also go to the server with them (the unnamed
+    /// statement of [`PreparePolicy::Never`](crate::PreparePolicy::Never): the types come
+    /// from describing the text).
+    pub(crate) fn with_types(
+        params: &[&(dyn ToSql + Sync)],
+        types: &[Type],
+    ) -> Result<EncodedParams> {
+        let mut encoded = EncodedParams::new(params, types)?;
+        encoded.set_types(types);
+        Ok(encoded)
+    }
+
+    /// Sends `types` with the values (for `PQsendQueryParams`).
+    pub(crate) fn set_types(&mut self, types: &[Type]) {
+        self.oids = types.iter().map(Type::oid).collect();
+    }
+
     /// No parameters at all.
     pub(crate) fn none() -> EncodedParams {
         EncodedParams {

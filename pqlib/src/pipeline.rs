@@ -9,7 +9,7 @@
 //! statements up to a sync point run in one implicit transaction unless the SQL says otherwise.
 
 use std::collections::VecDeque;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use crate::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{PgResult, PgResultRef};
 use crate::params::EncodedParams;
+use crate::prepare::{Described, Plan};
 use crate::row::{Column, Rows};
 use crate::statement::{Statement, StatementRef, ToStatement};
 use crate::types::{Kind, Oid, ToSql, Type};
@@ -75,6 +76,10 @@ enum Expect {
         cached: bool,
         internal: bool,
     },
+    /// Parse and Describe of the unnamed statement, for the parameter types of SQL text run
+    /// under [`PreparePolicy::Never`](crate::PreparePolicy::Never); read by the pipeline
+    /// itself and never shown to the user.
+    Describe,
     /// A sync point.
     Sync,
 }
@@ -169,9 +174,10 @@ impl Pipeline<'_> {
     {
         let statement = match statement.__statement_ref() {
             StatementRef::Prepared(statement) => statement.clone(),
-            StatementRef::Sql(sql) => match self.conn.statements.lookup(sql) {
-                Some(statement) => statement,
-                None => self.prepare_inside(sql)?,
+            StatementRef::Sql(sql) => match self.conn.statements.plan_in_pipeline(sql) {
+                Plan::Cached(statement) => statement,
+                Plan::Prepare => self.prepare_inside(sql)?,
+                Plan::Unnamed(types) => return self.query_unnamed(sql, types, params),
             },
         };
         self.conn.statements.check_use(&statement, params.len())?;
@@ -401,6 +407,81 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// Queues `sql` as the unnamed statement with its parameter types (Parse, Bind, Execute
+    /// in the current sync segment), describing it inside the pipeline first if they are
+    /// not known yet.
+    fn query_unnamed(
+        &mut self,
+        sql: &str,
+        described: Option<Described>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<()> {
+        crate::statement::refuse_copy(sql)?;
+        let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        let types = match described {
+            Some(described) => described.params,
+            None if params.is_empty() => Arc::from([]),
+            None => {
+                let described = self.describe_inside(&sql_c)?;
+                self.conn
+                    .statements
+                    .unnamed
+                    .described(sql, described.clone());
+                described.params
+            }
+        };
+        crate::connection::check_param_count(&types, params.len())?;
+        let encoded = EncodedParams::with_types(params, &types)?;
+        self.ensure_usable()?;
+        // SAFETY: as in `query`.
+        let sent = unsafe { encoded.send_params(self.conn.conn.as_ptr(), &sql_c) };
+        self.sent(sent, Expect::Rows { columns: None })
+    }
+
+    /// The parameter types of `sql`: Parse and Describe of the unnamed statement inside the
+    /// pipeline, waited for, keeping the results of earlier operations for `next_result`.
+    fn describe_inside(&mut self, sql: &CStr) -> Result<Described> {
+        self.ensure_usable()?;
+        let conn = self.conn.conn.as_ptr();
+        // SAFETY: the connection is alive and in pipeline mode; the name and SQL are
+        // NUL-terminated and alive for the calls; no parameter types are given.
+        let sent = unsafe {
+            ffi::PQsendPrepare(conn, c"".as_ptr(), sql.as_ptr(), 0, std::ptr::null()) == 1
+                && ffi::PQsendDescribePrepared(conn, c"".as_ptr()) == 1
+        };
+        self.sent(sent, Expect::Describe)?;
+        while !matches!(self.expected.front(), Some(Expect::Describe)) {
+            let result = self.read_one();
+            if self.broken {
+                return Err(Error::closed("the connection was lost during the pipeline"));
+            }
+            self.ready.push_back(result);
+        }
+        if self.unflushed {
+            self.flush_request()?;
+        }
+        self.expected.pop_front();
+        let description = self.read_describe()?;
+        let params = (0..description.nparams())
+            .map(|i| self.type_of(description.param_type(i)))
+            .collect();
+        let columns = self.columns_of(&description);
+        Ok(Described { params, columns })
+    }
+
+    /// The results of an [`Expect::Describe`]: Parse's, then Describe's.
+    fn read_describe(&mut self) -> Result<PgResult> {
+        let prepared = self.read_operation();
+        let described = self.read_operation();
+        let result = prepared.and(described);
+        if let Err(e) = &result {
+            if e.kind() == ErrorKind::Closed {
+                self.give_up();
+            }
+        }
+        result
+    }
+
     /// Prepares new SQL text inside the pipeline and waits for its description, keeping the
     /// results of earlier operations for `next_result`.
     fn prepare_inside(&mut self, sql: &str) -> Result<Statement> {
@@ -492,6 +573,11 @@ impl Pipeline<'_> {
         };
         let result = match expect {
             Expect::Sync => self.read_sync(),
+            // Left behind by a describe that failed before reading it: not the user's.
+            Expect::Describe => {
+                let _ = self.read_describe();
+                return self.read_one();
+            }
             Expect::Rows { columns } => self.read_operation().map(|result| {
                 let columns = columns.unwrap_or_else(|| self.columns_of(&result));
                 PipelineResult::Rows(Rows::new(result, columns, self.conn.notices.clone()))

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use foreign_types::ForeignType;
 
+use crate::connection::Planned;
 use crate::error::{Error, Result};
 use crate::row::Rows;
 use crate::statement::{StatementRef, ToStatement};
@@ -242,13 +243,18 @@ impl<'t> Transaction<'t> {
         let scope = self.scope().clone();
         let conn = self.connection();
         conn.before_query()?;
-        let statement = statement.to_statement(conn)?;
-        conn.statements.check_use(&statement, params.len())?;
+        let (sql, types) = match conn.plan(statement)? {
+            Planned::Prepared(statement) => {
+                conn.statements.check_use(&statement, params.len())?;
+                (statement.sql().to_owned(), statement.params().into())
+            }
+            Planned::Unnamed { sql, described } => {
+                crate::connection::check_param_count(&described.params, params.len())?;
+                (sql.to_string_lossy().into_owned(), described.params)
+            }
+        };
         let name = next_name();
-        conn.query_typed(
-            &declare_sql(&name, statement.sql()),
-            &typed(params, statement.params()),
-        )?;
+        conn.query_typed(&declare_sql(&name, &sql), &typed(params, &types))?;
         Ok(Portal(
             Arc::new(Inner {
                 name,

@@ -8,6 +8,7 @@ use foreign_types::ForeignType;
 use pqlib_sys as ffi;
 
 use crate::Connection;
+use crate::connection::{Planned, check_param_count};
 use crate::error::{Error, Result};
 use crate::handle::PgResult;
 use crate::params::EncodedParams;
@@ -49,16 +50,29 @@ impl Connection {
         I::IntoIter: ExactSizeIterator,
     {
         self.before_query()?;
-        let statement = statement.to_statement(self)?;
         let params: Vec<P> = params.into_iter().collect();
-        self.statements.check_use(&statement, params.len())?;
-        let encoded = EncodedParams::from_iter(
-            params.iter().map(|p| p.borrow_to_sql() as &dyn ToSql),
-            statement.params(),
-        )?;
+        let values = || params.iter().map(|p| p.borrow_to_sql() as &dyn ToSql);
+        let (encoded, columns, unnamed) = match self.plan(statement)? {
+            Planned::Prepared(statement) => {
+                self.statements.check_use(&statement, params.len())?;
+                let encoded = EncodedParams::from_iter(values(), statement.params())?;
+                (encoded, statement.columns_arc(), Err(statement))
+            }
+            Planned::Unnamed { sql, described } => {
+                check_param_count(&described.params, params.len())?;
+                let mut encoded = EncodedParams::from_iter(values(), &described.params)?;
+                encoded.set_types(&described.params);
+                (encoded, described.columns, Ok(sql))
+            }
+        };
         let conn = self.conn.as_ptr();
         // SAFETY: the connection is alive, idle and ours for the call.
-        let sent = unsafe { encoded.send_prepared(conn, statement.c_name()) };
+        let sent = unsafe {
+            match &unnamed {
+                Ok(sql) => encoded.send_params(conn, sql),
+                Err(statement) => encoded.send_prepared(conn, statement.c_name()),
+            }
+        };
         if !sent {
             return Err(self.connection_error());
         }
@@ -71,7 +85,8 @@ impl Connection {
         let streaming = unsafe { ffi::PQsetSingleRowMode(conn) };
         let mut stream = RowStream {
             conn: self,
-            columns: statement.columns_arc(),
+            columns,
+            unchecked: unnamed.ok().map(|sql| sql.to_string_lossy().into_owned()),
             chunk: None,
             position: 0,
             rows_affected: None,
@@ -94,6 +109,9 @@ impl Connection {
 pub struct RowStream<'c> {
     conn: &'c mut Connection,
     columns: Arc<[Column]>,
+    /// SQL text run as the unnamed statement with the columns it was described with: its
+    /// first rows are checked against them (DDL may have changed them since).
+    unchecked: Option<String>,
     chunk: Option<Rows>,
     /// The next row of `chunk` to hand out.
     position: usize,
@@ -192,6 +210,16 @@ impl RowStream<'_> {
                     _ => Some(result.rows_affected()),
                 };
                 continue;
+            }
+            if let Some(sql) = self.unchecked.take() {
+                if !result.has_columns(&self.columns) {
+                    self.conn.statements.unnamed.forget_description(&sql);
+                    self.drain();
+                    return Some(Err(Error::client(format!(
+                        "the rows of {sql:?} have other columns than when it was described \
+                         (DDL since?); it is described again on its next run"
+                    ))));
+                }
             }
             if result.has_command_status() {
                 // libpq 17+'s chunked mode: the tag comes with the last chunk of rows.

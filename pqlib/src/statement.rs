@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::Connection;
 use crate::error::{Error, Result};
+use crate::prepare::{Plan, PreparePolicy, UnnamedTexts};
 use crate::row::Column;
 use crate::types::Type;
 
@@ -110,6 +111,10 @@ pub(crate) struct StatementCache {
     closed: Arc<Mutex<Vec<CString>>>,
     /// Cursors of dropped portals, closed before the next statement (`portal::close_dropped`).
     closed_portals: crate::portal::ClosedPortals,
+    /// Which SQL text becomes a named statement (the config's).
+    pub(crate) policy: PreparePolicy,
+    /// SQL text that runs as the unnamed statement.
+    pub(crate) unnamed: UnnamedTexts,
 }
 
 impl Default for StatementCache {
@@ -121,11 +126,38 @@ impl Default for StatementCache {
             clock: 0,
             closed: Arc::default(),
             closed_portals: Arc::default(),
+            policy: PreparePolicy::default(),
+            unnamed: UnnamedTexts::default(),
         }
     }
 }
 
 impl StatementCache {
+    /// A cache for a connection whose SQL text is prepared as `policy` says.
+    pub(crate) fn with_policy(policy: PreparePolicy) -> StatementCache {
+        StatementCache {
+            policy,
+            ..StatementCache::default()
+        }
+    }
+
+    /// How this run of `sql` goes: its cached statement, or as the policy says.
+    pub(crate) fn plan(&mut self, sql: &str) -> Plan {
+        if let Some(statement) = self.lookup(sql) {
+            return Plan::Cached(statement);
+        }
+        self.unnamed.plan(self.policy, sql, true)
+    }
+
+    /// [`plan`](StatementCache::plan) for a statement queued in a pipeline, where a text
+    /// that [`PreparePolicy::AfterRuns`] would prepare now runs unnamed once more.
+    pub(crate) fn plan_in_pipeline(&mut self, sql: &str) -> Plan {
+        if let Some(statement) = self.lookup(sql) {
+            return Plan::Cached(statement);
+        }
+        self.unnamed.plan(self.policy, sql, false)
+    }
+
     pub(crate) fn next_name(&mut self) -> CString {
         self.next_id += 1;
         CString::new(format!("pqlib_{}", self.next_id)).expect("no NUL in a formatted name")
@@ -212,6 +244,7 @@ impl StatementCache {
     }
 
     pub(crate) fn insert(&mut self, statement: Statement) {
+        self.unnamed.prepared(statement.sql());
         self.clock += 1;
         self.by_sql
             .insert(statement.sql().to_owned(), (statement, self.clock));
@@ -262,6 +295,11 @@ impl StatementCache {
         if let Some(statement) = conn.statements.lookup(sql) {
             return Ok(statement);
         }
+        StatementCache::prepare_and_cache(conn, sql)
+    }
+
+    /// Prepares `sql` as a named statement and caches it.
+    pub(crate) fn prepare_and_cache(conn: &mut Connection, sql: &str) -> Result<Statement> {
         let statement = conn.prepare_typed_inner(sql, &[], true)?;
         conn.statements.insert(statement.clone());
         Ok(statement)

@@ -17,6 +17,7 @@ use crate::handle::PgResult;
 use crate::notice::NoticeState;
 use crate::params::EncodedParams;
 use crate::portal::Scope;
+use crate::prepare::{Described, Plan};
 use crate::row::{Column, OwnedRow, Rows};
 use crate::statement::{Statement, StatementCache, StatementRef, ToStatement};
 use crate::types::{
@@ -70,18 +71,36 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Forgets descriptions of SQL text for a row stream, which must not keep its client alive.
+pub(super) struct DescriptionKeeper(std::sync::Weak<Inner>);
+
+impl DescriptionKeeper {
+    pub(super) fn forget(&self, sql: &str) {
+        if let Some(inner) = self.0.upgrade() {
+            lock(&inner.statements).unnamed.forget_description(sql);
+        }
+    }
+}
+
+/// How a statement runs: see [`Client::plan`].
+pub(super) enum Planned {
+    Prepared(Statement),
+    Unnamed { sql: CString, described: Described },
+}
+
 impl Client {
     pub(crate) fn new(
         sender: mpsc::UnboundedSender<Request>,
         driver: SharedDriver,
         notices: Arc<NoticeState>,
         cancel: crate::CancelToken,
+        policy: crate::PreparePolicy,
     ) -> Client {
         Client {
             inner: Arc::new(Inner {
                 sender,
                 driver,
-                statements: Mutex::new(StatementCache::default()),
+                statements: Mutex::new(StatementCache::with_policy(policy)),
                 types: Mutex::new(TypeCache::default()),
                 notices,
                 cancel,
@@ -282,7 +301,7 @@ impl Client {
         Ok(lock(&self.inner.statements).make(name, sql, params, columns, cached))
     }
 
-    async fn columns(&self, result: &PgResult) -> Result<Arc<[Column]>> {
+    pub(super) async fn columns(&self, result: &PgResult) -> Result<Arc<[Column]>> {
         let mut columns = Vec::with_capacity(result.nfields());
         for i in 0..result.nfields() {
             let type_ = self.resolve_type(result.field_type(i)).await?;
@@ -326,6 +345,44 @@ impl Client {
             lock(&self.inner.types).insert(oid, ty.clone());
             Ok(ty)
         })
+    }
+
+    /// How `statement` runs here: as a named statement (given, cached, or prepared now), or
+    /// under the [`PreparePolicy`](crate::PreparePolicy) as the unnamed statement, described
+    /// now if it has not been.
+    pub(super) async fn plan<T: ?Sized + ToStatement>(&self, statement: &T) -> Result<Planned> {
+        let sql = match statement.__statement_ref() {
+            StatementRef::Prepared(statement) => return Ok(Planned::Prepared(statement.clone())),
+            StatementRef::Sql(sql) => sql,
+        };
+        let plan = lock(&self.inner.statements).plan(sql);
+        match plan {
+            Plan::Cached(statement) => Ok(Planned::Prepared(statement)),
+            Plan::Prepare => {
+                let statement = self.prepare_inner(sql, &[], true).await?;
+                lock(&self.inner.statements).insert(statement.clone());
+                Ok(Planned::Prepared(statement))
+            }
+            Plan::Unnamed(known) => {
+                crate::statement::refuse_copy(sql)?;
+                let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+                let described = self.described(sql, &sql_c, known).await?;
+                Ok(Planned::Unnamed {
+                    sql: sql_c,
+                    described,
+                })
+            }
+        }
+    }
+
+    /// Forgets what SQL text was described as (its run failed, or its rows did not match).
+    pub(super) fn forget_description(&self, sql: &str) {
+        lock(&self.inner.statements).unnamed.forget_description(sql);
+    }
+
+    /// A handle to forget descriptions with that does not keep the client alive.
+    pub(super) fn description_keeper(&self) -> DescriptionKeeper {
+        DescriptionKeeper(Arc::downgrade(&self.inner))
     }
 
     /// The prepared statement for `statement`: itself, or the cached (or newly prepared)
@@ -382,7 +439,21 @@ impl Client {
     where
         T: ?Sized + ToStatement,
     {
-        let statement = self.statement(statement).await?;
+        let statement = match statement.__statement_ref() {
+            StatementRef::Prepared(statement) => statement.clone(),
+            StatementRef::Sql(sql) => {
+                let plan = lock(&self.inner.statements).plan(sql);
+                match plan {
+                    Plan::Cached(statement) => statement,
+                    Plan::Prepare => {
+                        let statement = self.prepare_inner(sql, &[], true).await?;
+                        lock(&self.inner.statements).insert(statement.clone());
+                        statement
+                    }
+                    Plan::Unnamed(types) => return self.query_unnamed(sql, types, params).await,
+                }
+            }
+        };
         match self.execute_statement(&statement, params).await {
             Err(e) if statement.is_cached() && is_stale_plan(&e) => {
                 // DDL changed the cached statement (or SQL deallocated it): prepare it again
@@ -402,6 +473,85 @@ impl Client {
             }
             other => other,
         }
+    }
+
+    /// Runs `sql` as the unnamed statement in one sync segment, with the parameter types
+    /// described once per text (see [`PreparePolicy`](crate::PreparePolicy)): other
+    /// requests may be pipelined between the describe and the run, since the run carries
+    /// the types and parses the text again.
+    async fn query_unnamed(
+        &self,
+        sql: &str,
+        described: Option<Described>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Rows> {
+        crate::statement::refuse_copy(sql)?;
+        let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
+        let types = match described {
+            Some(described) => described.params,
+            None if params.is_empty() => Arc::from([]),
+            None => self.described(sql, &sql_c, None).await?.params,
+        };
+        crate::connection::check_param_count(&types, params.len())?;
+        let work = Work::ExecuteTyped {
+            sql: sql_c,
+            params: EncodedParams::with_types(params, &types)?,
+        };
+        let mut results = match self.request(work).await {
+            Ok(results) => results,
+            Err(e) => {
+                if crate::prepare::may_be_stale(&e) {
+                    self.forget_description(sql);
+                }
+                return Err(e);
+            }
+        };
+        let result = results
+            .pop()
+            .ok_or_else(|| Error::client("a statement returned no result"))?;
+        let columns = self.columns(&result).await?;
+        Ok(Rows::new(result, columns, self.inner.notices.clone()))
+    }
+
+    /// `known`, or what the server says `sql` is as the unnamed statement (remembered for
+    /// the next run).
+    pub(super) async fn described(
+        &self,
+        sql: &str,
+        sql_c: &CString,
+        known: Option<Described>,
+    ) -> Result<Described> {
+        if let Some(known) = known {
+            return Ok(known);
+        }
+        let described = self.describe_unnamed(sql_c).await?;
+        lock(&self.inner.statements)
+            .unnamed
+            .described(sql, described.clone());
+        Ok(described)
+    }
+
+    /// The parameter types and result columns of `sql`: Parse and Describe of the unnamed
+    /// statement, in a sync segment of their own.
+    async fn describe_unnamed(&self, sql: &CString) -> Result<Described> {
+        let work = Work::Prepare {
+            name: CString::default(),
+            sql: sql.clone(),
+            types: Vec::new(),
+        };
+        let mut results = self.request(work).await?;
+        let description = results
+            .pop()
+            .ok_or_else(|| Error::client("a describe returned no description"))?;
+        let mut params = Vec::with_capacity(description.nparams());
+        for i in 0..description.nparams() {
+            params.push(self.resolve_type(description.param_type(i)).await?);
+        }
+        let columns = self.columns(&description).await?;
+        Ok(Described {
+            params: params.into(),
+            columns,
+        })
     }
 
     /// Runs a statement and returns the number of rows it affected.

@@ -108,7 +108,7 @@ async fn connect_inner(config: &Config) -> Result<(Client, Connection)> {
         config.notice_callback.clone(),
     )?;
     let (connection, driver) = Connection::new(driver);
-    let client = Client::new(sender, driver, notice_state, cancel);
+    let client = Client::new(sender, driver, notice_state, cancel, config.prepare_policy);
     Ok((client, connection))
 }
 

@@ -2,12 +2,12 @@
 
 use std::fmt;
 
-use super::Client;
-use super::driver::Work;
+use super::client::{Client, Planned};
+use super::driver::{Target, Work};
 use crate::error::{Error, Result};
 use crate::params::EncodedParams;
 use crate::row::Rows;
-use crate::statement::{Statement, ToStatement};
+use crate::statement::ToStatement;
 use crate::types::ToSql;
 
 impl Client {
@@ -50,22 +50,35 @@ impl Client {
 #[must_use = "nothing is sent until the batch is run"]
 pub struct Pipeline<'c> {
     client: &'c Client,
-    items: Vec<(Statement, EncodedParams)>,
+    items: Vec<(Target, EncodedParams)>,
 }
 
 impl Pipeline<'_> {
     /// Adds a statement with its parameters. SQL text is prepared first (and cached), which
     /// waits for the server once per new SQL; a [`Statement`] adds nothing but the encoding.
+    /// Under [`PreparePolicy::Never`](crate::PreparePolicy::Never) new SQL text is
+    /// described instead, and runs as the unnamed statement in the batch's segment.
     /// Wrong parameters are an error here, before anything is sent.
     #[doc(alias = "PQsendQueryPrepared")]
     pub async fn query<T>(&mut self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<()>
     where
         T: ?Sized + ToStatement,
     {
-        let statement = self.client.statement(statement).await?;
-        self.client.check_use(&statement, params.len())?;
-        let encoded = EncodedParams::new(params, statement.params())?;
-        self.items.push((statement, encoded));
+        let (target, encoded) = match self.client.plan(statement).await? {
+            Planned::Prepared(statement) => {
+                self.client.check_use(&statement, params.len())?;
+                let encoded = EncodedParams::new(params, statement.params())?;
+                (Target::Prepared(statement), encoded)
+            }
+            Planned::Unnamed { sql, described } => {
+                crate::connection::check_param_count(&described.params, params.len())?;
+                (
+                    Target::Unnamed(sql),
+                    EncodedParams::with_types(params, &described.params)?,
+                )
+            }
+        };
+        self.items.push((target, encoded));
         Ok(())
     }
 
@@ -87,7 +100,14 @@ impl Pipeline<'_> {
         if self.items.is_empty() {
             return Ok(Vec::new());
         }
-        let columns: Vec<_> = self.items.iter().map(|(s, _)| s.columns_arc()).collect();
+        let columns: Vec<_> = self
+            .items
+            .iter()
+            .map(|(target, _)| match target {
+                Target::Prepared(statement) => Some(statement.columns_arc()),
+                Target::Unnamed(_) => None,
+            })
+            .collect();
         let results = self
             .client
             .request_work(Work::Batch { items: self.items })
@@ -100,11 +120,15 @@ impl Pipeline<'_> {
             )));
         }
         let notices = self.client.notices();
-        Ok(results
-            .into_iter()
-            .zip(columns)
-            .map(|(result, columns)| Rows::new(result, columns, notices.clone()))
-            .collect())
+        let mut rows = Vec::with_capacity(results.len());
+        for (result, columns) in results.into_iter().zip(columns) {
+            let columns = match columns {
+                Some(columns) => columns,
+                None => self.client.columns(&result).await?,
+            };
+            rows.push(Rows::new(result, columns, notices.clone()));
+        }
+        Ok(rows)
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Transaction;
+use super::client::Planned;
 use super::driver::{Request, Work};
 use crate::error::Result;
 use crate::params::EncodedParams;
@@ -103,14 +104,19 @@ impl Transaction<'_> {
     {
         refuse_copy_text(statement)?;
         let (client, scope) = self.portal_parts();
-        let statement = client.statement(statement).await?;
-        client.check_use(&statement, params.len())?;
+        let (sql, types) = match client.plan(statement).await? {
+            Planned::Prepared(statement) => {
+                client.check_use(&statement, params.len())?;
+                (statement.sql().to_owned(), statement.params().into())
+            }
+            Planned::Unnamed { sql, described } => {
+                crate::connection::check_param_count(&described.params, params.len())?;
+                (sql.to_string_lossy().into_owned(), described.params)
+            }
+        };
         let name = next_name();
         client
-            .query_typed(
-                &declare_sql(&name, statement.sql()),
-                &typed(params, statement.params()),
-            )
+            .query_typed(&declare_sql(&name, &sql), &typed(params, &types))
             .await?;
         Ok(Portal(Arc::new(Inner {
             name,

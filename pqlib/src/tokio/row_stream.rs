@@ -10,8 +10,8 @@ use std::task::{Context, Poll, ready};
 use futures_core::Stream;
 use tokio::sync::oneshot;
 
-use super::Client;
-use super::driver::{Driving, Reply, Work};
+use super::client::{Client, DescriptionKeeper, Planned};
+use super::driver::{Driving, Reply, Target, Work};
 use crate::error::{Error, Result};
 use crate::handle::PgResult;
 use crate::notice::NoticeState;
@@ -61,19 +61,28 @@ impl Client {
         I: IntoIterator<Item = P>,
         I::IntoIter: ExactSizeIterator,
     {
-        let statement = self.statement(statement).await?;
         let params = params.into_iter();
-        self.check_use(&statement, params.len())?;
         let params: Vec<P> = params.collect();
-        let encoded = EncodedParams::from_iter(
-            params.iter().map(|p| p.borrow_to_sql() as &dyn ToSql),
-            statement.params(),
-        )?;
+        let values = || params.iter().map(|p| p.borrow_to_sql() as &dyn ToSql);
+        let (target, encoded, columns, unnamed) = match self.plan(statement).await? {
+            Planned::Prepared(statement) => {
+                self.check_use(&statement, params.len())?;
+                let encoded = EncodedParams::from_iter(values(), statement.params())?;
+                let columns = statement.columns_arc();
+                (Target::Prepared(statement), encoded, columns, None)
+            }
+            Planned::Unnamed { sql, described } => {
+                crate::connection::check_param_count(&described.params, params.len())?;
+                let mut encoded = EncodedParams::from_iter(values(), &described.params)?;
+                encoded.set_types(&described.params);
+                let text = sql.to_string_lossy().into_owned();
+                (Target::Unnamed(sql), encoded, described.columns, Some(text))
+            }
+        };
         let (rows, chunks) = futures_channel::mpsc::channel(STREAM_BATCHES);
-        let columns = statement.columns_arc();
         let end = self.send_only(
             Work::Stream {
-                statement,
+                target,
                 params: encoded,
                 rows,
             },
@@ -88,6 +97,7 @@ impl Client {
             rows_affected: None,
             chunk_tag: None,
             driving: self.driving(),
+            unchecked: unnamed.map(|sql| (sql, self.description_keeper())),
         })
     }
 }
@@ -110,6 +120,9 @@ pub struct RowStream {
     chunk_tag: Option<u64>,
     /// The stream drives the connection itself while it waits for rows.
     driving: Driving,
+    /// SQL text run as the unnamed statement with the columns it was described with: its
+    /// first rows are checked against them (DDL may have changed them since).
+    unchecked: Option<(String, DescriptionKeeper)>,
 }
 
 impl RowStream {
@@ -139,6 +152,16 @@ impl Stream for RowStream {
         let this = self.get_mut();
         loop {
             if let Some(result) = this.batch.next() {
+                if let Some((sql, keeper)) = this.unchecked.take() {
+                    if !result.has_columns(&this.columns) {
+                        keeper.forget(&sql);
+                        this.batch = Vec::new().into_iter();
+                        return Poll::Ready(Some(Err(Error::client(format!(
+                            "the rows of {sql:?} have other columns than when it was \
+                             described (DDL since?); it is described again on its next run"
+                        )))));
+                    }
+                }
                 if result.has_command_status() {
                     // libpq 17+'s chunked mode: the tag comes with the last chunk of rows.
                     this.chunk_tag = Some(result.rows_affected());

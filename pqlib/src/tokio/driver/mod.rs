@@ -65,16 +65,15 @@ pub(crate) enum Work {
         statement: Statement,
         params: EncodedParams,
     },
-    /// Several `PQsendQueryPrepared` in one sync segment ([`Client::pipeline`]): one
-    /// implicit transaction, answered with one result per statement or the first error.
+    /// Several statements in one sync segment ([`Client::pipeline`]): one implicit
+    /// transaction, answered with one result per statement or the first error.
     ///
     /// [`Client::pipeline`]: super::Client::pipeline
-    Batch {
-        items: Vec<(Statement, EncodedParams)>,
-    },
+    Batch { items: Vec<(Target, EncodedParams)> },
     /// `PQsendQueryParams`, with the parameter types (if any) in `params`.
     ExecuteTyped { sql: CString, params: EncodedParams },
-    /// `PQsendPrepare` then `PQsendDescribePrepared`.
+    /// `PQsendPrepare` then `PQsendDescribePrepared`; with an empty name, a describe of the
+    /// unnamed statement (see [`PreparePolicy`](crate::PreparePolicy)).
     Prepare {
         name: CString,
         sql: CString,
@@ -86,7 +85,7 @@ pub(crate) enum Work {
     /// to `rows` as they arrive, the final result (or error) to the request's reply. Sent
     /// only with nothing else in flight, because libpq sets the mode on the oldest query.
     Stream {
-        statement: Statement,
+        target: Target,
         params: EncodedParams,
         rows: RowSender,
     },
@@ -114,6 +113,31 @@ pub(crate) enum Work {
     /// [`Client::close`]: super::Client::close
     Close,
 }
+/// What a statement of a batch or stream runs as.
+pub(crate) enum Target {
+    /// A named statement (`PQsendQueryPrepared`).
+    Prepared(Statement),
+    /// SQL text as the unnamed statement (`PQsendQueryParams`), its parameters encoded with
+    /// their types: Parse, Bind and Execute in the request's own sync segment.
+    Unnamed(CString),
+}
+
+impl Target {
+    /// Queues the statement with `params`; whether libpq took it.
+    ///
+    /// # Safety
+    /// `conn` is a live connection owned by the caller, in pipeline mode or idle.
+    unsafe fn send(&self, conn: *mut ffi::PGconn, params: &EncodedParams) -> bool {
+        // SAFETY: the caller vouches for `conn`; the name or SQL is NUL-terminated.
+        unsafe {
+            match self {
+                Target::Prepared(statement) => params.send_prepared(conn, statement.c_name()),
+                Target::Unnamed(sql) => params.send_params(conn, sql),
+            }
+        }
+    }
+}
+
 /// The successful results of a request (NULL separators and sync points left out), or the
 /// first error.
 pub(crate) type Reply = Result<Vec<PgResult>>;
@@ -533,11 +557,9 @@ impl Driver {
                 let ok = unsafe { params.send_prepared(ptr, statement.c_name()) };
                 (ok, 1, true)
             }
-            Work::Stream {
-                statement, params, ..
-            } => {
+            Work::Stream { target, params, .. } => {
                 // SAFETY: as for Execute.
-                let ok = unsafe { params.send_prepared(ptr, statement.c_name()) };
+                let ok = unsafe { target.send(ptr, params) };
                 // Must directly follow the send, with nothing else in flight.
                 #[cfg(libpq_17)]
                 // SAFETY: the connection is alive with this query just sent.
@@ -554,9 +576,9 @@ impl Driver {
             }
             Work::Batch { items } => {
                 let mut queued = 0;
-                for (statement, params) in items {
+                for (target, params) in items {
                     // SAFETY: as for Execute.
-                    if !unsafe { params.send_prepared(ptr, statement.c_name()) } {
+                    if !unsafe { target.send(ptr, params) } {
                         break;
                     }
                     queued += 1;
