@@ -389,8 +389,6 @@ impl Connection {
         let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         let types = match described {
             Some(described) => described.params,
-            // Without parameters there is nothing to describe: the run says it all.
-            None if params.is_empty() => Arc::from([]),
             None => self.described(sql, &sql_c, None)?.params,
         };
         check_param_count(&types, params.len())?;

@@ -420,6 +420,9 @@ impl Pipeline<'_> {
         let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         let types = match described {
             Some(described) => described.params,
+            // Not described yet, and nothing to describe for: a describe would wait for the
+            // server mid-pipeline (and fail in an aborted segment). A text that does take
+            // parameters gets the server's error from `next_result`.
             None if params.is_empty() => Arc::from([]),
             None => {
                 let described = self.describe_inside(&sql_c)?;

@@ -489,7 +489,6 @@ impl Client {
         let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         let types = match described {
             Some(described) => described.params,
-            None if params.is_empty() => Arc::from([]),
             None => self.described(sql, &sql_c, None).await?.params,
         };
         crate::connection::check_param_count(&types, params.len())?;
