@@ -102,6 +102,8 @@ impl fmt::Debug for Statement {
 /// The per-connection state of prepared statements.
 pub(crate) struct StatementCache {
     connection_id: u64,
+    /// Random, in every statement name (see [`next_name`](StatementCache::next_name)).
+    session: u64,
     next_id: u64,
     /// Each cached statement with the `clock` reading of its last use: a lookup (every query)
     /// is one hash probe; finding the least recently used entry to evict scans, but only when
@@ -119,8 +121,10 @@ pub(crate) struct StatementCache {
 
 impl Default for StatementCache {
     fn default() -> StatementCache {
+        let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
         StatementCache {
-            connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            connection_id,
+            session: random_session(connection_id),
             next_id: 0,
             by_sql: HashMap::new(),
             clock: 0,
@@ -130,6 +134,17 @@ impl Default for StatementCache {
             unnamed: UnnamedTexts::default(),
         }
     }
+}
+
+/// 64 random bits for statement names: std's per-instance hasher keys (randomly seeded),
+/// mixed with the process id and this process's connection number, so two sessions (in one
+/// process or in two) do not share a name prefix.
+fn random_session(connection_id: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(connection_id);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 impl StatementCache {
@@ -158,9 +173,15 @@ impl StatementCache {
         self.unnamed.plan(self.policy, sql, false)
     }
 
+    /// A statement name no other session is likely to use: `pqlib_<session>_<n>`, where
+    /// `<session>` is random per cache. Behind a transaction pooler a name can reach a
+    /// server connection where another client prepared statements; with names that only
+    /// counted (`pqlib_3`) it could run that client's statement there and answer with its
+    /// rows. A unique name makes that a clear "does not exist" error instead.
     pub(crate) fn next_name(&mut self) -> CString {
         self.next_id += 1;
-        CString::new(format!("pqlib_{}", self.next_id)).expect("no NUL in a formatted name")
+        CString::new(format!("pqlib_{:x}_{}", self.session, self.next_id))
+            .expect("no NUL in a formatted name")
     }
 
     pub(crate) fn make(
@@ -360,6 +381,17 @@ mod tests {
     fn cached(cache: &mut StatementCache, sql: &str) -> Statement {
         let name = cache.next_name();
         cache.make(name, sql, Vec::new(), Arc::from([]), true)
+    }
+
+    #[test]
+    fn statement_names_differ_between_sessions() {
+        let (mut a, mut b) = (StatementCache::default(), StatementCache::default());
+        let (first_a, first_b) = (a.next_name(), b.next_name());
+        assert_ne!(first_a, first_b);
+        assert_ne!(a.next_name(), first_a);
+        let name = first_a.to_str().unwrap();
+        assert!(name.starts_with("pqlib_") && name.ends_with("_1"), "{name}");
+        assert!(name.len() < 64, "longer than NAMEDATALEN: {name}");
     }
 
     #[test]
