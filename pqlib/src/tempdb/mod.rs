@@ -39,6 +39,11 @@
 //! A process killed outright (SIGKILL, `abort`) leaves the server running and the directory
 //! (`$TMPDIR/pqlib-<pid>-<n>`) behind. Ctrl-C in a terminal also reaches the server, which
 //! is in the same process group, so it shuts itself down; only the directory remains.
+//!
+//! # A connection pooler in front
+//!
+//! [`TempPgBouncer`] runs a throwaway PgBouncer in front of a cluster, to test clients behind
+//! a pooler (see [its module](pgbouncer)).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
@@ -51,6 +56,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+pub mod pgbouncer;
+pub use pgbouncer::{PoolMode, TempPgBouncer, TempPgBouncerBuilder};
 
 /// The database superuser `initdb` creates.
 const SUPERUSER: &str = "postgres";
@@ -85,7 +93,8 @@ const PACKAGES: &str = "Debian/Ubuntu: `apt install postgresql`; Fedora: `dnf in
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TempClusterErrorKind {
-    /// `initdb` and `postgres` were not found; the message says where they were looked for.
+    /// `initdb` and `postgres` (for a [`TempPgBouncer`], `pgbouncer`) were not found; the
+    /// message says where they were looked for and how to install them.
     BinariesNotFound,
     /// Preparing the cluster's directory or files failed.
     Io,
@@ -95,10 +104,11 @@ pub enum TempClusterErrorKind {
     /// [`standby_of`](TempClusterBuilder::standby_of) cluster; the message includes its
     /// output.
     BaseBackup,
-    /// The server exited or did not accept connections in time; the message includes the end
-    /// of its log.
+    /// The server (or PgBouncer) exited or did not accept connections in time; the message
+    /// includes the end of its log.
     Start,
-    /// The server did not stop on a fast shutdown, or its directory could not be removed.
+    /// The server did not stop on a fast shutdown (PgBouncer: on SIGTERM), or its directory
+    /// could not be removed.
     Stop,
 }
 
