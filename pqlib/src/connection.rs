@@ -758,10 +758,14 @@ impl Connection {
             db.parsed_severity(),
             Some(Severity::Fatal | Severity::Panic)
         );
-        if fatal || self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
+        if fatal
+            || (self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD
+                && !db.code().code().is_empty())
+        {
             return Error::db(db).into_closed();
         }
         if db.code().code().is_empty() {
+            // libpq's own error (no severity, no SQLSTATE), such as a lost connection.
             // SAFETY: the connection is alive; PQconsumeInput only reads what is there.
             unsafe { ffi::PQconsumeInput(self.conn.as_ptr()) };
             let message = db.message().to_owned();
