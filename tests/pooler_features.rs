@@ -187,3 +187,38 @@ fn session_mode_keeps_named_statements_working() {
         thread.join().unwrap();
     }
 }
+
+/// A portal lives in its transaction, which PgBouncer keeps on one server connection; a row
+/// stream is one statement. Both work with the unnamed statement behind transaction pooling.
+#[test]
+fn portals_and_row_streams_work_behind_transaction_pooling() {
+    let setup = start(PoolMode::Transaction, 2);
+    let mut conns: Vec<Connection> = (0..4)
+        .map(|_| never(&setup.bouncer.conninfo()).connect().unwrap())
+        .collect();
+    for round in 0..3 {
+        for (c, conn) in conns.iter_mut().enumerate() {
+            let rows = 10 + c as i32 + round;
+            {
+                let mut tx = conn.transaction().unwrap();
+                let portal = tx
+                    .bind("SELECT g FROM generate_series(1, $1) g", &[&rows])
+                    .unwrap();
+                let first = tx.query_portal(&portal, 4).unwrap();
+                assert_eq!(first.len(), 4);
+                let rest = tx.query_portal(&portal, 0).unwrap();
+                assert_eq!(rest.len() as i32, rows - 4);
+                drop(portal);
+                tx.commit().unwrap();
+            }
+            let mut stream = conn
+                .query_raw("SELECT g FROM generate_series(1, $1) g", [&rows])
+                .unwrap();
+            let mut sum = 0;
+            while let Some(row) = stream.next_row() {
+                sum += row.unwrap().get::<_, i32>(0);
+            }
+            assert_eq!(sum, rows * (rows + 1) / 2);
+        }
+    }
+}
