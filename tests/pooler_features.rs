@@ -9,7 +9,6 @@
 mod common;
 
 use std::thread;
-use std::time::{Duration, Instant};
 
 use pqlib::error::SqlState;
 use pqlib::tempdb::{PoolMode, TempCluster, TempPgBouncer};
@@ -139,23 +138,7 @@ fn cancel_reaches_the_statement_through_pgbouncer() {
         (conn, result)
     });
     let mut observer = Connection::connect(&setup.cluster.conninfo()).unwrap();
-    let started = Instant::now();
-    while observer
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'",
-            &[],
-        )
-        .unwrap()
-        .get::<_, i64>(0)
-        == 0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the sleep never started"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_until_running(&mut observer, "SELECT pg_sleep(30)");
     token.cancel_query().unwrap();
     let (mut conn, result) = runner.join().unwrap();
     let error = result.expect_err("the statement was cancelled");

@@ -397,26 +397,12 @@ fn a_killed_server_connection_is_a_clear_error() {
         let result = victim.query("SELECT pg_sleep(30), $1::text", &[&"victim"]);
         (victim, result)
     });
-    // Terminate the backend once it runs the sleep (bounded wait on the condition).
-    let started = Instant::now();
-    loop {
-        let killed: i64 = killer
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE query LIKE 'SELECT pg_sleep(30)%' AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if killed > 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the sleep never started"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let pid = common::wait_until_running(&mut killer, "SELECT pg_sleep(30)");
+    let killed: bool = killer
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap()
+        .get(0);
+    assert!(killed);
     let (mut victim, result) = runner.join().unwrap();
     let error = result.expect_err("the statement's backend was terminated");
     println!("the victim saw: {error}");
@@ -443,22 +429,7 @@ fn a_restarted_pgbouncer_closes_its_clients_cleanly() {
         (client, result)
     });
     let mut observer = Connection::connect(&setup.cluster.conninfo()).unwrap();
-    let started = Instant::now();
-    while observer
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'",
-            &[],
-        )
-        .unwrap()
-        .get::<_, i64>(0)
-        == 0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the sleep never started"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_until_running(&mut observer, "SELECT pg_sleep(30)");
     setup.bouncer.restart().expect("restarting PgBouncer");
     let (mut client, result) = runner.join().unwrap();
     let error = result.expect_err("PgBouncer went away during the statement");

@@ -320,6 +320,31 @@ pub fn run_bounded(mut command: Command, timeout: Duration) -> (ExitStatus, Stri
     (status, text)
 }
 
+/// Waits (at most 20 s) until some backend other than `observer`'s runs a statement whose
+/// text starts with `prefix`, and returns its pid: for a statement sent through a pooler,
+/// whose server backend the client cannot name.
+pub fn wait_until_running(observer: &mut pqlib::Connection, prefix: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pid: Option<i32> = observer
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE state = 'active' \
+                 AND starts_with(query, $1) AND pid <> pg_backend_pid() LIMIT 1",
+                &[&prefix],
+            )
+            .expect("query pg_stat_activity")
+            .map(|row| row.get(0));
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no statement starting with {prefix:?} ran within 20 s"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits (at most 10 s) until backend `pid` is running a statement, as seen from `observer`:
 /// the condition a test needs before cancelling or terminating that statement.
 pub fn wait_until_active(observer: &mut pqlib::Connection, pid: i32) {
