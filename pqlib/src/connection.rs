@@ -246,21 +246,18 @@ impl Connection {
         T: ?Sized + ToStatement,
     {
         self.before_query()?;
-        let statement = match statement.__statement_ref() {
-            StatementRef::Prepared(statement) => statement.clone(),
-            StatementRef::Sql(sql) => match self.statements.plan(sql) {
-                Plan::Cached(statement) => statement,
-                Plan::Prepare => StatementCache::prepare_and_cache(self, sql)?,
-                Plan::Unnamed(types) => {
-                    let _span = crate::trace::statement("query", sql);
-                    let result = self.query_unnamed(sql, types, params);
-                    crate::trace::statement_done(
-                        result.as_ref().map_or(0, Rows::len),
-                        result.as_ref().err(),
-                    );
-                    return result;
-                }
-            },
+        let statement = match self.plan(statement)? {
+            Planned::Prepared(statement) => statement,
+            Planned::Unnamed { sql, described } => {
+                let text = sql.to_string_lossy();
+                let _span = crate::trace::statement("query", &text);
+                let result = self.query_unnamed(&text, &sql, described, params);
+                crate::trace::statement_done(
+                    result.as_ref().map_or(0, Rows::len),
+                    result.as_ref().err(),
+                );
+                return result;
+            }
         };
         let _span = crate::trace::statement("query", statement.sql());
         let result = match self.execute_prepared(&statement, params) {
@@ -375,26 +372,21 @@ impl Connection {
         }
     }
 
-    /// Runs `sql` as the unnamed statement in one sync segment (Parse, Bind, Execute, Sync
-    /// with the parameter types given), describing it first (its own segment) if its types
-    /// are not known yet: the path of [`PreparePolicy::Never`](crate::PreparePolicy::Never),
-    /// which a pooler in transaction mode never splits.
+    /// Runs `sql` as the unnamed statement in one sync segment (Parse with the described
+    /// parameter types, Bind, Execute, Sync): the path of
+    /// [`PreparePolicy::Never`](crate::PreparePolicy::Never), which a pooler in transaction
+    /// mode never splits.
     fn query_unnamed(
         &mut self,
         sql: &str,
-        described: Option<Described>,
+        sql_c: &CStr,
+        described: Described,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Rows> {
-        crate::statement::refuse_copy(sql)?;
-        let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
-        let types = match described {
-            Some(described) => described.params,
-            None => self.described(sql, &sql_c, None)?.params,
-        };
-        check_param_count(&types, params.len())?;
-        let encoded = EncodedParams::with_types(params, &types)?;
+        check_param_count(&described.params, params.len())?;
+        let encoded = EncodedParams::with_types(params, &described.params)?;
         // SAFETY: the connection is alive, idle and ours for the call.
-        let ptr = unsafe { encoded.exec_params(self.conn.as_ptr(), &sql_c) };
+        let ptr = unsafe { encoded.exec_params(self.conn.as_ptr(), sql_c) };
         let result = match self.check(ptr) {
             Ok(result) => result,
             Err(e) => {

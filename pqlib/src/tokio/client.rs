@@ -439,19 +439,10 @@ impl Client {
     where
         T: ?Sized + ToStatement,
     {
-        let statement = match statement.__statement_ref() {
-            StatementRef::Prepared(statement) => statement.clone(),
-            StatementRef::Sql(sql) => {
-                let plan = lock(&self.inner.statements).plan(sql);
-                match plan {
-                    Plan::Cached(statement) => statement,
-                    Plan::Prepare => {
-                        let statement = self.prepare_inner(sql, &[], true).await?;
-                        lock(&self.inner.statements).insert(statement.clone());
-                        statement
-                    }
-                    Plan::Unnamed(types) => return self.query_unnamed(sql, types, params).await,
-                }
+        let statement = match self.plan(statement).await? {
+            Planned::Prepared(statement) => statement,
+            Planned::Unnamed { sql, described } => {
+                return self.query_unnamed(sql, described, params).await;
             }
         };
         match self.execute_statement(&statement, params).await {
@@ -481,26 +472,21 @@ impl Client {
     /// the types and parses the text again.
     async fn query_unnamed(
         &self,
-        sql: &str,
-        described: Option<Described>,
+        sql: CString,
+        described: Described,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Rows> {
-        crate::statement::refuse_copy(sql)?;
-        let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
-        let types = match described {
-            Some(described) => described.params,
-            None => self.described(sql, &sql_c, None).await?.params,
-        };
-        crate::connection::check_param_count(&types, params.len())?;
+        crate::connection::check_param_count(&described.params, params.len())?;
+        let params = EncodedParams::with_types(params, &described.params)?;
         let work = Work::ExecuteTyped {
-            sql: sql_c,
-            params: EncodedParams::with_types(params, &types)?,
+            sql: sql.clone(),
+            params,
         };
         let mut results = match self.request(work).await {
             Ok(results) => results,
             Err(e) => {
                 if crate::prepare::may_be_stale(&e) {
-                    self.forget_description(sql);
+                    self.forget_description(&sql.to_string_lossy());
                 }
                 return Err(e);
             }
