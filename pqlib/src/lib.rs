@@ -107,6 +107,7 @@ mod params;
 pub mod pipeline;
 mod portal;
 mod prepare;
+pub mod replication;
 mod row;
 mod row_stream;
 mod session;

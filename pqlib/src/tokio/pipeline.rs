@@ -55,7 +55,8 @@ pub struct Pipeline<'c> {
 
 impl Pipeline<'_> {
     /// Adds a statement with its parameters. SQL text is prepared first (and cached), which
-    /// waits for the server once per new SQL; a [`Statement`] adds nothing but the encoding.
+    /// waits for the server once per new SQL; a [`Statement`](crate::Statement) adds nothing
+    /// but the encoding.
     /// Under [`PreparePolicy::Never`](crate::PreparePolicy::Never) new SQL text is
     /// described instead, and runs as the unnamed statement in the batch's segment.
     /// Wrong parameters are an error here, before anything is sent.
