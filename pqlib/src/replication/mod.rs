@@ -1,6 +1,11 @@
-//! The replication protocol (issue 18, in progress): so far the [`Lsn`] type that every part
-//! of it (slots, the WAL stream, feedback) speaks in.
+//! The replication protocol (issue 18, in progress): [`Lsn`], replication connections and
+//! their typed commands. The COPY BOTH stream and the pgoutput decoder come next.
 
+mod connection;
 mod lsn;
 
+pub use connection::{
+    CreatedSlot, ReplicationConnection, ReplicationMode, SlotKind, SlotPosition, SnapshotAction,
+    SystemIdentity,
+};
 pub use lsn::{Lsn, ParseLsnError};
