@@ -792,8 +792,8 @@ fn statement_mode() {
 
 /// `Connection::transaction` sends `BEGIN` with `batch_execute`, which runs `PQexec`: libpq
 /// 14+ returns only the last result of a request, here its own "server closed the connection
-/// unexpectedly" (with an empty SQLSTATE), so PgBouncer's FATAL before it is lost. `simple_query`
-/// reads every result and keeps it (see `statement_mode`).
+/// unexpectedly", so PgBouncer's FATAL before it (its text and SQLSTATE 08P01) is lost.
+/// `simple_query` reads every result and keeps it (see `statement_mode`).
 #[test]
 #[ignore = "pqlib's batch_execute (PQexec) loses a FATAL that is followed by the socket closing"]
 fn statement_mode_transaction_reports_the_reason() {
