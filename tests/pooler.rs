@@ -790,12 +790,11 @@ fn statement_mode() {
     assert_eq!(rows, [1, 2]);
 }
 
-/// `Connection::transaction` sends `BEGIN` with `batch_execute`, which runs `PQexec`: libpq
-/// 14+ returns only the last result of a request, here its own "server closed the connection
-/// unexpectedly", so PgBouncer's FATAL before it (its text and SQLSTATE 08P01) is lost.
-/// `simple_query` reads every result and keeps it (see `statement_mode`).
+/// `Connection::transaction` sends `BEGIN` with `batch_execute`. PgBouncer answers with a
+/// FATAL and closes the connection, so libpq's own "server closed the connection
+/// unexpectedly" comes last; `PQexec` returned only that one, and PgBouncer's reason (its
+/// text and SQLSTATE 08P01) was lost. `batch_execute` now keeps the first error.
 #[test]
-#[ignore = "pqlib's batch_execute (PQexec) loses a FATAL that is followed by the socket closing"]
 fn statement_mode_transaction_reports_the_reason() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
     let cluster = start_cluster();

@@ -202,14 +202,13 @@ impl Connection {
     /// # Ok::<(), pqlib::Error>(())
     /// ```
     #[doc(alias = "PQexec")]
+    #[doc(alias = "PQsendQuery")]
     pub fn batch_execute(&mut self, sql: &str) -> Result<()> {
         let _span = crate::trace::statement("batch_execute", sql);
-        self.before_query()?;
-        self.copies_left = crate::copy_discard::max_copies(sql);
-        let sql = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
-        // SAFETY: the connection is alive and `sql` is NUL-terminated for the call.
-        let ptr = unsafe { ffi::PQexec(self.conn.as_ptr(), sql.as_ptr()) };
-        self.check(ptr).map(drop)
+        // Not `PQexec`: it returns the last result, and when the server ends the session
+        // with a FATAL error (a pooler refusing a transaction) that is libpq's own "server
+        // closed the connection", not the server's reason.
+        self.run_simple(sql, |_| {})
     }
 
     /// Runs a statement and returns the number of rows it affected (0 for statements that

@@ -412,6 +412,28 @@ impl Connection {
     #[doc(alias = "PQexec")]
     pub fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>> {
         let _span = crate::trace::statement("simple_query", sql);
+        let mut messages = Vec::new();
+        let outcome = self
+            .run_simple(sql, |result| push_messages(&mut messages, result))
+            .map(|()| messages);
+        crate::trace::statement_done(
+            outcome.as_deref().map_or(0, row_count),
+            outcome.as_ref().err(),
+        );
+        outcome
+    }
+}
+
+impl Connection {
+    /// Sends `sql` with the simple query protocol and reads every result, handing the
+    /// successful ones before the first error to `each`. The first error is the one
+    /// reported: when the server ends the session with a FATAL error, libpq's own "server
+    /// closed the connection" comes after it (and is what `PQexec` would return).
+    pub(crate) fn run_simple(
+        &mut self,
+        sql: &str,
+        mut each: impl FnMut(&crate::handle::PgResult),
+    ) -> Result<()> {
         let sql_c = CString::new(sql).map_err(|e| Error::nul_byte("the SQL text", e))?;
         self.before_query()?;
         self.copies_left = crate::copy_discard::max_copies(sql);
@@ -421,7 +443,6 @@ impl Connection {
         if unsafe { ffi::PQsendQuery(raw, sql_c.as_ptr()) } != 1 {
             return Err(self.connection_error());
         }
-        let mut messages = Vec::new();
         let mut error: Option<Error> = None;
         loop {
             // SAFETY: the connection is alive and running this request; the result (or NULL
@@ -431,29 +452,21 @@ impl Connection {
                 break;
             }
             match self.check_each(ptr) {
-                Ok(result) if error.is_none() => push_messages(&mut messages, &result),
+                Ok(result) if error.is_none() => each(&result),
                 Ok(_) => {}
                 Err(e) => {
                     // A COPY was ended and everything after it read (`check_each`), or a
-                    // statement failed and the server skips the rest: read on to the end.
-                    let closed = e.is_closed();
+                    // statement failed and the server skips the rest, or the session ended
+                    // (its FATAL, then libpq's note of the closed socket, then the end):
+                    // read on to the end either way, so libpq is left with nothing pending.
                     error.get_or_insert(e);
-                    if closed {
-                        // The session is over (and marked so): nothing more to read.
-                        break;
-                    }
                 }
             }
         }
-        let outcome = match (self.after_results(), error) {
+        match (self.after_results(), error) {
             (Err(e), _) | (Ok(()), Some(e)) => Err(e),
-            (Ok(()), None) => Ok(messages),
-        };
-        crate::trace::statement_done(
-            outcome.as_deref().map_or(0, row_count),
-            outcome.as_ref().err(),
-        );
-        outcome
+            (Ok(()), None) => Ok(()),
+        }
     }
 }
 
