@@ -837,17 +837,7 @@ impl TempCluster {
 
     /// Reaps the server if it has exited.
     fn try_wait_server(&mut self) -> Result<Option<ExitStatus>, TempClusterError> {
-        let Some(child) = &mut self.server else {
-            return Ok(None);
-        };
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                self.server = None;
-                Ok(Some(status))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(TempClusterError::io("waiting for postgres", e)),
-        }
+        reap(&mut self.server, "postgres")
     }
 
     fn shutdown(&mut self) -> Result<(), TempClusterError> {
@@ -855,20 +845,40 @@ impl TempCluster {
             Some(child) => stop_server(child),
             None => Ok(()),
         };
-        let removed = if self.removed {
-            Ok(())
-        } else {
-            self.removed = true;
-            match fs::remove_dir_all(&self.root) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(TempClusterError {
-                    kind: TempClusterErrorKind::Stop,
-                    message: format!("could not remove {}", self.root.display()),
-                    source: Some(e),
-                }),
-                _ => Ok(()),
-            }
-        };
-        stopped.and(removed)
+        stopped.and(remove_root_once(&self.root, &mut self.removed))
+    }
+}
+
+/// Reaps `child` (`what` names it in errors) if it has exited, leaving `None` then.
+pub(super) fn reap(
+    child: &mut Option<Child>,
+    what: &str,
+) -> Result<Option<ExitStatus>, TempClusterError> {
+    let Some(running) = child else {
+        return Ok(None);
+    };
+    match running.try_wait() {
+        Ok(Some(status)) => {
+            *child = None;
+            Ok(Some(status))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(TempClusterError::io(format_args!("waiting for {what}"), e)),
+    }
+}
+
+/// Deletes a throwaway directory the first time it is asked to (`removed` remembers).
+pub(super) fn remove_root_once(root: &Path, removed: &mut bool) -> Result<(), TempClusterError> {
+    if std::mem::replace(removed, true) {
+        return Ok(());
+    }
+    match fs::remove_dir_all(root) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(TempClusterError {
+            kind: TempClusterErrorKind::Stop,
+            message: format!("could not remove {}", root.display()),
+            source: Some(e),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -68,8 +68,8 @@ use std::time::{Duration, Instant};
 
 use super::{
     DEFAULT_START_TIMEOUT, HOST, Owner, START_ATTEMPTS, SUPERUSER, TempCluster, TempClusterError,
-    TempClusterErrorKind, conninfo_value, create_root_dir, free_port, last_lines, ping_ok,
-    send_signal, server_user, wait_timeout,
+    TempClusterErrorKind, conninfo_value, create_root_dir, free_port, last_lines, ping_ok, reap,
+    remove_root_once, send_signal, server_user, wait_timeout,
 };
 
 /// The admin console's database name.
@@ -266,6 +266,7 @@ impl TempPgBouncerBuilder {
     /// }
     /// # Ok::<(), pqlib::tempdb::TempClusterError>(())
     /// ```
+    #[doc(alias = "PQping")]
     pub fn start(&self) -> Result<TempPgBouncer, TempClusterError> {
         self.start_with_ports(&mut free_port)
     }
@@ -571,6 +572,7 @@ impl TempPgBouncer {
     /// let mut conn = pqlib::Connection::connect(&bouncer.conninfo())?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[doc(alias = "PQping")]
     pub fn restart(&mut self) -> Result<(), TempClusterError> {
         if let Some(mut child) = self.child.take() {
             let pid = self.pid;
@@ -737,17 +739,7 @@ impl TempPgBouncer {
 
     /// Reaps PgBouncer if it has exited.
     fn try_wait(&mut self) -> Result<Option<ExitStatus>, TempClusterError> {
-        let Some(child) = &mut self.child else {
-            return Ok(None);
-        };
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                self.child = None;
-                Ok(Some(status))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(TempClusterError::io("waiting for pgbouncer", e)),
-        }
+        reap(&mut self.child, "pgbouncer")
     }
 
     fn shutdown(&mut self) -> Result<(), TempClusterError> {
@@ -755,20 +747,7 @@ impl TempPgBouncer {
             Some(child) => stop_pgbouncer(child),
             None => Ok(()),
         };
-        let removed = if self.removed {
-            Ok(())
-        } else {
-            self.removed = true;
-            match fs::remove_dir_all(&self.root) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(TempClusterError {
-                    kind: TempClusterErrorKind::Stop,
-                    message: format!("could not remove {}", self.root.display()),
-                    source: Some(e),
-                }),
-                _ => Ok(()),
-            }
-        };
-        stopped.and(removed)
+        stopped.and(remove_root_once(&self.root, &mut self.removed))
     }
 }
 
