@@ -423,11 +423,7 @@ impl Report<'_> {
             Some(x) => format!("{:+.1} %", (x - 1.0) * 100.0),
             None => "not measured".to_owned(),
         };
-        let _ = writeln!(
-            md,
-            "**W8, never-prepare and PgBouncer** (medians of this run; \"not measured\" where \
-             a workload of the pair did not run or the client failed on it):\n"
-        );
+        let mut lines = Vec::new();
         for client in [Client::C, Client::PqlibSync, Client::PqlibAsync] {
             let direct =
                 [("W8a", "W1"), ("W8c", "W2")].map(|(id, base)| self.change(client, id, base));
@@ -441,8 +437,7 @@ impl Report<'_> {
             } else {
                 "never-prepare costs"
             };
-            let _ = writeln!(
-                md,
+            lines.push(format!(
                 "- {}: {named} {} over a cached named statement, direct (W8a over W1; W8c over \
                  W2: {}); PgBouncer adds {} (W8b over W8a; W8d over W8c: {}).",
                 client.name(),
@@ -450,9 +445,23 @@ impl Report<'_> {
                 pct(direct[1]),
                 pct(pooled[0]),
                 pct(pooled[1])
-            );
+            ));
         }
-        md.push('\n');
+        if lines.is_empty() {
+            let _ = writeln!(
+                md,
+                "**W8, never-prepare and PgBouncer**: nothing to compare in this run (neither \
+                 W8a/W8c with W1/W2 nor W8b/W8d with W8a/W8c ran for C, pqlib or \
+                 pqlib::tokio).\n"
+            );
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "**W8, never-prepare and PgBouncer** (medians of this run; \"not measured\" where \
+             a workload of the pair did not run or the client failed on it):\n\n{}\n",
+            lines.join("\n")
+        );
     }
 
     fn markdown_issue16(&self, md: &mut String) {
@@ -1463,6 +1472,19 @@ mod tests {
                  (W8b over W8a; W8d over W8c: +20.0 %)."
             ),
             "{md}"
+        );
+        // Only W8a: nothing to compare, and the paragraph says so.
+        results.truncate(1);
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert!(
+            report
+                .markdown()
+                .contains("**W8, never-prepare and PgBouncer**: nothing to compare"),
+            "{}",
+            report.markdown()
         );
         // No W8 at all: no paragraph.
         results.retain(|r| !r.id.starts_with("W8"));
