@@ -166,6 +166,51 @@ int bl_w2(PGconn *conn, const int32_t *aids, int n, long long *sum) {
     return 0;
 }
 
+/*
+ * W8a/W8b: `SELECT $1::int4` n times as the unnamed statement: PQexecParams with the parameter
+ * type given (int4), binary parameter and result. Each run is one sync segment (Parse, Bind,
+ * Describe portal, Execute, Sync): what a never-prepare client sends, and what a pooler in
+ * transaction mode passes through.
+ */
+int bl_w1_params(PGconn *conn, const char *sql, int n, long long *sum) {
+    long long total = 0;
+    const Oid types[1] = {INT4OID};
+    for (int i = 1; i <= n; i++) {
+        char param[4];
+        put_i32(param, i);
+        const char *values[1] = {param};
+        int lengths[1] = {4};
+        int formats[1] = {1};
+        PGresult *res = PQexecParams(conn, sql, 1, types, values, lengths, formats, 1);
+        if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+            return bad(conn, res, "w1 params");
+        total += get_i32(PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    *sum = total;
+    return 0;
+}
+
+/* W8c/W8d: pgbench point selects as the unnamed statement, as bl_w1_params. */
+int bl_w2_params(PGconn *conn, const char *sql, const int32_t *aids, int n, long long *sum) {
+    long long total = 0;
+    const Oid types[1] = {INT4OID};
+    for (int i = 0; i < n; i++) {
+        char param[4];
+        put_i32(param, aids[i]);
+        const char *values[1] = {param};
+        int lengths[1] = {4};
+        int formats[1] = {1};
+        PGresult *res = PQexecParams(conn, sql, 1, types, values, lengths, formats, 1);
+        if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+            return bad(conn, res, "w2 params");
+        total += 1 + get_i32(PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    *sum = total;
+    return 0;
+}
+
 /* Decodes the W3 columns (int4, text, float8, timestamptz) of every row of `res`. */
 static long long decode_w3(const PGresult *res) {
     long long total = 0;

@@ -23,6 +23,14 @@ unsafe extern "C" {
     fn bl_lib_version() -> c_int;
     fn bl_w1(conn: *mut PGconn, n: c_int, sum: *mut i64) -> c_int;
     fn bl_w2(conn: *mut PGconn, aids: *const i32, n: c_int, sum: *mut i64) -> c_int;
+    fn bl_w1_params(conn: *mut PGconn, sql: *const c_char, n: c_int, sum: *mut i64) -> c_int;
+    fn bl_w2_params(
+        conn: *mut PGconn,
+        sql: *const c_char,
+        aids: *const i32,
+        n: c_int,
+        sum: *mut i64,
+    ) -> c_int;
     fn bl_w3(conn: *mut PGconn, n: c_int, sum: *mut i64) -> c_int;
     fn bl_w3_stream(conn: *mut PGconn, n: c_int, chunk: c_int, sum: *mut i64) -> c_int;
     fn bl_w4_loop(
@@ -168,6 +176,33 @@ impl CConn {
         // SAFETY: as above, statement "w2"; `aids` has `len` entries.
         let rc = unsafe { bl_w2(self.0, aids.as_ptr(), aids.len() as c_int, &mut sum) };
         check("w2", rc, sum)
+    }
+
+    /// W1 as the unnamed statement: `PQexecParams` of `sql` (one int4 parameter, its type
+    /// given) `n` times.
+    pub fn w1_params(&mut self, sql: &str, n: usize) -> Result<i64, CError> {
+        let sql = cstr(sql);
+        let mut sum = 0;
+        // SAFETY: the connection is alive; the SQL is NUL-terminated; `sum` is valid.
+        let rc = unsafe { bl_w1_params(self.0, sql.as_ptr(), n as c_int, &mut sum) };
+        check("w1 params", rc, sum)
+    }
+
+    /// W2 as the unnamed statement: `PQexecParams` of `sql` once per aid.
+    pub fn w2_params(&mut self, sql: &str, aids: &[i32]) -> Result<i64, CError> {
+        let sql = cstr(sql);
+        let mut sum = 0;
+        // SAFETY: as in `w1_params`; `aids` has `len` entries.
+        let rc = unsafe {
+            bl_w2_params(
+                self.0,
+                sql.as_ptr(),
+                aids.as_ptr(),
+                aids.len() as c_int,
+                &mut sum,
+            )
+        };
+        check("w2 params", rc, sum)
     }
 
     pub fn w3(&mut self, n: usize) -> Result<i64, CError> {

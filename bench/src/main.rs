@@ -11,7 +11,9 @@
 //! the median, its spread and the ratio to the C program, and writes `benchmarks.md`,
 //! `benchmarks.json` and `benchmarks.svg` into `--out` (default `docs/`). The async clients run
 //! W1 and W7b once more on a multi-thread runtime as `#[tokio::main]` builds it (`--no-multi`
-//! skips that), and the report checks the goals of issues 7 and 16 against the medians.
+//! skips that), and the report checks the goals of issues 7 and 16 against the medians. W8
+//! runs W1 and W2 with `PreparePolicy::Never`, direct and through a throwaway PgBouncer in
+//! transaction mode that the harness starts next to its `TempCluster`.
 
 mod env_info;
 mod psycopg;
@@ -22,7 +24,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pqlib::tempdb::TempCluster;
+use pqlib::tempdb::{PoolMode, TempCluster, TempPgBouncer};
 use pqlib_bench::c;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -193,7 +195,7 @@ impl Opts {
                          --quick       smaller workloads and 3 repetitions: a smoke run\n\
                          --tcp         connect over loopback TCP instead of the unix socket\n\
                          --reps N      measured repetitions per client (default 5, quick 3)\n\
-                         --only LIST   run only these workloads\n\
+                         --only LIST   run only these workloads (W1 … W8)\n\
                          --clients LIST  run only these clients (c, pqlib, pqlib::tokio, \
                          postgres, tokio-postgres, sqlx, psycopg), e.g. for a profiler\n\
                          --out DIR     where benchmarks.md/.json/.svg go (default docs/)\n\
@@ -206,7 +208,12 @@ impl Opts {
                          when pinned) or multi (one worker per CPU; default when not)\n\
                          --no-multi    skip the extra rows of W1 and W7b on a multi-thread \
                          runtime (run when the main runtime is current-thread)\n\n\
-                         DATABASE_URL  use this server instead of a TempCluster (W2 needs pgbench)"
+                         W8            W1 and W2 with PreparePolicy::Never (the unnamed \
+                         statement), direct (W8a, W8c) and through a PgBouncer in transaction \
+                         mode, pool_size 4 (W8b, W8d; /usr/sbin/pgbouncer, started next to the \
+                         TempCluster)\n\
+                         DATABASE_URL  use this server instead of a TempCluster (W2 and W8c/W8d \
+                         need pgbench; W8b/W8d are skipped: no PgBouncer of the bench's own)"
                     );
                     std::process::exit(0);
                 }
@@ -323,6 +330,37 @@ fn start_server(opts: &Opts) -> Result<Server> {
         cluster: Some(cluster),
         transport,
     })
+}
+
+/// Starts W8's PgBouncer (transaction mode, 4 server connections) in front of the bench's own
+/// cluster, and pins it where the server runs. `Err` says why there is none.
+fn start_bouncer(
+    cluster: Option<&TempCluster>,
+    opts: &Opts,
+    server_cpu: Option<usize>,
+) -> std::result::Result<TempPgBouncer, String> {
+    let cluster = cluster.ok_or(
+        "DATABASE_URL is set: the bench starts a PgBouncer only in front of its own TempCluster",
+    )?;
+    let bouncer = TempPgBouncer::builder(cluster)
+        .pool_mode(PoolMode::Transaction)
+        .pool_size(4)
+        .start()
+        .map_err(|e| format!("PgBouncer did not start: {e}"))?;
+    if let Some(cpu) = server_cpu {
+        pin(bouncer.pid() as libc::pid_t, cpu)
+            .map_err(|e| format!("pinning PgBouncer to CPU {cpu}: {e}"))?;
+    }
+    eprintln!(
+        "pgbouncer {}: {} (transaction mode, pool_size 4)",
+        bouncer.version(),
+        if opts.tcp {
+            bouncer.tcp_conninfo()
+        } else {
+            bouncer.conninfo()
+        }
+    );
+    Ok(bouncer)
 }
 
 /// Pins process (or thread) `pid` (0: the calling thread) to one CPU.
@@ -727,6 +765,21 @@ fn real_main() -> Result<()> {
     };
     let pinned = pinning.contains("pinned to");
     eprintln!("cpu: {pinning}");
+    // W8's PgBouncer runs where the server runs (started after the harness pinned itself, it
+    // would inherit the client's CPU).
+    let server_cpu = pinned.then(|| usize::from(opts.cpu == "split"));
+    let bouncer = if opts.wants("W8") {
+        start_bouncer(server.cluster.as_ref(), &opts, server_cpu)
+    } else {
+        Err("not run".to_owned())
+    };
+    let bouncer_conninfo = bouncer.as_ref().map_err(Clone::clone).map(|b| {
+        if opts.tcp {
+            b.tcp_conninfo()
+        } else {
+            b.conninfo()
+        }
+    });
     let mut admin = pqlib::Connection::connect(&server.conninfo)?;
 
     let python = if opts.skip_python {
@@ -805,7 +858,7 @@ fn real_main() -> Result<()> {
     env.main_runtime = runtime_kind.clone();
     let data = workloads::Data::new(&sizes);
     workloads::prepare_tables(&mut admin, &sizes)?;
-    let pgbench = if opts.wants("W2") {
+    let pgbench = if opts.wants("W2") || opts.wants("W8") {
         pgbench_init(&server, sizes.pgbench_scale).map_err(|e| e.to_string())
     } else {
         Err("not run".into())
@@ -821,6 +874,7 @@ fn real_main() -> Result<()> {
         multi: multi.as_ref(),
         python: python.as_ref().ok(),
         pgbench_error: pgbench.as_ref().err().cloned(),
+        bouncer: bouncer_conninfo,
     };
     let mut results = Vec::new();
     for build in workloads::ALL {
@@ -845,6 +899,17 @@ fn real_main() -> Result<()> {
     if let Err(why) = &python {
         env.notes.push(format!("psycopg 3: missing ({why})"));
     }
+    match &bouncer {
+        Ok(b) => env.notes.push(format!(
+            "W8b/W8d: through PgBouncer {} in transaction mode, pool_size 4, in front of the \
+             same server, pinned with it",
+            b.version()
+        )),
+        Err(why) if opts.wants("W8") => {
+            env.notes.push(format!("W8b/W8d: skipped ({why})"));
+        }
+        Err(_) => {}
+    }
     let report = report::Report {
         env: &env,
         results: &results,
@@ -868,6 +933,9 @@ fn real_main() -> Result<()> {
     drop(ctx);
     drop(multi);
     drop(admin);
+    if let Ok(bouncer) = bouncer {
+        bouncer.stop()?;
+    }
     if let Some(cluster) = server.cluster {
         cluster.stop()?;
     }

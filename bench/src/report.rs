@@ -334,6 +334,7 @@ impl Report<'_> {
             md.push('\n');
         }
         md.push('\n');
+        self.markdown_w8(&mut md);
 
         let goals = self.goals();
         if !goals.is_empty() {
@@ -403,6 +404,64 @@ impl Report<'_> {
             }
         }
         md
+    }
+
+    /// A client's median on variant `id` over its median on `base` (both ran, neither failed).
+    fn change(&self, client: Client, id: &str, base: &str) -> Option<f64> {
+        let a = median(self.variant(id)?, client)?;
+        let b = median(self.variant(base)?, client)?;
+        Some(a.as_secs_f64() / b.as_secs_f64())
+    }
+
+    /// The paragraph under the W8 rows: what never-prepare costs against W1/W2's cached named
+    /// statement, and what PgBouncer adds, from the medians of this run.
+    fn markdown_w8(&self, md: &mut String) {
+        if !self.results.iter().any(|r| r.id.starts_with("W8")) {
+            return;
+        }
+        let pct = |x: Option<f64>| match x {
+            Some(x) => format!("{:+.1} %", (x - 1.0) * 100.0),
+            None => "not measured".to_owned(),
+        };
+        let mut lines = Vec::new();
+        for client in [Client::C, Client::PqlibSync, Client::PqlibAsync] {
+            let direct =
+                [("W8a", "W1"), ("W8c", "W2")].map(|(id, base)| self.change(client, id, base));
+            let pooled =
+                [("W8b", "W8a"), ("W8d", "W8c")].map(|(id, base)| self.change(client, id, base));
+            if direct.iter().chain(&pooled).all(Option::is_none) {
+                continue;
+            }
+            let named = if client == Client::C {
+                "PQexecParams costs"
+            } else {
+                "never-prepare costs"
+            };
+            lines.push(format!(
+                "- {}: {named} {} over a cached named statement, direct (W8a over W1; W8c over \
+                 W2: {}); PgBouncer adds {} (W8b over W8a; W8d over W8c: {}).",
+                client.name(),
+                pct(direct[0]),
+                pct(direct[1]),
+                pct(pooled[0]),
+                pct(pooled[1])
+            ));
+        }
+        if lines.is_empty() {
+            let _ = writeln!(
+                md,
+                "**W8, never-prepare and PgBouncer**: nothing to compare in this run (neither \
+                 W8a/W8c with W1/W2 nor W8b/W8d with W8a/W8c ran for C, pqlib or \
+                 pqlib::tokio).\n"
+            );
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "**W8, never-prepare and PgBouncer** (medians of this run; \"not measured\" where \
+             a workload of the pair did not run or the client failed on it):\n\n{}\n",
+            lines.join("\n")
+        );
     }
 
     fn markdown_issue16(&self, md: &mut String) {
@@ -1359,6 +1418,81 @@ mod tests {
         );
         assert!(crate::enforce(true, report.verdict()).is_err());
         assert!(crate::enforce(false, report.verdict()).is_ok());
+    }
+
+    #[test]
+    fn w8_paragraph_compares_never_prepare_and_pgbouncer_with_w1_w2() {
+        let env = env();
+        let both = |id: &'static str, c: u64, ours: u64| {
+            variant(
+                id,
+                vec![
+                    run(Client::C, c, 1, None),
+                    run(Client::PqlibSync, ours, 1, None),
+                ],
+            )
+        };
+        // pqlib: W1 100 ms, W8a 110 ms (+10 %), W8b 165 ms (+50 % over W8a); W2 200 ms, W8c
+        // 230 ms (+15 %), W8d 276 ms (+20 %).
+        let mut results = vec![
+            both("W1", 95, 100),
+            both("W2", 190, 200),
+            both("W8a", 100, 110),
+            both("W8b", 150, 165),
+            both("W8c", 220, 230),
+            both("W8d", 264, 276),
+        ];
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        let md = report.markdown();
+        assert!(md.contains("| **W8a** test (runs) |"), "{md}");
+        assert!(
+            md.contains(
+                "- pqlib: never-prepare costs +10.0 % over a cached named statement, direct \
+                 (W8a over W1; W8c over W2: +15.0 %); PgBouncer adds +50.0 % (W8b over W8a; \
+                 W8d over W8c: +20.0 %)."
+            ),
+            "{md}"
+        );
+        assert!(md.contains("- C libpq: PQexecParams costs +5.3 %"), "{md}");
+        // `--only W8`: nothing to compare with directly; a failed run is not measured.
+        results.retain(|r| r.id.starts_with("W8"));
+        results[1].measured[1].error = Some("connection lost".into());
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        let md = report.markdown();
+        assert!(
+            md.contains(
+                "- pqlib: never-prepare costs not measured over a cached named statement, \
+                 direct (W8a over W1; W8c over W2: not measured); PgBouncer adds not measured \
+                 (W8b over W8a; W8d over W8c: +20.0 %)."
+            ),
+            "{md}"
+        );
+        // Only W8a: nothing to compare, and the paragraph says so.
+        results.truncate(1);
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert!(
+            report
+                .markdown()
+                .contains("**W8, never-prepare and PgBouncer**: nothing to compare"),
+            "{}",
+            report.markdown()
+        );
+        // No W8 at all: no paragraph.
+        results.retain(|r| !r.id.starts_with("W8"));
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert!(!report.markdown().contains("**W8"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The workloads W1–W7, each as one function that opens every client's connection (untimed)
+//! The workloads W1–W8, each as one function that opens every client's connection (untimed)
 //! and returns, per variant, one closure per client that runs the workload once.
 //!
 //! A closure gets `warm = true` for its warm-up run, where long workloads run a tenth of their
@@ -48,11 +48,13 @@ pub struct Ctx<'a> {
     pub python: Option<&'a Python>,
     /// Why W2 cannot run, if pgbench failed.
     pub pgbench_error: Option<String>,
+    /// The connection string of the bench's PgBouncer (W8b, W8d), or why there is none.
+    pub bouncer: std::result::Result<String, String>,
 }
 
 type Build = for<'a> fn(&'a Ctx<'a>) -> Result<Vec<Variant<'a>>>;
 
-pub const ALL: [(&str, Build); 7] = [
+pub const ALL: [(&str, Build); 8] = [
     ("W1", w1),
     ("W2", w2),
     ("W3", w3),
@@ -60,6 +62,7 @@ pub const ALL: [(&str, Build); 7] = [
     ("W5", w5),
     ("W6", w6),
     ("W7", w7),
+    ("W8", w8),
 ];
 
 /// The data the workloads send, made once, outside any timing.
@@ -1724,6 +1727,222 @@ fn w7_variant<'a>(ctx: &'a Ctx<'a>, pool: usize) -> Result<Variant<'a>> {
         entries,
         missing,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// W8: W1 and W2 with `PreparePolicy::Never` (SQL text as the unnamed statement), direct and
+// through a PgBouncer in transaction mode.
+
+/// The parameters of one W8 variant: W1's 1..=n or W2's aids.
+#[derive(Clone, Copy)]
+enum Args<'a> {
+    Count(usize),
+    Aids(&'a [i32]),
+}
+
+impl Args<'_> {
+    fn len(self, warm: bool) -> usize {
+        match self {
+            Args::Count(n) => size(n, warm),
+            Args::Aids(aids) => size(aids.len(), warm),
+        }
+    }
+
+    fn get(self, k: usize) -> i32 {
+        match self {
+            Args::Count(_) => k as i32 + 1,
+            Args::Aids(aids) => aids[k],
+        }
+    }
+
+    /// What each row adds to the checksum besides its value: W2 counts its rows.
+    fn extra(self) -> i64 {
+        match self {
+            Args::Count(_) => 0,
+            Args::Aids(_) => 1,
+        }
+    }
+}
+
+fn never_config(conninfo: &str) -> Result<pqlib::Config> {
+    let mut config: pqlib::Config = conninfo.parse()?;
+    config.prepare_policy(pqlib::PreparePolicy::Never);
+    Ok(config)
+}
+
+/// A W8 variant that cannot run: every client's row says why.
+fn w8_skipped<'a>(id: &'static str, title: String, unit: String, why: &str) -> Variant<'a> {
+    Variant {
+        id,
+        title,
+        unit,
+        reset: None,
+        entries: Vec::new(),
+        missing: vec![(Client::C, format!("skipped (every client): {why}"))],
+    }
+}
+
+fn w8<'a>(ctx: &'a Ctx<'a>) -> Result<Vec<Variant<'a>>> {
+    let bouncer = ctx.bouncer.as_deref();
+    let w1 = Args::Count(ctx.sizes.w1);
+    let w2 = Args::Aids(&ctx.data.aids);
+    let w1_unit = format!("{} round trips", ctx.sizes.w1);
+    let w2_unit = format!(
+        "{} queries, scale {}",
+        ctx.data.aids.len(),
+        ctx.sizes.pgbench_scale
+    );
+    let bouncer_title = "through PgBouncer (transaction mode, pool_size 4)";
+    let mut variants = Vec::new();
+    for (id, sql, args, what, unit) in [
+        ("W8a", W1_SQL, w1, "SELECT $1::int4", &w1_unit),
+        ("W8b", W1_SQL, w1, "SELECT $1::int4", &w1_unit),
+        ("W8c", W2_SQL, w2, "pgbench point select", &w2_unit),
+        ("W8d", W2_SQL, w2, "pgbench point select", &w2_unit),
+    ] {
+        let pooled = id == "W8b" || id == "W8d";
+        let title = format!(
+            "{what}, PreparePolicy::Never, {}",
+            if pooled { bouncer_title } else { "direct" }
+        );
+        if sql == W2_SQL
+            && let Some(why) = &ctx.pgbench_error
+        {
+            variants.push(w8_skipped(
+                id,
+                title,
+                unit.clone(),
+                &format!("needs pgbench -i: {why}"),
+            ));
+            continue;
+        }
+        let conninfo = if pooled {
+            match bouncer {
+                Ok(conninfo) => conninfo,
+                Err(why) => {
+                    variants.push(w8_skipped(id, title, unit.clone(), why));
+                    continue;
+                }
+            }
+        } else {
+            ctx.conninfo
+        };
+        variants.push(Variant {
+            id,
+            title,
+            unit: unit.clone(),
+            reset: None,
+            entries: w8_entries(ctx, conninfo, sql, args)?,
+            missing: vec![
+                (
+                    Client::Sqlx,
+                    "not in W8's set (its unnamed-statement path is `persistent(false)`)".into(),
+                ),
+                (
+                    Client::Psycopg,
+                    "not in psycopg's set (W1, W3, W4 COPY, W5, W6)".into(),
+                ),
+            ],
+        });
+    }
+    Ok(variants)
+}
+
+/// Every W8 client's entry: `sql` with one int4 parameter per value of `args`, as the unnamed
+/// statement, over connections to `conninfo` (the server, or the PgBouncer).
+fn w8_entries<'a>(
+    ctx: &'a Ctx<'a>,
+    conninfo: &'a str,
+    sql: &'static str,
+    args: Args<'a>,
+) -> Result<Vec<Entry<'a>>> {
+    let mut entries = Vec::new();
+    let extra = args.extra();
+
+    let mut c = CConn::connect(conninfo)?;
+    entries.push(Entry::new(
+        Client::C,
+        "PQexecParams with the int4 type given, binary (the unnamed statement)",
+        move |warm| {
+            Ok(match args {
+                Args::Count(_) => c.w1_params(sql, args.len(warm))?,
+                Args::Aids(aids) => c.w2_params(sql, &aids[..args.len(warm)])?,
+            })
+        },
+    ));
+
+    let config = never_config(conninfo)?;
+    let mut conn = config.connect()?;
+    entries.push(Entry::new(
+        Client::PqlibSync,
+        "query_one(sql text) with PreparePolicy::Never",
+        move |warm| {
+            let mut sum = 0i64;
+            for k in 0..args.len(warm) {
+                let v: i32 = conn.query_one(sql, &[&args.get(k)])?.get(0);
+                sum += extra + i64::from(v);
+            }
+            Ok(sum)
+        },
+    ));
+
+    let (client, connection) = ctx.rt.block_on(pqlib::tokio::connect_config(&config))?;
+    ctx.rt.spawn(connection);
+    entries.push(Entry::new(
+        Client::PqlibAsync,
+        "query_one(sql text).await with PreparePolicy::Never, sequential",
+        move |warm| {
+            ctx.rt.block_on(async {
+                let mut sum = 0i64;
+                for k in 0..args.len(warm) {
+                    let v: i32 = client.query_one(sql, &[&args.get(k)]).await?.get(0);
+                    sum += extra + i64::from(v);
+                }
+                Ok(sum)
+            })
+        },
+    ));
+
+    let int4 = tokio_postgres::types::Type::INT4;
+    let mut pg = postgres::Client::connect(conninfo, postgres::NoTls)?;
+    entries.push(Entry::new(
+        Client::Postgres,
+        "query_typed_one(sql text, int4) (the unnamed statement)",
+        move |warm| {
+            let mut sum = 0i64;
+            for k in 0..args.len(warm) {
+                let v: i32 = pg
+                    .query_typed_one(sql, &[(&args.get(k), int4.clone())])?
+                    .get(0);
+                sum += extra + i64::from(v);
+            }
+            Ok(sum)
+        },
+    ));
+
+    let (tpg, connection) = ctx
+        .rt
+        .block_on(tokio_postgres::connect(conninfo, tokio_postgres::NoTls))?;
+    ctx.rt.spawn(connection);
+    entries.push(Entry::new(
+        Client::TokioPostgres,
+        "query_typed_one(sql text, int4).await (the unnamed statement)",
+        move |warm| {
+            ctx.rt.block_on(async {
+                let int4 = tokio_postgres::types::Type::INT4;
+                let mut sum = 0i64;
+                for k in 0..args.len(warm) {
+                    let v: i32 = tpg
+                        .query_typed_one(sql, &[(&args.get(k), int4.clone())])
+                        .await?
+                        .get(0);
+                    sum += extra + i64::from(v);
+                }
+                Ok(sum)
+            })
+        },
+    ));
+    Ok(entries)
 }
 
 // ---------------------------------------------------------------------------------------------
