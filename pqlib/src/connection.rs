@@ -245,12 +245,15 @@ impl Connection {
         T: ?Sized + ToStatement,
     {
         self.before_query()?;
+        let text = match statement.__statement_ref() {
+            StatementRef::Sql(text) => text,
+            StatementRef::Prepared(_) => "",
+        };
         let statement = match self.plan(statement)? {
             Planned::Prepared(statement) => statement,
             Planned::Unnamed { sql, described } => {
-                let text = sql.to_string_lossy();
-                let _span = crate::trace::statement("query", &text);
-                let result = self.query_unnamed(&text, &sql, described, params);
+                let _span = crate::trace::statement("query", text);
+                let result = self.query_unnamed(text, &sql, described, params);
                 crate::trace::statement_done(
                     result.as_ref().map_or(0, Rows::len),
                     result.as_ref().err(),
@@ -395,7 +398,12 @@ impl Connection {
                 return Err(e);
             }
         };
-        let columns = self.describe_columns(&result)?;
+        // The description's columns, unless DDL changed them since: no allocation per run.
+        let columns = if result.has_columns(&described.columns) {
+            described.columns
+        } else {
+            self.describe_columns(&result)?
+        };
         Ok(Rows::new(result, columns, self.notices.clone()))
     }
 

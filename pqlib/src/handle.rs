@@ -173,14 +173,23 @@ impl PgResultRef {
         unsafe { ffi::PQftype(self.as_ptr(), i as c_int) }
     }
 
-    /// Whether the result's columns are `columns` in number and type (a description made
-    /// before the rows came).
+    /// Whether the result's columns are `columns` (number, names, types, origins): a
+    /// description made before the rows came still stands for them.
     pub(crate) fn has_columns(&self, columns: &[crate::Column]) -> bool {
         self.nfields() == columns.len()
             && columns
                 .iter()
                 .enumerate()
-                .all(|(i, column)| self.field_type(i) == column.type_().oid())
+                .all(|(i, column)| column.describes(self, i))
+    }
+
+    /// Field `i`'s name as libpq holds it, without a copy.
+    pub(crate) fn field_name_bytes(&self, i: usize) -> Option<&[u8]> {
+        // SAFETY: the result is alive; libpq returns NULL for an index out of range, else a
+        // NUL-terminated name that lives as long as the result (the borrow of `self`).
+        let name = unsafe { ffi::PQfname(self.as_ptr(), i as c_int) };
+        // SAFETY: non-NULL, NUL-terminated, alive for the borrow (above).
+        (!name.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes())
     }
 
     pub(crate) fn field_table(&self, i: usize) -> ffi::Oid {

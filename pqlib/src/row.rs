@@ -98,6 +98,17 @@ impl Column {
         }
     }
 
+    /// Whether field `i` of `result` is this column: the same name, type and origin, so a
+    /// description made earlier (the unnamed statement's) can stand for the result's own.
+    pub(crate) fn describes(&self, result: &PgResultRef, i: usize) -> bool {
+        let table = result.field_table(i);
+        let column = result.field_table_column(i);
+        self.type_.oid() == result.field_type(i)
+            && self.table_oid == (table != 0).then_some(table)
+            && self.column_id == (column != 0).then_some(column)
+            && result.field_name_bytes(i) == Some(self.name.as_bytes())
+    }
+
     /// The column's name (`?column?` for unnamed expressions).
     #[doc(alias = "PQfname")]
     pub fn name(&self) -> &str {

@@ -494,7 +494,12 @@ impl Client {
         let result = results
             .pop()
             .ok_or_else(|| Error::client("a statement returned no result"))?;
-        let columns = self.columns(&result).await?;
+        // The description's columns, unless DDL changed them since: no allocation per run.
+        let columns = if result.has_columns(&described.columns) {
+            described.columns
+        } else {
+            self.columns(&result).await?
+        };
         Ok(Rows::new(result, columns, self.inner.notices.clone()))
     }
 
