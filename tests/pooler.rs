@@ -414,9 +414,7 @@ const NEVER_TEXTS: usize = 40;
 
 /// A config for `conninfo` that never prepares (SQL text runs as the unnamed statement).
 fn never_config(conninfo: &str) -> Config {
-    let mut config: Config = conninfo.parse().unwrap();
-    config.prepare_policy(PreparePolicy::Never);
-    config
+    common::config_with(conninfo, PreparePolicy::Never)
 }
 
 /// After a `Never` load: every client's committed rows are there, the rolled-back savepoints'

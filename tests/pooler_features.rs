@@ -39,9 +39,7 @@ fn start(mode: PoolMode, pool_size: u32) -> Setup {
 }
 
 fn never(conninfo: &str) -> Config {
-    let mut config: Config = conninfo.parse().expect("the bouncer's conninfo");
-    config.prepare_policy(PreparePolicy::Never);
-    config
+    common::config_with(conninfo, PreparePolicy::Never)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ToSql, FromSql)]

@@ -56,9 +56,7 @@ fn start(mode: PoolMode) -> Setup {
 }
 
 fn never(conninfo: &str) -> Config {
-    let mut config: Config = conninfo.parse().expect("the bouncer's conninfo");
-    config.prepare_policy(PreparePolicy::Never);
-    config
+    common::config_with(conninfo, PreparePolicy::Never)
 }
 
 /// One of [`TEXTS`] texts for step `n`: the same query, told apart by an alias.

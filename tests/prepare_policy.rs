@@ -8,9 +8,7 @@ use pqlib::error::ErrorKind;
 use pqlib::{Config, Connection, PreparePolicy};
 
 fn config(policy: PreparePolicy) -> Config {
-    let mut config: Config = common::conninfo().parse().expect("the test conninfo");
-    config.prepare_policy(policy);
-    config
+    common::config_with(&common::conninfo(), policy)
 }
 
 fn connect(policy: PreparePolicy) -> Connection {

@@ -1153,9 +1153,7 @@ fn cancel_when_active(token: pqlib::CancelToken, marker: String) -> Result<(), S
 
 /// The test server's config with `policy`.
 fn config(policy: PreparePolicy) -> pqlib::Config {
-    let mut config: pqlib::Config = common::conninfo().parse().expect("the test conninfo");
-    config.prepare_policy(policy);
-    config
+    common::config_with(&common::conninfo(), policy)
 }
 
 fn blocking_case(api: Api, def: &'static KindDef, n: usize, policy: PreparePolicy) -> Report {

@@ -1851,9 +1851,7 @@ fn policy_for(n: u64) -> pqlib::PreparePolicy {
 
 /// The test server's config with `policy`.
 fn config(policy: pqlib::PreparePolicy) -> pqlib::Config {
-    let mut config: pqlib::Config = common::conninfo().parse().expect("the conninfo");
-    config.prepare_policy(policy);
-    config
+    common::config_with(&common::conninfo(), policy)
 }
 
 /// The shared client's connection task as it was after its latest poll (`Debug`: requests in

@@ -158,19 +158,20 @@ impl StatementCache {
 
     /// How this run of `sql` goes: its cached statement, or as the policy says.
     pub(crate) fn plan(&mut self, sql: &str) -> Plan {
-        if let Some(statement) = self.lookup(sql) {
-            return Plan::Cached(statement);
-        }
-        self.unnamed.plan(self.policy, sql, true)
+        self.plan_with(sql, true)
     }
 
     /// [`plan`](StatementCache::plan) for a statement queued in a pipeline, where a text
     /// that [`PreparePolicy::AfterRuns`] would prepare now runs unnamed once more.
     pub(crate) fn plan_in_pipeline(&mut self, sql: &str) -> Plan {
+        self.plan_with(sql, false)
+    }
+
+    fn plan_with(&mut self, sql: &str, promote: bool) -> Plan {
         if let Some(statement) = self.lookup(sql) {
             return Plan::Cached(statement);
         }
-        self.unnamed.plan(self.policy, sql, false)
+        self.unnamed.plan(self.policy, sql, promote)
     }
 
     /// A statement name no other session is likely to use: `pqlib_<session>_<n>`, where

@@ -52,6 +52,16 @@ pub fn conninfo() -> String {
     }
 }
 
+/// A config for `conninfo` (a libpq string or URI) with `policy`: how the tests connect under
+/// a [`pqlib::PreparePolicy`], to the test server ([`conninfo`]) or through a pooler.
+pub fn config_with(conninfo: &str, policy: pqlib::PreparePolicy) -> pqlib::Config {
+    let mut config: pqlib::Config = conninfo
+        .parse()
+        .unwrap_or_else(|e| panic!("the conninfo {conninfo:?}: {e}"));
+    config.prepare_policy(policy);
+    config
+}
+
 /// An async client on the test server, its connection task spawned on the current runtime
 /// (an error that ends the connection is printed).
 #[cfg(unix)]
