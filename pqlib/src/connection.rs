@@ -814,6 +814,11 @@ impl Connection {
         ))
     }
 
+    /// Whether this session has ended (closed by the server, or poisoned by pqlib).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost
+    }
+
     /// Whether libpq is still in pipeline mode or inside a command, outside any call.
     fn inside_operation(&self) -> bool {
         self.pipeline_status() != ffi::PGpipelineStatus::PQ_PIPELINE_OFF

@@ -285,6 +285,12 @@ impl PqBuffer {
     }
 }
 
+impl AsRef<[u8]> for PqBuffer {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
 impl Drop for PqBuffer {
     fn drop(&mut self) {
         // SAFETY: the memory came from libpq and is freed only here.

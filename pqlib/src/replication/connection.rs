@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::{Config, Connection, SimpleQueryMessage};
 
 use super::Lsn;
+use super::stream::{Keeper, ReplicationStream};
 
 /// What a replication connection streams: changes decoded from one database, or the whole
 /// cluster's WAL.
@@ -43,8 +44,14 @@ impl ReplicationMode {
 /// # Ok::<(), pqlib::Error>(())
 /// ```
 pub struct ReplicationConnection {
-    conn: Connection,
+    pub(crate) conn: Connection,
     mode: ReplicationMode,
+    /// The keeper thread of a running stream (see `stream.rs`).
+    pub(crate) keeper: Option<Keeper>,
+    /// A logical stream ran on this connection: the walsender keeps its "streaming done"
+    /// flags afterwards (only the physical start resets them), so a second one would end
+    /// the moment it started.
+    logical_streamed: bool,
 }
 
 /// What `IDENTIFY_SYSTEM` answers.
@@ -125,7 +132,12 @@ impl ReplicationConnection {
         let mut config = config.clone();
         config.param("replication", mode.conninfo_value());
         let conn = config.connect()?;
-        Ok(ReplicationConnection { conn, mode })
+        Ok(ReplicationConnection {
+            conn,
+            mode,
+            keeper: None,
+            logical_streamed: false,
+        })
     }
 
     /// The mode this connection was made in.
@@ -159,7 +171,7 @@ impl ReplicationConnection {
         temporary: bool,
     ) -> Result<CreatedSlot> {
         check_slot_name(name)?;
-        let modern = self.conn.server_version() >= 150000;
+        let modern = self.live().server_version() >= 150000;
         let mut sql = format!("CREATE_REPLICATION_SLOT {}", quote_ident(name));
         if temporary {
             sql.push_str(" TEMPORARY");
@@ -212,7 +224,7 @@ impl ReplicationConnection {
         if wait {
             sql.push_str(" WAIT");
         }
-        self.conn.simple_query(&sql).map(drop)
+        self.live().simple_query(&sql).map(drop)
     }
 
     /// `READ_REPLICATION_SLOT` (server 15+): where a slot stands, or `None` if there is no
@@ -222,7 +234,7 @@ impl ReplicationConnection {
     #[doc(alias = "PQexec")]
     pub fn read_replication_slot(&mut self, name: &str) -> Result<Option<SlotPosition>> {
         check_slot_name(name)?;
-        let version = self.conn.server_version();
+        let version = self.live().server_version();
         if version < 150000 {
             return Err(Error::unsupported(format!(
                 "READ_REPLICATION_SLOT needs server 15 or newer; this one is {version}"
@@ -257,11 +269,109 @@ impl ReplicationConnection {
         ))
     }
 
+    /// `START_REPLICATION SLOT … LOGICAL`: streams the changes the slot's output plugin
+    /// decodes, from `start` (or, with [`Lsn::INVALID`], from where the slot's consumer last
+    /// confirmed). `options` go to the plugin as name/value pairs (for pgoutput,
+    /// [`PgOutputOptions`](crate::replication::pgoutput::PgOutputOptions) makes them); pqlib
+    /// quotes both.
+    ///
+    /// One logical stream per connection: the server ends a second one on the same
+    /// connection as soon as it starts, so that is an error of kind
+    /// [`Unsupported`](crate::error::ErrorKind::Unsupported); connect again instead.
+    ///
+    /// ```no_run
+    /// use pqlib::replication::{Lsn, ReplicationConnection, ReplicationMode};
+    ///
+    /// let config: pqlib::Config = "host=localhost user=postgres dbname=app".parse()?;
+    /// let mut conn = ReplicationConnection::connect(&config, ReplicationMode::Logical)?;
+    /// let stream = conn.start_logical_replication(
+    ///     "app_slot",
+    ///     Lsn::INVALID,
+    ///     &[("proto_version", "1"), ("publication_names", "app_pub")],
+    /// )?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "START_REPLICATION")]
+    #[doc(alias = "PQgetCopyData")]
+    pub fn start_logical_replication<N: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        slot: &str,
+        start: Lsn,
+        options: &[(N, V)],
+    ) -> Result<ReplicationStream<'_>> {
+        if self.mode != ReplicationMode::Logical {
+            return Err(Error::bad_input(
+                "logical replication needs a connection made with ReplicationMode::Logical",
+            ));
+        }
+        check_slot_name(slot)?;
+        if self.logical_streamed {
+            return Err(Error::unsupported(
+                "a logical stream already ran on this connection, and the server ends a \
+                 second one at once (the walsender keeps its end-of-stream state); connect \
+                 again to restart",
+            ));
+        }
+        let mut sql = format!(
+            "START_REPLICATION SLOT {} LOGICAL {start}",
+            quote_ident(slot)
+        );
+        if !options.is_empty() {
+            let list: Vec<String> = options
+                .iter()
+                .map(|(name, value)| {
+                    format!(
+                        "{} {}",
+                        quote_ident(name.as_ref()),
+                        quote_literal(value.as_ref())
+                    )
+                })
+                .collect();
+            sql.push_str(&format!(" ({})", list.join(", ")));
+        }
+        let stream = self.start_stream(&sql, false)?;
+        stream.conn.logical_streamed = true;
+        Ok(stream)
+    }
+
+    /// `START_REPLICATION [SLOT …] PHYSICAL`: streams the cluster's WAL from `start` on
+    /// `timeline` (the current one if `None`), through `slot` if given (which then keeps the
+    /// WAL the stream has not confirmed).
+    ///
+    /// ```no_run
+    /// use pqlib::replication::{ReplicationConnection, ReplicationMode};
+    ///
+    /// let config: pqlib::Config = "host=localhost user=postgres".parse()?;
+    /// let mut conn = ReplicationConnection::connect(&config, ReplicationMode::Physical)?;
+    /// let system = conn.identify_system()?;
+    /// let stream = conn.start_physical_replication(None, system.wal_position, None)?;
+    /// # Ok::<(), pqlib::Error>(())
+    /// ```
+    #[doc(alias = "START_REPLICATION")]
+    #[doc(alias = "PQgetCopyData")]
+    pub fn start_physical_replication(
+        &mut self,
+        slot: Option<&str>,
+        start: Lsn,
+        timeline: Option<u32>,
+    ) -> Result<ReplicationStream<'_>> {
+        let mut sql = String::from("START_REPLICATION");
+        if let Some(slot) = slot {
+            check_slot_name(slot)?;
+            sql.push_str(&format!(" SLOT {}", quote_ident(slot)));
+        }
+        sql.push_str(&format!(" PHYSICAL {start}"));
+        if let Some(timeline) = timeline {
+            sql.push_str(&format!(" TIMELINE {timeline}"));
+        }
+        self.start_stream(&sql, true)
+    }
+
     /// Runs SQL (or a replication command) with the simple query protocol; on a physical
     /// connection the server accepts only replication commands.
     #[doc(alias = "PQexec")]
     pub fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>> {
-        self.conn.simple_query(sql)
+        self.live().simple_query(sql)
     }
 
     /// The server's version number (`PQserverVersion`).
@@ -270,8 +380,14 @@ impl ReplicationConnection {
         self.conn.server_version()
     }
 
+    /// The connection, once no keeper thread can touch it any more (a leaked stream's).
+    fn live(&mut self) -> &mut Connection {
+        self.stop_keeper();
+        &mut self.conn
+    }
+
     fn one_row(&mut self, sql: &str) -> Result<Row> {
-        let messages = self.conn.simple_query(sql)?;
+        let messages = self.live().simple_query(sql)?;
         let mut rows = messages.into_iter().filter_map(|m| match m {
             SimpleQueryMessage::Row(row) => Some(row),
             _ => None,
@@ -280,6 +396,13 @@ impl ReplicationConnection {
             .next()
             .ok_or_else(|| Error::client(format!("{sql} returned no row")))?;
         Ok(Row { row })
+    }
+}
+
+impl Drop for ReplicationConnection {
+    fn drop(&mut self) {
+        // Before the connection is freed: the keeper holds its pointer.
+        self.stop_keeper();
     }
 }
 
@@ -333,6 +456,11 @@ fn check_slot_name(name: &str) -> Result<()> {
     }
 }
 
+/// `'value'`, with any `'` doubled (the replication grammar has no backslash escapes).
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
 /// `"name"`, with any `"` doubled.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -360,5 +488,6 @@ mod tests {
             assert!(check_slot_name(bad).is_err(), "{bad}");
         }
         assert_eq!(quote_ident("pg\"output"), "\"pg\"\"output\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }
