@@ -2,15 +2,16 @@
 //! ([`ReplicationConnection`]), and the COPY BOTH stream of WAL or logical changes
 //! ([`ReplicationStream`]).
 
+mod commands;
 mod connection;
 mod lsn;
 mod message;
 mod stream;
 
-pub use connection::{
-    CreatedSlot, ReplicationConnection, ReplicationMode, SlotKind, SlotPosition, SnapshotAction,
-    SystemIdentity,
+pub use commands::{
+    CreatedSlot, ReplicationMode, SlotKind, SlotPosition, SnapshotAction, SystemIdentity,
 };
+pub use connection::ReplicationConnection;
 pub use lsn::{Lsn, ParseLsnError};
 pub use message::{PrimaryKeepalive, ReplicationMessage, XLogData};
 pub use stream::{Received, ReplicationStream};

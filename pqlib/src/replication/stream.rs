@@ -21,6 +21,7 @@ use pqlib_sys as ffi;
 
 use super::message::{self, Positions, ReplicationMessage};
 use super::{Lsn, ReplicationConnection};
+use crate::Connection;
 use crate::error::{Error, Result};
 use crate::handle::{PgResult, PqBuffer};
 
@@ -47,7 +48,7 @@ struct Shared {
     interval: Duration,
 }
 
-struct KeeperState {
+pub(crate) struct KeeperState {
     shared: Mutex<Shared>,
     wake: Condvar,
 }
@@ -82,6 +83,10 @@ impl Keeper {
             .spawn(move || keep(&for_thread))
             .ok();
         Keeper { state, thread }
+    }
+
+    pub(crate) fn state(&self) -> Arc<KeeperState> {
+        Arc::clone(&self.state)
     }
 
     /// Stops the thread and waits for it: afterwards nothing but the owner touches the
@@ -142,10 +147,412 @@ pub enum Received {
     End,
 }
 
+/// Where a stream is in its COPY BOTH.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
+enum Phase {
     Streaming,
+    /// The client ends it: CopyDone to send, then the server's data read up to its CopyDone.
+    Stopping {
+        end_sent: bool,
+    },
+    /// Both CopyDones are through (or an error ended the COPY): the command's results.
+    Results,
     Ended,
+}
+
+/// What one [`StreamCore::step`] found.
+pub(crate) enum Step {
+    Message(ReplicationMessage),
+    Ended,
+    /// Nothing to do until the socket is readable (or writable, with `write`) or `until`.
+    Wait {
+        write: bool,
+        until: Instant,
+    },
+}
+
+/// A replication stream's state, driven one non-blocking step at a time: by the blocking
+/// [`ReplicationStream`] with `poll(2)`, by the async stream with the runtime's reactor.
+pub(crate) struct StreamCore {
+    keeper: Arc<KeeperState>,
+    physical: bool,
+    phase: Phase,
+    server_timeout: Duration,
+    last_received: Instant,
+    /// A status update asking for a reply went out since the server last spoke.
+    pinged: bool,
+    /// The bound on ending: the client's stop, or the results after the server's end.
+    end_deadline: Option<Instant>,
+    next_timeline: Option<(u32, Lsn)>,
+    first_error: Option<Error>,
+}
+
+impl ReplicationConnection {
+    /// The text of `START_REPLICATION` was sent and `result` is its first result: a COPY
+    /// BOTH becomes a stream (non-blocking, with a keeper thread); anything else is the
+    /// command's error.
+    pub(crate) fn begin_stream(
+        &mut self,
+        result: PgResult,
+        sql: &str,
+        physical: bool,
+    ) -> Result<StreamCore> {
+        if result.status() != ffi::ExecStatusType::PGRES_COPY_BOTH {
+            // An error (no such slot, slot in use, bad option) is reported as itself; a
+            // timeline that ends at the start point answers with rows and no stream.
+            self.conn.check(result.into_ptr())?;
+            return Err(Error::client(format!(
+                "{sql} did not start a stream (the requested timeline may end at the start \
+                 point; see TIMELINE_HISTORY)"
+            )));
+        }
+        drop(result);
+        self.conn.take_copy()?;
+        let ptr = self.conn.as_ptr();
+        // SAFETY: the connection is alive; non-blocking mode makes the keeper's and the
+        // stream's sends return instead of waiting on a full socket.
+        if unsafe { ffi::PQsetnonblocking(ptr, 1) } != 0 {
+            return Err(self
+                .conn
+                .poison("could not make the replication connection non-blocking"));
+        }
+        let conn = ConnPtr(NonNull::new(ptr).ok_or_else(|| Error::client("no connection"))?);
+        let keeper = Keeper::start(conn, STATUS_INTERVAL);
+        let state = keeper.state();
+        self.keeper = Some(keeper);
+        if !physical {
+            self.logical_streamed = true;
+        }
+        Ok(StreamCore {
+            keeper: state,
+            physical,
+            phase: Phase::Streaming,
+            server_timeout: SERVER_TIMEOUT,
+            last_received: Instant::now(),
+            pinged: false,
+            end_deadline: None,
+            next_timeline: None,
+            first_error: None,
+        })
+    }
+
+    /// Sends `START_REPLICATION` and wraps the COPY BOTH it opens.
+    pub(crate) fn start_stream(
+        &mut self,
+        sql: &str,
+        physical: bool,
+    ) -> Result<ReplicationStream<'_>> {
+        self.stop_keeper();
+        self.conn.before_query()?;
+        let text = std::ffi::CString::new(sql).map_err(|e| Error::nul_byte("the command", e))?;
+        // SAFETY: the connection is alive and idle; `text` is NUL-terminated for the call.
+        let result = unsafe { ffi::PQexec(self.conn.as_ptr(), text.as_ptr()) };
+        let Some(result) = PgResult::from_returned(result) else {
+            return Err(self.conn.connection_error());
+        };
+        let core = self.begin_stream(result, sql, physical)?;
+        Ok(ReplicationStream { conn: self, core })
+    }
+
+    /// Stops a stream's keeper thread, if one runs (also after a leaked stream).
+    pub(crate) fn stop_keeper(&mut self) {
+        if let Some(keeper) = self.keeper.take() {
+            keeper.stop();
+        }
+    }
+}
+
+impl StreamCore {
+    pub(crate) fn is_ended(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
+    pub(crate) fn confirm(&self, lsn: Lsn) {
+        self.keeper.lock().positions.confirm(lsn);
+    }
+
+    pub(crate) fn confirmed(&self) -> Lsn {
+        self.keeper.lock().positions.flushed
+    }
+
+    pub(crate) fn received(&self) -> Lsn {
+        self.keeper.lock().positions.received
+    }
+
+    pub(crate) fn set_status_interval(&self, interval: Duration) {
+        self.keeper.lock().interval = interval.max(Duration::from_millis(1));
+        self.keeper.wake.notify_all();
+    }
+
+    pub(crate) fn set_server_timeout(&mut self, timeout: Duration) {
+        self.server_timeout = timeout.max(Duration::from_millis(2));
+    }
+
+    pub(crate) fn next_timeline(&self) -> Option<(u32, Lsn)> {
+        self.next_timeline
+    }
+
+    pub(crate) fn send_status(
+        &mut self,
+        conn: &mut Connection,
+        reply_requested: bool,
+    ) -> Result<()> {
+        if self.phase != Phase::Streaming {
+            return Err(Error::bad_input("the replication stream has ended"));
+        }
+        let keeper = Arc::clone(&self.keeper);
+        let mut shared = keeper.lock();
+        let sent = status(conn, &mut shared, reply_requested);
+        drop(shared);
+        self.after_error(conn, sent)
+    }
+
+    /// Before waiting on the socket: flushes what libpq holds, and returns whether output is
+    /// left (wait for writability too) and the socket. Under the lock, as the keeper may be
+    /// sending.
+    pub(crate) fn before_wait(&mut self, conn: &mut Connection) -> Result<(bool, i32)> {
+        let keeper = Arc::clone(&self.keeper);
+        let shared = keeper.lock();
+        // SAFETY: the connection is alive and ours under the lock.
+        let (pending, socket) =
+            unsafe { (ffi::PQflush(conn.as_ptr()), ffi::PQsocket(conn.as_ptr())) };
+        drop(shared);
+        let result = if pending < 0 || socket < 0 {
+            Err(conn.connection_error())
+        } else {
+            Ok((pending == 1, socket))
+        };
+        self.after_error(conn, result)
+    }
+
+    /// After the socket became readable: reads what arrived into libpq, under the lock.
+    pub(crate) fn consume_input(&mut self, conn: &mut Connection) -> Result<()> {
+        let keeper = Arc::clone(&self.keeper);
+        let shared = keeper.lock();
+        // SAFETY: the connection is alive and ours under the lock.
+        let ok = unsafe { ffi::PQconsumeInput(conn.as_ptr()) } == 1;
+        drop(shared);
+        let result = if ok {
+            Ok(())
+        } else {
+            Err(conn.connection_error())
+        };
+        self.after_error(conn, result)
+    }
+
+    /// Asks for the end: the next steps send CopyDone and read up to the server's.
+    pub(crate) fn begin_stop(&mut self) {
+        if self.phase == Phase::Streaming {
+            self.phase = Phase::Stopping { end_sent: false };
+            self.end_deadline = Some(Instant::now() + self.server_timeout);
+        }
+    }
+
+    /// One step without waiting: a message, the end, or what to wait for.
+    pub(crate) fn step(&mut self, conn: &mut Connection) -> Result<Step> {
+        let keeper = Arc::clone(&self.keeper);
+        let mut shared = keeper.lock();
+        let step = self.step_locked(conn, &mut shared);
+        drop(shared);
+        self.after_error(conn, step)
+    }
+
+    /// An error ends the stream. Unless the server's own error ended it by the book (the
+    /// results were read to the end and the connection is idle again), the COPY's state is
+    /// unknown: the connection is closed.
+    fn after_error<T>(&mut self, conn: &mut Connection, result: Result<T>) -> Result<T> {
+        let Err(error) = result else { return result };
+        let clean = self.phase == Phase::Ended;
+        self.phase = Phase::Ended;
+        if clean || error.is_closed() || conn.is_lost() {
+            return Err(error);
+        }
+        Err(conn.poison(&error.to_string()))
+    }
+
+    fn step_locked(&mut self, conn: &mut Connection, shared: &mut Shared) -> Result<Step> {
+        loop {
+            match self.phase {
+                Phase::Ended => return Ok(Step::Ended),
+                Phase::Streaming => match read_raw(conn)? {
+                    Raw::Data(buffer) => {
+                        self.last_received = Instant::now();
+                        self.pinged = false;
+                        let message = message::parse(Bytes::from_owner(buffer))?;
+                        shared.positions.saw(&message, self.physical);
+                        if let ReplicationMessage::PrimaryKeepalive(keepalive) = &message {
+                            if keepalive.reply_requested {
+                                status(conn, shared, false)?;
+                            }
+                        }
+                        return Ok(Step::Message(message));
+                    }
+                    Raw::Done => {
+                        // The server ended the stream (end of timeline, shutdown) or an
+                        // error did: a last update, then the results.
+                        let _ = status(conn, shared, false);
+                        self.phase = Phase::Results;
+                        self.end_deadline = Some(Instant::now() + self.server_timeout);
+                    }
+                    Raw::NeedInput => return self.streaming_wait(conn, shared),
+                },
+                Phase::Stopping { end_sent: false } => {
+                    // A final update, so that what was confirmed last is not lost.
+                    status(conn, shared, false)?;
+                    // SAFETY: the connection is alive, in COPY BOTH, and ours under the lock.
+                    match unsafe { ffi::PQputCopyEnd(conn.as_ptr(), std::ptr::null()) } {
+                        1 => self.phase = Phase::Stopping { end_sent: true },
+                        0 => return Ok(self.wait_to_end(true)?),
+                        _ => return Err(conn.connection_error()),
+                    }
+                }
+                Phase::Stopping { end_sent: true } => match read_raw(conn)? {
+                    Raw::Data(_) => {}
+                    Raw::NeedInput => return self.wait_to_end(false),
+                    Raw::Done => self.phase = Phase::Results,
+                },
+                Phase::Results => {
+                    if let Some(wait) = self.read_results(conn)? {
+                        return Ok(wait);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Streaming and nothing buffered: the timers (status due, a silent server), and when
+    /// to look again.
+    fn streaming_wait(&mut self, conn: &mut Connection, shared: &mut Shared) -> Result<Step> {
+        let now = Instant::now();
+        let silent = now.duration_since(self.last_received);
+        if silent >= self.server_timeout {
+            return Err(conn.poison(&format!(
+                "the server sent nothing for {:?} during replication",
+                self.server_timeout
+            )));
+        }
+        if silent >= self.server_timeout / 2 && !self.pinged {
+            status(conn, shared, true)?;
+            self.pinged = true;
+        } else if now >= shared.last_status + shared.interval {
+            status(conn, shared, false)?;
+        }
+        let until = if self.pinged {
+            self.last_received + self.server_timeout
+        } else {
+            (shared.last_status + shared.interval).min(self.last_received + self.server_timeout / 2)
+        };
+        Ok(Step::Wait {
+            write: false,
+            until,
+        })
+    }
+
+    /// Ending and waiting on the server: within the bound, or the connection is lost.
+    fn wait_to_end(&mut self, write: bool) -> Result<Step> {
+        let until = self.end_deadline.unwrap_or_else(Instant::now);
+        if Instant::now() >= until {
+            return Err(Error::closed(format!(
+                "the server did not end the replication stream within {:?}",
+                self.server_timeout
+            )));
+        }
+        Ok(Step::Wait { write, until })
+    }
+
+    /// Reads the command's results after the copy data, answering a server CopyDone with
+    /// ours: `Some(wait)` while they have not all arrived. The first error is the stream's
+    /// end; a physical end of timeline's row is kept.
+    fn read_results(&mut self, conn: &mut Connection) -> Result<Option<Step>> {
+        let ptr = conn.as_ptr();
+        loop {
+            // SAFETY: the connection is alive and ours under the lock.
+            if unsafe { ffi::PQflush(ptr) } < 0 {
+                return Err(conn.connection_error());
+            }
+            // SAFETY: as above.
+            if unsafe { ffi::PQisBusy(ptr) } == 1 {
+                return self.wait_to_end(false).map(Some);
+            }
+            // SAFETY: as above; not busy, so this does not wait.
+            let Some(result) = PgResult::from_returned(unsafe { ffi::PQgetResult(ptr) }) else {
+                break;
+            };
+            match result.status() {
+                ffi::ExecStatusType::PGRES_COPY_IN => {
+                    // The server's CopyDone came first: libpq now waits for ours.
+                    drop(result);
+                    // SAFETY: as above.
+                    if unsafe { ffi::PQputCopyEnd(ptr, std::ptr::null()) } < 0 {
+                        return Err(conn.connection_error());
+                    }
+                }
+                ffi::ExecStatusType::PGRES_TUPLES_OK => {
+                    self.next_timeline = next_timeline(&result);
+                }
+                ffi::ExecStatusType::PGRES_COMMAND_OK => {}
+                _ => {
+                    if let Err(error) = conn.check_each(result.into_ptr()) {
+                        self.first_error.get_or_insert(error);
+                    }
+                    if conn.is_lost() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.phase = Phase::Ended;
+        // SAFETY: as above; the stream is over, so the connection goes back to blocking.
+        unsafe { ffi::PQsetnonblocking(ptr, 0) };
+        conn.after_results()?;
+        match self.first_error.take() {
+            Some(error) => Err(error),
+            None => Ok(None),
+        }
+    }
+}
+
+/// What [`read_raw`] found.
+enum Raw {
+    Data(PqBuffer),
+    NeedInput,
+    /// The server's CopyDone, or an error that ended the COPY.
+    Done,
+}
+
+/// The next CopyData from libpq's buffer, without waiting.
+fn read_raw(conn: &mut Connection) -> Result<Raw> {
+    let mut buffer: *mut c_char = std::ptr::null_mut();
+    // SAFETY: the connection is alive and ours under the lock; async = 1 never waits, and a
+    // returned buffer (n > 0) is owned by PqBuffer.
+    let n = unsafe { ffi::PQgetCopyData(conn.as_ptr(), &mut buffer, 1) };
+    match n {
+        0 => Ok(Raw::NeedInput),
+        -1 => Ok(Raw::Done),
+        n if n > 0 => {
+            let len = usize::try_from(n).unwrap_or(0);
+            // SAFETY: libpq handed over `len` bytes at `buffer`, to be freed with PQfreemem.
+            let buffer = unsafe { PqBuffer::from_raw(buffer, len) };
+            buffer
+                .map(Raw::Data)
+                .ok_or_else(|| Error::client("libpq returned no copy buffer"))
+        }
+        _ => Err(conn.connection_error()),
+    }
+}
+
+/// Sends a status update under the lock.
+fn status(conn: &mut Connection, shared: &mut Shared, reply_requested: bool) -> Result<()> {
+    let update = shared
+        .positions
+        .status_update(SystemTime::now(), reply_requested);
+    shared.last_status = Instant::now();
+    // SAFETY: the connection is alive, in COPY BOTH, non-blocking, ours under the lock.
+    if unsafe { send(conn.as_ptr(), &update) } {
+        Ok(())
+    } else {
+        Err(conn.connection_error())
+    }
 }
 
 /// The COPY BOTH stream `START_REPLICATION` opens, read message by message.
@@ -180,77 +587,8 @@ enum State {
 /// # Ok::<(), pqlib::Error>(())
 /// ```
 pub struct ReplicationStream<'c> {
-    pub(super) conn: &'c mut ReplicationConnection,
-    keeper: Arc<KeeperState>,
-    physical: bool,
-    state: State,
-    server_timeout: Duration,
-    last_received: Instant,
-    /// A status update asking for a reply went out since the server last spoke.
-    pinged: bool,
-    next_timeline: Option<(u32, Lsn)>,
-    /// The command's results were read to the end: the connection is idle and usable.
-    clean_end: bool,
-}
-
-impl ReplicationConnection {
-    /// Starts `START_REPLICATION` and wraps the COPY BOTH it opens; shared by the logical and
-    /// physical starts.
-    pub(crate) fn start_stream(
-        &mut self,
-        sql: &str,
-        physical: bool,
-    ) -> Result<ReplicationStream<'_>> {
-        self.stop_keeper();
-        let ptr = self.conn.as_ptr();
-        self.conn.before_query()?;
-        let text = std::ffi::CString::new(sql).map_err(|e| Error::nul_byte("the command", e))?;
-        // SAFETY: the connection is alive and idle; `text` is NUL-terminated for the call.
-        let result = unsafe { ffi::PQexec(ptr, text.as_ptr()) };
-        let Some(result) = PgResult::from_returned(result) else {
-            return Err(self.conn.connection_error());
-        };
-        if result.status() != ffi::ExecStatusType::PGRES_COPY_BOTH {
-            // An error (no such slot, slot in use, bad option) is reported as itself; a
-            // timeline that ends at the start point answers with rows and no stream.
-            self.conn.check(result.into_ptr())?;
-            return Err(Error::client(format!(
-                "{sql} did not start a stream (the requested timeline may end at the start \
-                 point; see TIMELINE_HISTORY)"
-            )));
-        }
-        drop(result);
-        self.conn.take_copy()?;
-        // SAFETY: the connection is alive; non-blocking mode makes the keeper's and the
-        // stream's sends return instead of waiting on a full socket.
-        if unsafe { ffi::PQsetnonblocking(ptr, 1) } != 0 {
-            return Err(self
-                .conn
-                .poison("could not make the replication connection non-blocking"));
-        }
-        let conn = ConnPtr(NonNull::new(ptr).ok_or_else(|| Error::client("no connection"))?);
-        let keeper = Keeper::start(conn, STATUS_INTERVAL);
-        let state = Arc::clone(&keeper.state);
-        self.keeper = Some(keeper);
-        Ok(ReplicationStream {
-            conn: self,
-            keeper: state,
-            physical,
-            state: State::Streaming,
-            server_timeout: SERVER_TIMEOUT,
-            last_received: Instant::now(),
-            pinged: false,
-            next_timeline: None,
-            clean_end: false,
-        })
-    }
-
-    /// Stops a stream's keeper thread, if one runs (also after a leaked stream).
-    pub(crate) fn stop_keeper(&mut self) {
-        if let Some(keeper) = self.keeper.take() {
-            keeper.stop();
-        }
-    }
+    conn: &'c mut ReplicationConnection,
+    core: StreamCore,
 }
 
 impl ReplicationStream<'_> {
@@ -271,7 +609,7 @@ impl ReplicationStream<'_> {
     /// ```
     #[doc(alias = "PQgetCopyData")]
     pub fn recv_timeout(&mut self, wait: Duration) -> Result<Received> {
-        self.receive(Some(Instant::now() + wait))
+        self.drive(Some(Instant::now() + wait))
     }
 
     /// Records that everything up to `lsn` is processed and durably stored: the next status
@@ -284,17 +622,18 @@ impl ReplicationStream<'_> {
     /// # }
     /// ```
     pub fn confirm(&mut self, lsn: Lsn) {
-        self.keeper.lock().positions.confirm(lsn);
+        self.core.confirm(lsn);
     }
 
-    /// The position last [confirmed](ReplicationStream::confirm).
+    /// The position last [confirmed](ReplicationStream::confirm) (or moved on to by a
+    /// keepalive once everything handed out was confirmed).
     pub fn confirmed(&self) -> Lsn {
-        self.keeper.lock().positions.flushed
+        self.core.confirmed()
     }
 
     /// The end of what has been received so far.
     pub fn received(&self) -> Lsn {
-        self.keeper.lock().positions.received
+        self.core.received()
     }
 
     /// Sends a status update now (with `reply_requested`, the server answers with a
@@ -307,31 +646,26 @@ impl ReplicationStream<'_> {
     /// ```
     #[doc(alias = "PQputCopyData")]
     pub fn send_status(&mut self, reply_requested: bool) -> Result<()> {
-        if self.state == State::Ended {
-            return Err(Error::bad_input("the replication stream has ended"));
-        }
-        let keeper = Arc::clone(&self.keeper);
-        let mut shared = keeper.lock();
-        self.status(&mut shared, reply_requested)
+        self.core.send_status(&mut self.conn.conn, reply_requested)
     }
 
     /// How often a status update is sent unasked (10 s by default; the server's
     /// `wal_sender_timeout` must be longer).
     pub fn set_status_interval(&mut self, interval: Duration) {
-        self.keeper.lock().interval = interval.max(Duration::from_millis(1));
-        self.keeper.wake.notify_all();
+        self.core.set_status_interval(interval);
     }
 
     /// How long the server may stay silent before the connection counts as lost (60 s by
-    /// default); at half of it a status update asks the server for a reply.
+    /// default); at half of it a status update asks the server for a reply. Ending the
+    /// stream is bounded by it too.
     pub fn set_server_timeout(&mut self, timeout: Duration) {
-        self.server_timeout = timeout.max(Duration::from_millis(2));
+        self.core.set_server_timeout(timeout);
     }
 
     /// For a physical stream that the server ended at the end of a timeline: the next
     /// timeline and where it starts.
     pub fn next_timeline(&self) -> Option<(u32, Lsn)> {
-        self.next_timeline
+        self.core.next_timeline()
     }
 
     /// Ends the stream: sends CopyDone, reads what the server still sends up to its own
@@ -346,266 +680,58 @@ impl ReplicationStream<'_> {
     #[doc(alias = "PQputCopyEnd")]
     pub fn stop(mut self) -> Result<Option<(u32, Lsn)>> {
         self.end()?;
-        Ok(self.next_timeline)
+        Ok(self.core.next_timeline())
     }
 
     fn end(&mut self) -> Result<()> {
-        if self.state == State::Ended {
-            return Ok(());
-        }
-        let keeper = Arc::clone(&self.keeper);
-        let mut shared = keeper.lock();
-        let result = self.end_locked(&mut shared);
-        self.after_error(result)
-    }
-
-    fn end_locked(&mut self, shared: &mut Shared) -> Result<()> {
-        // A final update, so that what was confirmed last is not lost.
-        self.status(shared, false)?;
-        let ptr = self.conn.conn.as_ptr();
-        let deadline = Instant::now() + self.server_timeout;
-        loop {
-            // SAFETY: the connection is alive, in COPY BOTH, and ours under the lock.
-            match unsafe { ffi::PQputCopyEnd(ptr, std::ptr::null()) } {
-                1 => break,
-                0 => self.wait(true, deadline)?,
-                _ => return Err(self.conn.conn.connection_error()),
-            }
-        }
-        // The server still sends what it had in flight, then its CopyDone.
-        loop {
-            match self.read_raw()? {
-                Raw::Data(_) => {}
-                Raw::NeedInput => self.wait(false, deadline)?,
-                Raw::Done => return self.read_results(deadline),
-            }
-        }
-    }
-
-    /// One step of reading: a message, or the reason there is none.
-    fn receive(&mut self, deadline: Option<Instant>) -> Result<Received> {
-        if self.state == State::Ended {
-            return Ok(Received::End);
-        }
-        let keeper = Arc::clone(&self.keeper);
-        let mut shared = keeper.lock();
-        let result = self.receive_locked(&mut shared, deadline);
-        self.after_error(result)
-    }
-
-    /// An error ends the stream. Unless the server's own error ended it by the book (and the
-    /// connection is idle again), the COPY's state is unknown: the connection is closed.
-    fn after_error<T>(&mut self, result: Result<T>) -> Result<T> {
-        let Err(error) = result else { return result };
-        self.state = State::Ended;
-        if self.clean_end || error.is_closed() || self.conn.conn.is_lost() {
-            return Err(error);
-        }
-        Err(self.conn.conn.poison(&error.to_string()))
-    }
-
-    fn receive_locked(
-        &mut self,
-        shared: &mut Shared,
-        deadline: Option<Instant>,
-    ) -> Result<Received> {
-        loop {
-            match self.read_raw()? {
-                Raw::Data(buffer) => {
-                    self.last_received = Instant::now();
-                    self.pinged = false;
-                    let message = message::parse(Bytes::from_owner(buffer))?;
-                    shared.positions.saw(&message, self.physical);
-                    if let ReplicationMessage::PrimaryKeepalive(keepalive) = &message {
-                        if keepalive.reply_requested {
-                            self.status(shared, false)?;
-                        }
-                    }
-                    return Ok(Received::Message(message));
-                }
-                Raw::Done => {
-                    // The server ended the stream (end of timeline, shutdown) or failed it.
-                    let end = self.server_timeout;
-                    self.status(shared, false).ok();
-                    self.finish_server_end(Instant::now() + end)?;
-                    self.state = State::Ended;
-                    return Ok(Received::End);
-                }
-                Raw::NeedInput => {}
-            }
-            let now = Instant::now();
-            let silent = now.duration_since(self.last_received);
-            if silent >= self.server_timeout {
-                return Err(self.conn.conn.poison(&format!(
-                    "the server sent nothing for {:?} during replication",
-                    self.server_timeout
-                )));
-            }
-            if silent >= self.server_timeout / 2 && !self.pinged {
-                self.status(shared, true)?;
-                self.pinged = true;
-            } else if now >= shared.last_status + shared.interval {
-                self.status(shared, false)?;
-            }
-            if deadline.is_some_and(|d| now >= d) {
-                return Ok(Received::TimedOut);
-            }
-            let mut wake = (shared.last_status + shared.interval)
-                .min(self.last_received + self.server_timeout / 2);
-            if self.pinged {
-                wake = self.last_received + self.server_timeout;
-            }
-            if let Some(deadline) = deadline {
-                wake = wake.min(deadline);
-            }
-            self.wait(false, wake)?;
-        }
-    }
-
-    /// The server sent CopyDone (or an error): answer with ours and read the results.
-    fn finish_server_end(&mut self, deadline: Instant) -> Result<()> {
-        self.read_results(deadline)
-    }
-
-    /// Reads the command's results after the copy data, answering a server CopyDone with
-    /// ours. The first error is returned; a physical end of timeline's row is kept.
-    fn read_results(&mut self, deadline: Instant) -> Result<()> {
-        let ptr = self.conn.conn.as_ptr();
-        let mut first_error = None;
-        loop {
-            // SAFETY: the connection is alive and ours under the lock.
-            if unsafe { ffi::PQflush(ptr) } < 0 {
-                return Err(self.conn.conn.connection_error());
-            }
-            // SAFETY: as above.
-            if unsafe { ffi::PQisBusy(ptr) } == 1 {
-                self.wait(false, deadline)?;
-                continue;
-            }
-            // SAFETY: as above; not busy, so this does not wait.
-            let Some(result) = PgResult::from_returned(unsafe { ffi::PQgetResult(ptr) }) else {
-                break;
-            };
-            match result.status() {
-                ffi::ExecStatusType::PGRES_COPY_IN => {
-                    // The server's CopyDone came first: libpq now waits for ours.
-                    drop(result);
-                    // SAFETY: as above.
-                    if unsafe { ffi::PQputCopyEnd(ptr, std::ptr::null()) } < 0 {
-                        return Err(self.conn.conn.connection_error());
-                    }
-                }
-                ffi::ExecStatusType::PGRES_TUPLES_OK => {
-                    self.next_timeline = next_timeline(&result);
-                }
-                ffi::ExecStatusType::PGRES_COMMAND_OK => {}
-                _ => {
-                    let error = self.conn.conn.check_each(result.into_ptr()).err();
-                    if let Some(error) = error {
-                        first_error.get_or_insert(error);
-                    }
-                    if self.conn.conn.is_lost() {
-                        break;
-                    }
-                }
-            }
-        }
-        self.clean_end = true;
-        // SAFETY: as above; the stream is over, so the connection goes back to blocking.
-        unsafe { ffi::PQsetnonblocking(ptr, 0) };
-        self.conn.conn.after_results()?;
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
-    }
-
-    /// The next CopyData from libpq's buffer, without waiting.
-    fn read_raw(&mut self) -> Result<Raw> {
-        let ptr = self.conn.conn.as_ptr();
-        let mut buffer: *mut c_char = std::ptr::null_mut();
-        // SAFETY: the connection is alive and ours under the lock; async = 1 never waits, and
-        // a returned buffer (n > 0) is owned by PqBuffer.
-        let n = unsafe { ffi::PQgetCopyData(ptr, &mut buffer, 1) };
-        match n {
-            0 => Ok(Raw::NeedInput),
-            -1 => Ok(Raw::Done),
-            n if n > 0 => {
-                let len = usize::try_from(n).unwrap_or(0);
-                // SAFETY: libpq handed over `len` bytes at `buffer`, to be freed with PQfreemem.
-                let buffer = unsafe { PqBuffer::from_raw(buffer, len) };
-                buffer
-                    .map(Raw::Data)
-                    .ok_or_else(|| Error::client("libpq returned no copy buffer"))
-            }
-            _ => {
-                let error = self.conn.conn.connection_error();
-                Err(if error.is_closed() {
-                    error
-                } else {
-                    self.conn.conn.poison(&error.to_string())
-                })
-            }
-        }
-    }
-
-    /// Sends a status update under the lock.
-    fn status(&mut self, shared: &mut Shared, reply_requested: bool) -> Result<()> {
-        let update = shared
-            .positions
-            .status_update(SystemTime::now(), reply_requested);
-        shared.last_status = Instant::now();
-        // SAFETY: the connection is alive, in COPY BOTH, non-blocking, ours under the lock.
-        if unsafe { send(self.conn.conn.as_ptr(), &update) } {
-            Ok(())
-        } else {
-            Err(self.conn.conn.connection_error())
-        }
-    }
-
-    /// Waits until the socket is readable (or writable, if `write`, or libpq has output left
-    /// to flush) or `until`, then reads what arrived into libpq.
-    fn wait(&mut self, write: bool, until: Instant) -> Result<()> {
-        let ptr = self.conn.conn.as_ptr();
-        // SAFETY: the connection is alive and ours under the lock.
-        let pending = unsafe { ffi::PQflush(ptr) };
-        if pending < 0 {
-            return Err(self.conn.conn.connection_error());
-        }
-        // SAFETY: as above.
-        let socket = unsafe { ffi::PQsocket(ptr) };
-        if socket < 0 {
-            return Err(self.conn.conn.connection_error());
-        }
-        let timeout = until.saturating_duration_since(Instant::now());
-        let mut fd = libc::pollfd {
-            fd: socket,
-            events: libc::POLLIN
-                | if write || pending == 1 {
-                    libc::POLLOUT
-                } else {
-                    0
-                },
-            revents: 0,
-        };
-        // Rounded up, so that a wait never ends just before its time and spins.
-        let millis = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd for the call.
-        let n = unsafe { libc::poll(&mut fd, 1, millis) };
-        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::client(format!(
-                "waiting for the replication socket: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        if fd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            // SAFETY: as above.
-            if unsafe { ffi::PQconsumeInput(ptr) } == 0 {
-                return Err(self.conn.conn.connection_error());
-            }
-        }
+        self.core.begin_stop();
+        while !matches!(self.drive(None)?, Received::End) {}
         Ok(())
     }
+
+    /// Steps until a message, the end, or `deadline`, waiting on the socket in between.
+    fn drive(&mut self, deadline: Option<Instant>) -> Result<Received> {
+        loop {
+            match self.core.step(&mut self.conn.conn)? {
+                Step::Message(message) => return Ok(Received::Message(message)),
+                Step::Ended => return Ok(Received::End),
+                Step::Wait { write, until } => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(Received::TimedOut);
+                    }
+                    let until = deadline.map_or(until, |d| until.min(d));
+                    wait(&mut self.core, &mut self.conn.conn, write, until)?;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the socket is readable (or writable, if `write` or libpq has output left to
+/// flush) or `until`, then reads what arrived into libpq.
+fn wait(core: &mut StreamCore, conn: &mut Connection, write: bool, until: Instant) -> Result<()> {
+    let (pending, socket) = core.before_wait(conn)?;
+    let timeout = until.saturating_duration_since(Instant::now());
+    let mut fd = libc::pollfd {
+        fd: socket,
+        events: libc::POLLIN | if write || pending { libc::POLLOUT } else { 0 },
+        revents: 0,
+    };
+    // Rounded up, so that a wait never ends just before its time and spins.
+    let millis = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd for the call.
+    let n = unsafe { libc::poll(&mut fd, 1, millis) };
+    if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+        let error = Error::client(format!(
+            "waiting for the replication socket: {}",
+            std::io::Error::last_os_error()
+        ));
+        return core.after_error(conn, Err(error));
+    }
+    if fd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+        core.consume_input(conn)?;
+    }
+    Ok(())
 }
 
 impl Iterator for ReplicationStream<'_> {
@@ -613,7 +739,7 @@ impl Iterator for ReplicationStream<'_> {
 
     /// Blocks until the next message; `None` once the stream is over.
     fn next(&mut self) -> Option<Self::Item> {
-        match self.receive(None) {
+        match self.drive(None) {
             Ok(Received::Message(message)) => Some(Ok(message)),
             Ok(_) => None,
             Err(e) => Some(Err(e)),
@@ -623,28 +749,29 @@ impl Iterator for ReplicationStream<'_> {
 
 impl Drop for ReplicationStream<'_> {
     fn drop(&mut self) {
-        let _ = self.end();
-        self.conn.stop_keeper();
+        if !self.core.is_ended() {
+            let _ = self.end();
+        }
+        self.conn.finish_stream();
+    }
+}
+
+impl ReplicationConnection {
+    /// After a stream: no keeper, and the connection back in blocking mode.
+    pub(crate) fn finish_stream(&mut self) {
+        self.stop_keeper();
         // SAFETY: the connection is alive; the keeper has stopped.
-        unsafe { ffi::PQsetnonblocking(self.conn.conn.as_ptr(), 0) };
+        unsafe { ffi::PQsetnonblocking(self.conn.as_ptr(), 0) };
     }
 }
 
 impl std::fmt::Debug for ReplicationStream<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplicationStream")
-            .field("physical", &self.physical)
-            .field("state", &self.state)
+            .field("physical", &self.core.physical)
+            .field("phase", &self.core.phase)
             .finish_non_exhaustive()
     }
-}
-
-/// What [`ReplicationStream::read_raw`] found.
-enum Raw {
-    Data(PqBuffer),
-    NeedInput,
-    /// The server's CopyDone, or an error that ended the COPY.
-    Done,
 }
 
 /// The next timeline and its start from the row a physical stream ends a timeline with.
