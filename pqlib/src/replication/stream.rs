@@ -402,7 +402,7 @@ impl StreamCore {
                     // SAFETY: the connection is alive, in COPY BOTH, and ours under the lock.
                     match unsafe { ffi::PQputCopyEnd(conn.as_ptr(), std::ptr::null()) } {
                         1 => self.phase = Phase::Stopping { end_sent: true },
-                        0 => return Ok(self.wait_to_end(true)?),
+                        0 => return self.wait_to_end(true),
                         _ => return Err(conn.connection_error()),
                     }
                 }
