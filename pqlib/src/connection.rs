@@ -129,7 +129,7 @@ impl Connection {
         Ok(connection)
     }
 
-    fn from_connected(conn: PgConn, notices: Arc<NoticeState>) -> Result<Connection> {
+    pub(crate) fn from_connected(conn: PgConn, notices: Arc<NoticeState>) -> Result<Connection> {
         let mut connection = Connection {
             conn,
             notices,

@@ -42,12 +42,19 @@ impl ReplicationConnection {
         let mut config = config.clone();
         config.param("replication", mode.conninfo_value());
         let conn = config.connect()?;
-        Ok(ReplicationConnection {
+        Ok(ReplicationConnection::from_connection(conn, mode))
+    }
+
+    pub(crate) fn from_connection(
+        conn: Connection,
+        mode: ReplicationMode,
+    ) -> ReplicationConnection {
+        ReplicationConnection {
             conn,
             mode,
             keeper: None,
             logical_streamed: false,
-        })
+        }
     }
 
     /// The mode this connection was made in.

@@ -2,11 +2,11 @@
 //! ([`ReplicationConnection`]), and the COPY BOTH stream of WAL or logical changes
 //! ([`ReplicationStream`]).
 
-mod commands;
+pub(crate) mod commands;
 mod connection;
 mod lsn;
 mod message;
-mod stream;
+pub(crate) mod stream;
 
 pub use commands::{
     CreatedSlot, ReplicationMode, SlotKind, SlotPosition, SnapshotAction, SystemIdentity,

@@ -18,6 +18,7 @@ use super::driver::{Connection, Driver, Socket};
 use crate::Config;
 use crate::connect::{Connector, Interest as ConnectInterest, RawSocket, Step};
 use crate::error::{DbError, Error, Result};
+use crate::handle::PgConn;
 use crate::notice::NoticeState;
 
 /// Connects with a libpq connection string (`key=value` pairs or a `postgresql://` URI),
@@ -79,24 +80,7 @@ async fn connect_inner(config: &Config) -> Result<(Client, Connection)> {
             .unwrap_or_else(|p| p.into_inner())
             .push_back(notice.clone());
     })));
-    let mut connector = Connector::start(config, notice_state.clone())?;
-    let mut expired = false;
-    let (conn, socket) = loop {
-        match connector.poll(expired)? {
-            Step::Ready => {
-                let conn = connector.into_conn();
-                // SAFETY: the connection is alive and connected.
-                let fd = unsafe { ffi::PQsocket(conn.as_ptr()) };
-                let socket = register(fd)?;
-                break (conn, socket);
-            }
-            Step::Wait {
-                fd,
-                interest,
-                deadline,
-            } => expired = !wait(fd, interest, deadline).await?,
-        }
-    };
+    let (conn, socket) = handshake(config, notice_state.clone()).await?;
     let (sender, receiver) = mpsc::unbounded_channel();
     let cancel = crate::CancelToken::for_conn(&conn);
     let driver = Driver::new(
@@ -110,6 +94,32 @@ async fn connect_inner(config: &Config) -> Result<(Client, Connection)> {
     let (connection, driver) = Connection::new(driver);
     let client = Client::new(sender, driver, notice_state, cancel, config.prepare_policy);
     Ok((client, connection))
+}
+
+/// libpq's connection steps, waiting on the socket through the reactor: the connected
+/// `PGconn` and its socket, registered.
+pub(crate) async fn handshake(
+    config: &Config,
+    notices: Arc<NoticeState>,
+) -> Result<(PgConn, AsyncFd<Socket>)> {
+    let mut connector = Connector::start(config, notices)?;
+    let mut expired = false;
+    loop {
+        match connector.poll(expired)? {
+            Step::Ready => {
+                let conn = connector.into_conn();
+                // SAFETY: the connection is alive and connected.
+                let fd = unsafe { ffi::PQsocket(conn.as_ptr()) };
+                let socket = register(fd)?;
+                return Ok((conn, socket));
+            }
+            Step::Wait {
+                fd,
+                interest,
+                deadline,
+            } => expired = !wait(fd, interest, deadline).await?,
+        }
+    }
 }
 
 /// Waits for libpq's socket through the reactor; `false` if `deadline` passed first. The

@@ -28,6 +28,7 @@ mod copy;
 mod driver;
 mod pipeline;
 mod portal;
+mod replication;
 mod row_stream;
 mod transaction_builder;
 
@@ -37,6 +38,7 @@ pub use copy::{BinaryCopyInWriter, BinaryCopyOutStream, CopyInSink, CopyOutStrea
 pub use driver::{AsyncMessage, Connection};
 pub use pipeline::Pipeline;
 pub use portal::Portal;
+pub use replication::{ReplicationClient, ReplicationStream};
 pub use row_stream::RowStream;
 pub use transaction_builder::TransactionBuilder;
 
