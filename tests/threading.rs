@@ -25,6 +25,17 @@ assert_not_impl_any!(Transaction<'static>: Sync, Clone);
 assert_impl_all!(Statement: Send, Sync, Clone);
 assert_impl_all!(pqlib::Error: Send, Sync, std::error::Error);
 assert_impl_all!(pqlib::Config: Send, Sync, Clone);
+// A replication connection is a connection: it moves and is not shared; its stream borrows
+// it mutably, and moves with it (its keeper thread shares only a lock-guarded handle).
+assert_impl_all!(pqlib::replication::ReplicationConnection: Send);
+assert_not_impl_any!(pqlib::replication::ReplicationConnection: Sync, Clone);
+assert_impl_all!(pqlib::replication::ReplicationStream<'static>: Send);
+assert_not_impl_any!(pqlib::replication::ReplicationStream<'static>: Sync);
+assert_impl_all!(pqlib::replication::XLogData: Send, Sync, Clone);
+// The async ones may be moved into spawned tasks.
+assert_impl_all!(pqlib::tokio::ReplicationClient: Send);
+assert_not_impl_any!(pqlib::tokio::ReplicationClient: Sync);
+assert_impl_all!(pqlib::tokio::ReplicationStream<'static>: Send);
 
 fn connect() -> Connection {
     Connection::connect(&common::conninfo()).expect("connecting to the test server")
