@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Memory checks for pqlib and libpq (issue 8):
 #
-#   1. valgrind (memcheck) over the blocking-API driver `every_sync_api` (tests/soak.rs) and
-#      the bad-input table (tests/bad_input.rs), against the system libpq: no invalid access,
+#   1. valgrind (memcheck) over the blocking-API driver `every_sync_api` (tests/soak.rs),
+#      the bad-input table (tests/bad_input.rs), the protocol-state tests and the replication
+#      stream (tests/replication_stream.rs: libpq's copy buffers shared as `Bytes`, the
+#      keeper thread), against the system libpq: no invalid access,
 #      and 0 bytes "definitely" or "indirectly" lost. No suppressions are needed today; if
 #      one ever is, it goes in scripts/memcheck.supp with a comment saying why.
 #   2. AddressSanitizer: the same tests built with `-Zsanitizer=address` (stable rustc with
@@ -16,6 +18,9 @@
 #      (scripts/helgrind-report.py). scripts/helgrind.supp holds the documented false
 #      positives inside libpq and OpenSSL; reports that lie only in the Rust runtime or libtest
 #      (futex- and atomic-based synchronisation helgrind cannot see) are counted, not failed.
+#      The replication keeper thread is not run under helgrind: it shares the connection
+#      through a std `Mutex`, which is futex-based, so helgrind reports every access to what
+#      it guards as a race.
 #
 # Usage: scripts/memcheck.sh [valgrind|asan|helgrind|all]   (default: all)
 # Each part is bounded: MEMCHECK_VALGRIND_BUDGET (default 900 s), MEMCHECK_ASAN_BUDGET
@@ -29,7 +34,7 @@ what="${1:-all}"
 valgrind_budget="${MEMCHECK_VALGRIND_BUDGET:-900}"
 asan_budget="${MEMCHECK_ASAN_BUDGET:-1800}"
 helgrind_budget="${MEMCHECK_HELGRIND_BUDGET:-600}"
-tests=(soak bad_input protocol_state)
+tests=(soak bad_input protocol_state replication_stream)
 # The 1 GiB parameter child needs ~3 GiB and minutes under valgrind; soak_short measures RSS
 # in a child process; neither adds coverage of pqlib's own memory handling here. In
 # protocol_state: the 2 GiB COPY chunk (minutes under valgrind), the child-process encoding
