@@ -105,7 +105,10 @@ fn replication_commands_on_logical_and_physical_connections() {
             true,
         )
         .unwrap();
-    assert!(slot.consistent_point.is_some());
+    assert_eq!(
+        slot.consistent_point, None,
+        "physical slots have no consistent point"
+    );
     if physical.server_version() >= 150000 {
         let position = physical
             .read_replication_slot("pqlib_physical")

@@ -77,8 +77,9 @@ pub enum SnapshotAction {
 pub struct CreatedSlot {
     /// The slot's name.
     pub slot_name: String,
-    /// Where the slot starts (for logical slots, the first transaction it decodes commits
-    /// after this; for a physical slot without reserved WAL, `None`).
+    /// Where a logical slot starts: the first transaction it decodes commits after this.
+    /// `None` for physical slots (the server answers 0/0 for them; where one keeps WAL from
+    /// is `READ_REPLICATION_SLOT`'s `restart_lsn`).
     pub consistent_point: Option<Lsn>,
     /// The exported snapshot ([`SnapshotAction::Export`]).
     pub snapshot_name: Option<String>,
@@ -155,10 +156,12 @@ pub(crate) fn create_slot(
 pub(crate) fn created_slot(row: &Row) -> Result<CreatedSlot> {
     Ok(CreatedSlot {
         slot_name: row.required("slot_name")?.to_owned(),
+        // Physical slots answer 0/0: no position at all.
         consistent_point: row
             .optional("consistent_point")
-            .map(|text| parse(text, "consistent_point"))
-            .transpose()?,
+            .map(|text| parse::<Lsn>(text, "consistent_point"))
+            .transpose()?
+            .filter(|lsn| !lsn.is_invalid()),
         snapshot_name: row.optional("snapshot_name").map(str::to_owned),
         output_plugin: row.optional("output_plugin").map(str::to_owned),
     })
