@@ -92,6 +92,11 @@ fn a_physical_segment_matches_what_pg_receivewal_writes() {
         .expect("a throwaway server");
     let mut direct = pqlib::Connection::connect(&cluster.conninfo()).unwrap();
     let segment_size = wal_segment_size(&mut direct);
+    println!(
+        "libpq {}, server {}",
+        pqlib::version(),
+        direct.server_version()
+    );
 
     let mut conn = connect_physical(&cluster.conninfo());
     let system = conn.identify_system().unwrap();

@@ -40,6 +40,11 @@ fn a_gib_of_changes_streams_through_at_bounded_memory() {
         .start()
         .expect("a throwaway server with wal_level = logical");
     let mut direct = pqlib::Connection::connect(&cluster.conninfo()).unwrap();
+    println!(
+        "libpq {}, server {}",
+        pqlib::version(),
+        direct.server_version()
+    );
     direct
         .batch_execute(&format!(
             "CREATE TABLE volume (id bigint, body text);
