@@ -268,3 +268,118 @@ fn a_physical_slot_reports_no_consistent_point() {
         );
     }
 }
+
+/// After a standby's promotion, streaming the old timeline ends exactly at the switch point
+/// with the server's CopyDone, and the stream names the next timeline and where it starts
+/// (what `TIMELINE_HISTORY` says too); the same connection then streams the new timeline
+/// from there.
+#[test]
+fn the_old_timeline_ends_at_the_switch_point_and_names_the_next() {
+    let primary = pqlib::tempdb::TempCluster::builder()
+        .start()
+        .expect("a throwaway primary");
+    let mut direct = pqlib::Connection::connect(&primary.conninfo()).unwrap();
+    let segment_size = wal_segment_size(&mut direct);
+    direct
+        .batch_execute("CREATE TABLE before_promotion AS SELECT generate_series(1, 1000) AS id")
+        .unwrap();
+    let standby = pqlib::tempdb::TempCluster::builder()
+        .standby_of(&primary)
+        .start()
+        .expect("a standby of the primary");
+    let mut on_standby = pqlib::Connection::connect(&standby.conninfo()).unwrap();
+    // WAL the standby replays before its promotion, so that the switch point is inside a
+    // segment (the base backup ended its own at a segment boundary).
+    direct
+        .batch_execute("INSERT INTO before_promotion SELECT generate_series(1, 1000)")
+        .unwrap();
+    let written: Lsn = direct
+        .query_one("SELECT pg_current_wal_lsn()", &[])
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let replayed: Option<Lsn> = on_standby
+            .query_one("SELECT pg_last_wal_replay_lsn()", &[])
+            .unwrap()
+            .get(0);
+        if replayed.is_some_and(|lsn| lsn >= written) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby replayed only {replayed:?} of {written} within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let promoted: bool = on_standby
+        .query_one("SELECT pg_promote(wait => true, wait_seconds => 60)", &[])
+        .unwrap()
+        .get(0);
+    assert!(promoted, "the standby was not promoted within 60 s");
+
+    let mut conn = connect_physical(&standby.conninfo());
+    assert_eq!(conn.identify_system().unwrap().timeline, 2);
+    let (file, history) = conn.timeline_history(2).unwrap();
+    assert_eq!(file, "00000002.history");
+    // "1\t0/3000060\tno recovery target specified": the parent timeline and the switch point.
+    let fields: Vec<&str> = history.lines().next().unwrap().split('\t').collect();
+    assert_eq!(fields[0], "1", "{history:?}");
+    let switch: Lsn = fields[1].parse().unwrap();
+    assert_ne!(switch.offset() % segment_size, 0, "{history:?}");
+
+    // Starting where the timeline ends, the server answers with the next timeline at once,
+    // without a stream: an error, and the connection stays usable.
+    let error = conn
+        .start_physical_replication(None, switch, Some(1))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("did not start a stream"),
+        "{error}"
+    );
+    assert_eq!(conn.identify_system().unwrap().timeline, 2);
+
+    // Timeline 1 from the start of the switch point's segment: up to the switch, then the end.
+    let start = Lsn::new(switch.offset() & !(segment_size - 1));
+    let mut stream = conn
+        .start_physical_replication(None, start, Some(1))
+        .unwrap();
+    let mut next = start;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timeline 1 did not end within {WAIT:?}, at {next}"
+        );
+        match stream.recv_timeout(left).unwrap() {
+            Received::Message(ReplicationMessage::XLogData(data)) => {
+                assert_eq!(data.wal_start(), next, "a gap or overlap in the stream");
+                next = data.wal_start() + u64::try_from(data.data().len()).unwrap();
+            }
+            Received::Message(_) | Received::TimedOut => {}
+            Received::End => break,
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(next, switch, "timeline 1's WAL ends at the switch point");
+    assert_eq!(stream.next_timeline(), Some((2, switch)));
+    assert_eq!(stream.stop().unwrap(), Some((2, switch)));
+
+    // The new timeline, from where the old one ended, on the same connection.
+    let mut stream = conn
+        .start_physical_replication(None, switch, Some(2))
+        .unwrap();
+    let first = loop {
+        match stream.recv_timeout(WAIT).unwrap() {
+            Received::Message(ReplicationMessage::XLogData(data)) => break data,
+            Received::Message(_) => {}
+            other => panic!("no WAL on timeline 2: {other:?}"),
+        }
+    };
+    assert_eq!(first.wal_start(), switch);
+    assert!(!first.data().is_empty());
+    assert_eq!(stream.next_timeline(), None);
+    assert_eq!(stream.stop().unwrap(), None);
+    assert_eq!(conn.identify_system().unwrap().timeline, 2);
+}
