@@ -291,10 +291,13 @@ fn the_old_timeline_ends_at_the_switch_point_and_names_the_next() {
     // WAL the standby replays before its promotion, so that the switch point is inside a
     // segment (the base backup ended its own at a segment boundary).
     direct
-        .batch_execute("INSERT INTO before_promotion SELECT generate_series(1, 1000)")
+        .batch_execute(
+            "SET synchronous_commit = on;
+             INSERT INTO before_promotion SELECT generate_series(1, 1000);",
+        )
         .unwrap();
     let written: Lsn = direct
-        .query_one("SELECT pg_current_wal_lsn()", &[])
+        .query_one("SELECT pg_current_wal_flush_lsn()", &[])
         .unwrap()
         .get(0);
     let deadline = Instant::now() + WAIT;
