@@ -85,7 +85,12 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 
 #[test]
 fn a_physical_segment_matches_what_pg_receivewal_writes() {
+    // READ_REPLICATION_SLOT (where the slots start, and where pg_receivewal starts) is 15+.
+    let Some((_, bin_dir)) = common::server_at_least(15) else {
+        return;
+    };
     let cluster = pqlib::tempdb::TempCluster::builder()
+        .bin_dir(bin_dir)
         .config("wal_level = replica")
         .config("max_wal_senders = 4")
         .start()
