@@ -317,3 +317,34 @@ fn a_cut_network_is_detected_by_the_server_timeout() {
     drop(stream);
     proxy.cut();
 }
+
+#[test]
+fn a_stream_started_behind_pqlibs_back_is_ended_by_the_book() {
+    // A plain Connection on a walsender: START_REPLICATION through simple_query starts a COPY
+    // BOTH that nothing reads. pqlib ends it with CopyDone (the walsender would take CopyFail
+    // as a protocol violation and end the session), reports a clear error, and the
+    // connection answers the next statement with its own answer.
+    let cluster = logical_cluster(&[]);
+    let mut repl = connect_logical(&cluster.conninfo());
+    create_test_decoding_slot(&mut repl, "behind_slot");
+    drop(repl);
+    let mut conn =
+        pqlib::Connection::connect(&format!("{} replication=database", cluster.conninfo()))
+            .unwrap();
+    for api in ["simple_query", "batch_execute"] {
+        let sql = "START_REPLICATION SLOT behind_slot LOGICAL 0/0";
+        let error = match api {
+            "simple_query" => conn.simple_query(sql).map(drop).unwrap_err(),
+            _ => conn.batch_execute(sql).unwrap_err(),
+        };
+        assert_eq!(error.kind(), ErrorKind::BadInput, "{api}: {error}");
+        assert!(error.to_string().contains("COPY"), "{api}: {error}");
+        let messages = conn.simple_query("SELECT 'after ' || $$tag$$").unwrap();
+        assert!(
+            messages.iter().any(
+                |m| matches!(m, pqlib::SimpleQueryMessage::Row(r) if r.get(0) == Some("after tag"))
+            ),
+            "{api}: {messages:?}"
+        );
+    }
+}

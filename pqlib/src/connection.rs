@@ -183,7 +183,9 @@ impl Connection {
             Some(check) => check.is_intact(&self.conn),
             None => true,
         };
-        if intact || self.lost {
+        // A lost connection reports no parameters at all: that is not a changed encoding,
+        // and the error that matters is the one that lost it.
+        if intact || self.lost || self.conn.status() == ffi::ConnStatusType::CONNECTION_BAD {
             return Ok(());
         }
         let name = self.client_encoding();

@@ -47,11 +47,16 @@ pub(crate) enum Discard {
     Failed,
 }
 
-/// A COPY being left. COPY BOTH is both: the abort is sent and the data read to the end.
+/// A COPY being left. COPY BOTH is both: the end is sent and the data read to the end.
+///
+/// A COPY BOTH is ended with CopyDone, not aborted: it only comes from a walsender
+/// (`START_REPLICATION`), which takes CopyFail as a protocol violation and ends the session,
+/// while CopyDone ends the stream by the book and leaves the connection usable.
 #[derive(Debug)]
 pub(crate) struct CopyDiscard {
     end_sent: bool,
     read_out: bool,
+    both: bool,
 }
 
 impl CopyDiscard {
@@ -60,6 +65,7 @@ impl CopyDiscard {
         CopyDiscard {
             end_sent: status == ffi::ExecStatusType::PGRES_COPY_OUT,
             read_out: status != ffi::ExecStatusType::PGRES_COPY_IN,
+            both: status == ffi::ExecStatusType::PGRES_COPY_BOTH,
         }
     }
 
@@ -71,8 +77,14 @@ impl CopyDiscard {
     /// for the call.
     pub(crate) unsafe fn step(&mut self, conn: *mut ffi::PGconn, message: &CStr) -> Discard {
         if !self.end_sent {
-            // SAFETY: per the contract; `message` is NUL-terminated and outlives the call.
-            match unsafe { ffi::PQputCopyEnd(conn, message.as_ptr()) } {
+            let message = if self.both {
+                std::ptr::null()
+            } else {
+                message.as_ptr()
+            };
+            // SAFETY: per the contract; `message` is NULL or NUL-terminated and outlives the
+            // call.
+            match unsafe { ffi::PQputCopyEnd(conn, message) } {
                 1 => self.end_sent = true,
                 0 => return Discard::NeedsFlush,
                 // SAFETY: as above.

@@ -271,6 +271,23 @@ pub(crate) fn second_logical_stream() -> Error {
     )
 }
 
+/// `simple_query` cannot read a stream: `START_REPLICATION` is refused before it is sent
+/// (any other way of starting a COPY BOTH is ended by the book and reported as an error).
+pub(crate) fn refuse_stream(sql: &str) -> Result<()> {
+    let start = sql.trim_start();
+    let keyword = "START_REPLICATION";
+    if start
+        .get(..keyword.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(keyword))
+    {
+        return Err(Error::bad_input(
+            "START_REPLICATION starts a COPY BOTH stream, which simple_query cannot read; use \
+             start_logical_replication or start_physical_replication",
+        ));
+    }
+    Ok(())
+}
+
 /// The first row of a command's answer.
 pub(crate) fn first_row(messages: Vec<SimpleQueryMessage>, sql: &str) -> Result<Row> {
     let row = messages

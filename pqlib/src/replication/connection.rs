@@ -181,9 +181,13 @@ impl ReplicationConnection {
     }
 
     /// Runs SQL (or a replication command) with the simple query protocol; on a physical
-    /// connection the server accepts only replication commands.
+    /// connection the server accepts only replication commands. `START_REPLICATION` is an
+    /// error of kind [`BadInput`](crate::error::ErrorKind::BadInput): its stream needs
+    /// [`start_logical_replication`](Self::start_logical_replication) or
+    /// [`start_physical_replication`](Self::start_physical_replication).
     #[doc(alias = "PQexec")]
     pub fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>> {
+        commands::refuse_stream(sql)?;
         self.live().simple_query(sql)
     }
 

@@ -184,8 +184,9 @@ impl ReplicationClient {
     }
 
     /// Runs SQL (logical connections) or a replication command with the simple query
-    /// protocol. A text that starts a COPY is refused by closing the connection (start a
-    /// stream with the `start_*` methods instead).
+    /// protocol. `START_REPLICATION` is an error of kind
+    /// [`BadInput`](crate::error::ErrorKind::BadInput) (start a stream with the `start_*`
+    /// methods); any other text that starts a COPY is refused by closing the connection.
     ///
     /// ```no_run
     /// # async fn run(client: &mut pqlib::tokio::ReplicationClient) -> pqlib::Result<()> {
@@ -194,6 +195,7 @@ impl ReplicationClient {
     /// ```
     #[doc(alias = "PQsendQuery")]
     pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>> {
+        commands::refuse_stream(sql)?;
         self.send(sql)?;
         self.flush().await?;
         let mut messages = Vec::new();
