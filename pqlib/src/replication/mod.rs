@@ -3,6 +3,7 @@
 
 mod connection;
 mod lsn;
+pub mod pgoutput;
 
 pub use connection::{
     CreatedSlot, ReplicationConnection, ReplicationMode, SlotKind, SlotPosition, SnapshotAction,
