@@ -11,7 +11,7 @@ use bytes::Bytes;
 use pqlib::Connection;
 use pqlib::replication::Lsn;
 use pqlib::replication::pgoutput::{
-    Decoder, Message, OldTuple, PgOutputOptions, ReplicaIdentity, Streaming, Tuple, TupleColumn,
+    Decoder, Message, OldTuple, PgOutputOptions, Streaming, Tuple, TupleColumn,
 };
 use pqlib::tempdb::TempCluster;
 
@@ -135,7 +135,7 @@ fn summary(decoder: &Decoder, messages: &[Message]) -> Vec<String> {
                 "COMMIT".to_string()
             }
             Message::Relation { xid, relation, .. } => {
-                assert_eq!(*xid, block);
+                same_transaction(*xid, block);
                 let columns: Vec<String> = relation
                     .columns
                     .iter()
@@ -155,7 +155,7 @@ fn summary(decoder: &Decoder, messages: &[Message]) -> Vec<String> {
                 name,
                 ..
             } => {
-                assert_eq!(*xid, block);
+                same_transaction(*xid, block);
                 format!("TYPE {namespace}.{name}")
             }
             Message::Insert {
@@ -164,7 +164,7 @@ fn summary(decoder: &Decoder, messages: &[Message]) -> Vec<String> {
                 new,
                 ..
             } => {
-                assert_eq!(*xid, block);
+                same_transaction(*xid, block);
                 format!("INSERT {} {}", name(*relation_oid), tuple(new))
             }
             Message::Update {
@@ -174,7 +174,7 @@ fn summary(decoder: &Decoder, messages: &[Message]) -> Vec<String> {
                 new,
                 ..
             } => {
-                assert_eq!(*xid, block);
+                same_transaction(*xid, block);
                 let before = before.as_ref().map(old).unwrap_or_default();
                 format!("UPDATE {} {before}{}", name(*relation_oid), tuple(new))
             }
@@ -184,7 +184,7 @@ fn summary(decoder: &Decoder, messages: &[Message]) -> Vec<String> {
                 old: before,
                 ..
             } => {
-                assert_eq!(*xid, block);
+                same_transaction(*xid, block);
                 format!("DELETE {} {}", name(*relation_oid), old(before))
             }
             Message::Truncate {
@@ -194,7 +194,7 @@ fn summary(decoder: &Decoder, messages: &[Message]) -> Vec<String> {
                 relation_oids,
                 ..
             } => {
-                assert_eq!(*xid, block);
+                same_transaction(*xid, block);
                 let names: Vec<String> = relation_oids.iter().map(|oid| name(*oid)).collect();
                 format!(
                     "TRUNCATE {} cascade={cascade} restart={restart_identity}",
@@ -210,7 +210,7 @@ fn summary(decoder: &Decoder, messages: &[Message]) -> Vec<String> {
                 ..
             } => {
                 if *transactional {
-                    assert_eq!(*xid, block);
+                    same_transaction(*xid, block);
                 } else {
                     assert_eq!(*xid, None);
                 }
@@ -253,12 +253,57 @@ fn summary(decoder: &Decoder, messages: &[Message]) -> Vec<String> {
                 abort_lsn.is_some(),
                 abort_time.is_some()
             ),
+            Message::BeginPrepare {
+                prepare_lsn,
+                end_lsn,
+                gid,
+                ..
+            } => {
+                assert!(end_lsn > prepare_lsn);
+                format!("BEGIN PREPARE {gid}")
+            }
+            Message::Prepare {
+                flags,
+                prepare_lsn,
+                end_lsn,
+                gid,
+                ..
+            } => {
+                assert_eq!(*flags, 0);
+                assert!(end_lsn > prepare_lsn);
+                format!("PREPARE {gid}")
+            }
+            Message::CommitPrepared { flags, gid, .. } => {
+                assert_eq!(*flags, 0);
+                format!("COMMIT PREPARED {gid}")
+            }
+            Message::RollbackPrepared {
+                flags,
+                prepare_time,
+                rollback_time,
+                gid,
+                ..
+            } => {
+                assert_eq!(*flags, 0);
+                assert!(rollback_time >= prepare_time);
+                format!("ROLLBACK PREPARED {gid}")
+            }
             other => format!("{other:?}"),
         };
         lines.push(line);
     }
     assert!(begin.is_none() && block.is_none(), "unfinished: {lines:#?}");
     lines
+}
+
+/// A change's xid inside a stream block is the block's transaction or one of its
+/// subtransactions (a larger xid); outside, there is none.
+fn same_transaction(xid: Option<u32>, block: Option<u32>) {
+    match (xid, block) {
+        (None, None) => {}
+        (Some(xid), Some(top)) => assert!(xid >= top, "xid {xid} in the block of {top}"),
+        other => panic!("xid and stream block: {other:?}"),
+    }
 }
 
 /// `lines` with runs of the same line collapsed into one `line ×N`.
@@ -478,4 +523,351 @@ fn run_each(conn: &mut Connection, statements: &str) {
         conn.batch_execute(statement)
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
+}
+
+/// Binary-format values (`binary = true`, server 14+) read through `Tuple::try_get` are the
+/// values a query returns.
+#[test]
+fn binary_values_convert_through_from_sql() {
+    let cluster = logical_cluster();
+    let mut conn = Connection::connect(&cluster.conninfo()).unwrap();
+    let server = conn.server_version();
+    if server < 140000 {
+        println!("SKIPPED: the binary option needs server 14 (this one is {server})");
+        return;
+    }
+    conn.batch_execute(
+        "CREATE TYPE mood AS ENUM ('happy', 'sad');
+         CREATE TABLE typed (id int4 PRIMARY KEY, big int8, t text, vc varchar(10), b bool,
+             n numeric, ts timestamptz, f float8, raw bytea, arr int4[], j jsonb, m mood);
+         CREATE PUBLICATION p FOR TABLE typed;",
+    )
+    .unwrap();
+    conn.batch_execute("SELECT pg_create_logical_replication_slot('bin', 'pgoutput')")
+        .unwrap();
+    run_each(
+        &mut conn,
+        "INSERT INTO typed VALUES (1, 9007199254740993, 'tëxt', 'short', true, 12345.678900,
+             '2024-02-29 12:34:56.789012+00', -1.5, '\\x00ff', '{1,NULL,3}', '{\"k\": [1]}', 'sad');
+         INSERT INTO typed (id) VALUES (2)",
+    );
+    let expected: (
+        i32,
+        i64,
+        String,
+        String,
+        bool,
+        SystemTime,
+        f64,
+        Vec<u8>,
+        Vec<Option<i32>>,
+    ) = {
+        let row = conn
+            .query_one(
+                "SELECT id, big, t, vc, b, ts, f, raw, arr FROM typed WHERE id = 1",
+                &[],
+            )
+            .unwrap();
+        (
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+            row.get(6),
+            row.get(7),
+            row.get(8),
+        )
+    };
+    assert_eq!(expected.1, 9007199254740993);
+    let (numeric, json): (Vec<u8>, serde_json::Value) = {
+        let row = conn
+            .query_one("SELECT numeric_send(n), j FROM typed WHERE id = 1", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    for version in [1, PgOutputOptions::highest_proto_version(server)] {
+        let options = PgOutputOptions::new(["p"])
+            .proto_version(version)
+            .binary(true);
+        let (decoder, messages) = peek(&mut conn, "bin", &options);
+        let relation = decoder.relation(table_oid(&mut conn, "typed")).unwrap();
+        let rows: Vec<&Tuple> = messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Insert { new, .. } => Some(new),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rows.len(), 2, "{messages:?}");
+        let row = rows[0];
+        assert!(
+            row.columns()
+                .iter()
+                .all(|c| matches!(c, TupleColumn::Binary(_))),
+            "{row:?}"
+        );
+        assert_eq!(row.try_get::<i32, _>(relation, "id").unwrap(), expected.0);
+        assert_eq!(row.try_get::<i64, _>(relation, "big").unwrap(), expected.1);
+        assert_eq!(row.try_get::<&str, _>(relation, "t").unwrap(), expected.2);
+        assert_eq!(
+            row.try_get::<String, _>(relation, "vc").unwrap(),
+            expected.3
+        );
+        assert!(row.try_get::<bool, _>(relation, "b").unwrap());
+        assert_eq!(
+            row.try_get::<SystemTime, _>(relation, "ts").unwrap(),
+            expected.5
+        );
+        assert_eq!(row.try_get::<f64, _>(relation, "f").unwrap(), expected.6);
+        assert_eq!(
+            row.try_get::<&[u8], _>(relation, "raw").unwrap(),
+            expected.7
+        );
+        assert_eq!(
+            row.try_get::<Vec<Option<i32>>, _>(relation, "arr").unwrap(),
+            expected.8
+        );
+        assert_eq!(
+            row.try_get::<serde_json::Value, _>(relation, "j").unwrap(),
+            json
+        );
+        // numeric has no FromSql here: its binary form is numeric_send's.
+        let n = relation.column_index("n").unwrap();
+        assert_eq!(relation.columns[n].ty, Some(pqlib::types::Type::NUMERIC));
+        assert_eq!(
+            row.columns()[n],
+            TupleColumn::Binary(Bytes::from(numeric.clone()))
+        );
+        // The enum, described by a Type message: its binary form is its label.
+        let m = relation.column_index("m").unwrap();
+        assert_eq!(relation.columns[m].ty.as_ref().unwrap().name(), "mood");
+        assert_eq!(
+            row.columns()[m],
+            TupleColumn::Binary(Bytes::from_static(b"sad"))
+        );
+        assert!(row.try_get::<String, _>(relation, "m").is_err());
+        // Wrong Rust types are errors, not panics.
+        let e = row.try_get::<i32, _>(relation, "big").unwrap_err();
+        assert_eq!(e.kind(), pqlib::error::ErrorKind::Conversion);
+        assert!(row.text(0).is_err());
+        // The row of NULLs.
+        let nulls = rows[1];
+        assert_eq!(nulls.try_get::<i32, _>(relation, 0).unwrap(), 2);
+        assert_eq!(nulls.try_get::<Option<i64>, _>(relation, 1).unwrap(), None);
+        let e = nulls.try_get::<i64, _>(relation, 1).unwrap_err();
+        assert_eq!(e.kind(), pqlib::error::ErrorKind::Conversion);
+        assert!(format!("{e:?}").contains("WasNull"), "{e:?}");
+        assert_eq!(nulls.text(11).unwrap(), None);
+    }
+}
+
+/// Large transactions with `streaming` on (server 14+, `logical_decoding_work_mem` at its
+/// 64kB minimum) arrive in Stream Start/Stop blocks carrying their xid, then Stream Commit or
+/// Stream Abort; `streaming = parallel` (16+) adds the abort LSN and time.
+#[test]
+fn large_transactions_stream_in_blocks() {
+    let cluster = logical_cluster();
+    let mut conn = Connection::connect(&cluster.conninfo()).unwrap();
+    let server = conn.server_version();
+    if server < 140000 {
+        println!("SKIPPED: streaming needs server 14 (this one is {server})");
+        return;
+    }
+    conn.batch_execute("CREATE TABLE s (id int4, pad text); CREATE PUBLICATION p FOR TABLE s;")
+        .unwrap();
+    conn.batch_execute("SELECT pg_create_logical_replication_slot('stream', 'pgoutput')")
+        .unwrap();
+    let xid = |conn: &mut Connection| -> u32 {
+        let xid: String = conn
+            .query_one("SELECT txid_current()::text", &[])
+            .unwrap()
+            .get(0);
+        xid.parse().unwrap()
+    };
+    const ROWS: usize = 3000;
+    let insert =
+        format!("INSERT INTO s SELECT i, repeat('x', 100) FROM generate_series(1, {ROWS}) i");
+    // Committed.
+    conn.batch_execute("BEGIN").unwrap();
+    let committed = xid(&mut conn);
+    conn.batch_execute(&insert).unwrap();
+    conn.batch_execute("COMMIT").unwrap();
+    // Rolled back.
+    conn.batch_execute("BEGIN").unwrap();
+    let rolled_back = xid(&mut conn);
+    conn.batch_execute(&insert).unwrap();
+    conn.batch_execute("ROLLBACK").unwrap();
+    // A subtransaction rolled back, then the rest committed.
+    conn.batch_execute("BEGIN").unwrap();
+    let with_savepoint = xid(&mut conn);
+    conn.batch_execute("INSERT INTO s VALUES (-1, 'kept')")
+        .unwrap();
+    conn.batch_execute("SAVEPOINT sp").unwrap();
+    conn.batch_execute(&insert).unwrap();
+    conn.batch_execute("ROLLBACK TO SAVEPOINT sp").unwrap();
+    conn.batch_execute("INSERT INTO s VALUES (-2, 'kept too')")
+        .unwrap();
+    conn.batch_execute("COMMIT").unwrap();
+
+    conn.batch_execute("SET logical_decoding_work_mem = '64kB'")
+        .unwrap();
+    let highest = PgOutputOptions::highest_proto_version(server);
+    let mut modes = vec![(highest, Streaming::On)];
+    if server >= 160000 {
+        modes.push((4, Streaming::Parallel));
+    }
+    for (version, streaming) in modes {
+        let options = PgOutputOptions::new(["p"])
+            .proto_version(version)
+            .streaming(streaming);
+        let (decoder, messages) = peek(&mut conn, "stream", &options);
+        let lines = collapse(summary(&decoder, &messages));
+        let parallel = streaming == Streaming::Parallel;
+        // Per transaction: the rows streamed, how it ended.
+        let mut rows: std::collections::HashMap<u32, usize> = Default::default();
+        let mut ends = Vec::new();
+        let mut block = None;
+        let mut first_segments = Vec::new();
+        for message in &messages {
+            match message {
+                Message::StreamStart {
+                    xid, first_segment, ..
+                } => {
+                    block = Some(*xid);
+                    if *first_segment {
+                        first_segments.push(*xid);
+                    }
+                }
+                Message::StreamStop => block = None,
+                Message::Insert { xid: Some(_), .. } => {
+                    *rows.entry(block.unwrap()).or_default() += 1;
+                }
+                Message::Insert { xid: None, .. } => panic!("a row outside a stream block"),
+                Message::StreamCommit { xid, .. } => ends.push(format!("commit {xid}")),
+                Message::StreamAbort {
+                    xid,
+                    subxid,
+                    abort_lsn,
+                    abort_time,
+                    ..
+                } => {
+                    assert_eq!(abort_lsn.is_some(), parallel, "{lines:#?}");
+                    assert_eq!(abort_time.is_some(), parallel);
+                    if xid == subxid {
+                        ends.push(format!("abort {xid}"));
+                    } else {
+                        assert!(subxid > xid);
+                        ends.push(format!("abort {xid} sub"));
+                    }
+                }
+                Message::Begin { .. } | Message::Commit { .. } => {
+                    panic!("a transaction not streamed: {lines:#?}")
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            first_segments,
+            [committed, rolled_back, with_savepoint],
+            "{lines:#?}"
+        );
+        assert_eq!(
+            ends,
+            [
+                format!("commit {committed}"),
+                format!("abort {rolled_back}"),
+                format!("abort {with_savepoint} sub"),
+                format!("commit {with_savepoint}"),
+            ],
+            "{lines:#?}"
+        );
+        assert_eq!(rows[&committed], ROWS);
+        assert!(rows[&rolled_back] > 0 && rows[&rolled_back] <= ROWS);
+        // The rows of the savepoint's subtransaction (some streamed before the rollback)
+        // and the two kept rows.
+        assert!(rows[&with_savepoint] >= 2, "{lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("STREAM START first=false")),
+            "{lines:#?}"
+        );
+    }
+    // Without streaming (and in protocol version 1), the committed transactions arrive whole.
+    let (decoder, messages) = peek(&mut conn, "stream", &PgOutputOptions::new(["p"]));
+    let lines = summary(&decoder, &messages);
+    let (inserts, others): (Vec<&String>, Vec<&String>) =
+        lines.iter().partition(|l| l.starts_with("INSERT s"));
+    assert_eq!(
+        others,
+        [
+            "BEGIN",
+            "RELATION public.s Default id pad",
+            "COMMIT",
+            "BEGIN",
+            "COMMIT"
+        ]
+    );
+    assert_eq!(inserts.len(), ROWS + 2);
+    assert_eq!(inserts[0], "INSERT s (1, <100 bytes>)");
+    assert_eq!(
+        inserts[ROWS..],
+        ["INSERT s (-1, kept)", "INSERT s (-2, kept too)"]
+    );
+}
+
+/// Prepared transactions with `two_phase` (server 15+, a slot created with two-phase
+/// decoding): Begin Prepare, Prepare, Commit Prepared and Rollback Prepared.
+#[test]
+fn prepared_transactions_decode_with_two_phase() {
+    let cluster = logical_cluster();
+    let mut conn = Connection::connect(&cluster.conninfo()).unwrap();
+    let server = conn.server_version();
+    if server < 150000 {
+        println!("SKIPPED: two_phase needs server 15 (this one is {server})");
+        return;
+    }
+    conn.batch_execute("CREATE TABLE tp (id int4 PRIMARY KEY); CREATE PUBLICATION p FOR TABLE tp;")
+        .unwrap();
+    conn.batch_execute("SELECT pg_create_logical_replication_slot('tp', 'pgoutput', false, true)")
+        .unwrap();
+    run_each(
+        &mut conn,
+        "BEGIN; INSERT INTO tp VALUES (1); PREPARE TRANSACTION 'g''1';
+         COMMIT PREPARED 'g''1';
+         BEGIN; INSERT INTO tp VALUES (2); PREPARE TRANSACTION 'g2';
+         ROLLBACK PREPARED 'g2'",
+    );
+    let options = PgOutputOptions::new(["p"]).proto_version(3).two_phase(true);
+    let (decoder, messages) = peek(&mut conn, "tp", &options);
+    assert_eq!(
+        summary(&decoder, &messages),
+        [
+            "BEGIN PREPARE g'1",
+            "RELATION public.tp Default id*",
+            "INSERT tp (1)",
+            "PREPARE g'1",
+            "COMMIT PREPARED g'1",
+            "BEGIN PREPARE g2",
+            "INSERT tp (2)",
+            "PREPARE g2",
+            "ROLLBACK PREPARED g2",
+        ]
+    );
+    // The xids agree.
+    let xids: Vec<u32> = messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::BeginPrepare { xid, .. }
+            | Message::Prepare { xid, .. }
+            | Message::CommitPrepared { xid, .. }
+            | Message::RollbackPrepared { xid, .. } => Some(*xid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(xids.len(), 6);
+    assert!(xids[..3].iter().all(|x| *x == xids[0]));
+    assert!(xids[3..].iter().all(|x| *x == xids[3]) && xids[3] != xids[0]);
 }

@@ -109,7 +109,7 @@ pub enum Message {
     /// changes. The decoder also keeps it ([`Decoder::relation`]).
     #[non_exhaustive]
     Relation {
-        /// The streamed transaction's id (inside a stream block).
+        /// Inside a stream block, the streamed transaction or subtransaction it belongs to.
         xid: Option<u32>,
         /// The table.
         relation: Relation,
@@ -118,7 +118,7 @@ pub enum Message {
     /// message whose columns use it.
     #[non_exhaustive]
     Type {
-        /// The streamed transaction's id (inside a stream block).
+        /// Inside a stream block, the streamed transaction or subtransaction it belongs to.
         xid: Option<u32>,
         /// The type's OID.
         oid: Oid,
@@ -130,7 +130,7 @@ pub enum Message {
     /// `I`: a row inserted.
     #[non_exhaustive]
     Insert {
-        /// The streamed transaction's id (inside a stream block).
+        /// Inside a stream block, the streamed transaction or subtransaction it belongs to.
         xid: Option<u32>,
         /// The table's OID ([`Decoder::relation`]).
         relation_oid: Oid,
@@ -140,7 +140,7 @@ pub enum Message {
     /// `U`: a row updated.
     #[non_exhaustive]
     Update {
-        /// The streamed transaction's id (inside a stream block).
+        /// Inside a stream block, the streamed transaction or subtransaction it belongs to.
         xid: Option<u32>,
         /// The table's OID ([`Decoder::relation`]).
         relation_oid: Oid,
@@ -153,7 +153,7 @@ pub enum Message {
     /// `D`: a row deleted.
     #[non_exhaustive]
     Delete {
-        /// The streamed transaction's id (inside a stream block).
+        /// Inside a stream block, the streamed transaction or subtransaction it belongs to.
         xid: Option<u32>,
         /// The table's OID ([`Decoder::relation`]).
         relation_oid: Oid,
@@ -163,7 +163,7 @@ pub enum Message {
     /// `T`: tables truncated.
     #[non_exhaustive]
     Truncate {
-        /// The streamed transaction's id (inside a stream block).
+        /// Inside a stream block, the streamed transaction or subtransaction it belongs to.
         xid: Option<u32>,
         /// `TRUNCATE … CASCADE`.
         cascade: bool,
@@ -175,7 +175,7 @@ pub enum Message {
     /// `M`: a message from `pg_logical_emit_message` (the `messages` option).
     #[non_exhaustive]
     LogicalMessage {
-        /// The streamed transaction's id (inside a stream block).
+        /// Inside a stream block, the streamed transaction or subtransaction it belongs to.
         xid: Option<u32>,
         /// Whether it was emitted as part of the transaction.
         transactional: bool,
