@@ -306,26 +306,6 @@ fn same_transaction(xid: Option<u32>, block: Option<u32>) {
     }
 }
 
-/// `lines` with runs of the same line collapsed into one `line ×N`.
-fn collapse(lines: Vec<String>) -> Vec<String> {
-    let mut out: Vec<(String, usize)> = Vec::new();
-    for line in lines {
-        match out.last_mut() {
-            Some((last, n)) if *last == line => *n += 1,
-            _ => out.push((line, 1)),
-        }
-    }
-    out.into_iter()
-        .map(|(line, n)| {
-            if n == 1 {
-                line
-            } else {
-                format!("{line} ×{n}")
-            }
-        })
-        .collect()
-}
-
 #[test]
 fn decoded_events_match_what_was_written() {
     let cluster = logical_cluster();
@@ -723,7 +703,11 @@ fn large_transactions_stream_in_blocks() {
             .proto_version(version)
             .streaming(streaming);
         let (decoder, messages) = peek(&mut conn, "stream", &options);
-        let lines = collapse(summary(&decoder, &messages));
+        // Without the rows, for the messages of failed assertions.
+        let lines: Vec<String> = summary(&decoder, &messages)
+            .into_iter()
+            .filter(|l| !l.starts_with("INSERT"))
+            .collect();
         let parallel = streaming == Streaming::Parallel;
         // Per transaction: the rows streamed, how it ended.
         let mut rows: std::collections::HashMap<u32, usize> = Default::default();
@@ -768,23 +752,28 @@ fn large_transactions_stream_in_blocks() {
                 _ => {}
             }
         }
-        assert_eq!(
-            first_segments,
-            [committed, rolled_back, with_savepoint],
-            "{lines:#?}"
-        );
-        assert_eq!(
-            ends,
-            [
-                format!("commit {committed}"),
-                format!("abort {rolled_back}"),
-                format!("abort {with_savepoint} sub"),
-                format!("commit {with_savepoint}"),
-            ],
-            "{lines:#?}"
-        );
+        // Servers 17 and later see that the rolled back transaction has aborted (it had, by
+        // the time it was decoded) and drop it instead of streaming it.
+        let aborted_streamed = server < 170000;
+        let mut expected_starts = vec![committed, rolled_back, with_savepoint];
+        let mut expected_ends = vec![
+            format!("commit {committed}"),
+            format!("abort {rolled_back}"),
+            format!("abort {with_savepoint} sub"),
+            format!("commit {with_savepoint}"),
+        ];
+        if !aborted_streamed {
+            expected_starts.remove(1);
+            expected_ends.remove(1);
+        }
+        assert_eq!(first_segments, expected_starts, "{lines:#?}");
+        assert_eq!(ends, expected_ends, "{lines:#?}");
         assert_eq!(rows[&committed], ROWS);
-        assert!(rows[&rolled_back] > 0 && rows[&rolled_back] <= ROWS);
+        if aborted_streamed {
+            assert!(rows[&rolled_back] > 0 && rows[&rolled_back] <= ROWS);
+        } else {
+            assert!(!rows.contains_key(&rolled_back));
+        }
         // The rows of the savepoint's subtransaction (some streamed before the rollback)
         // and the two kept rows.
         assert!(rows[&with_savepoint] >= 2, "{lines:#?}");
