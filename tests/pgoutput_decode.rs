@@ -531,36 +531,14 @@ fn binary_values_convert_through_from_sql() {
              '2024-02-29 12:34:56.789012+00', -1.5, '\\x00ff', '{1,NULL,3}', '{\"k\": [1]}', 'sad');
          INSERT INTO typed (id) VALUES (2)",
     );
-    let expected: (
-        i32,
-        i64,
-        String,
-        String,
-        bool,
-        SystemTime,
-        f64,
-        Vec<u8>,
-        Vec<Option<i32>>,
-    ) = {
-        let row = conn
-            .query_one(
-                "SELECT id, big, t, vc, b, ts, f, raw, arr FROM typed WHERE id = 1",
-                &[],
-            )
-            .unwrap();
-        (
-            row.get(0),
-            row.get(1),
-            row.get(2),
-            row.get(3),
-            row.get(4),
-            row.get(5),
-            row.get(6),
-            row.get(7),
-            row.get(8),
+    // What a query reads, to compare with.
+    let expected = conn
+        .query_one(
+            "SELECT id, big, t, vc, b, ts, f, raw, arr FROM typed WHERE id = 1",
+            &[],
         )
-    };
-    assert_eq!(expected.1, 9007199254740993);
+        .unwrap();
+    assert_eq!(expected.get::<_, i64>(1), 9007199254740993);
     let (numeric, json): (Vec<u8>, serde_json::Value) = {
         let row = conn
             .query_one("SELECT numeric_send(n), j FROM typed WHERE id = 1", &[])
@@ -588,26 +566,38 @@ fn binary_values_convert_through_from_sql() {
                 .all(|c| matches!(c, TupleColumn::Binary(_))),
             "{row:?}"
         );
-        assert_eq!(row.try_get::<i32, _>(relation, "id").unwrap(), expected.0);
-        assert_eq!(row.try_get::<i64, _>(relation, "big").unwrap(), expected.1);
-        assert_eq!(row.try_get::<&str, _>(relation, "t").unwrap(), expected.2);
+        assert_eq!(
+            row.try_get::<i32, _>(relation, "id").unwrap(),
+            expected.get::<_, i32>(0)
+        );
+        assert_eq!(
+            row.try_get::<i64, _>(relation, "big").unwrap(),
+            expected.get::<_, i64>(1)
+        );
+        assert_eq!(
+            row.try_get::<&str, _>(relation, "t").unwrap(),
+            expected.get::<_, &str>(2)
+        );
         assert_eq!(
             row.try_get::<String, _>(relation, "vc").unwrap(),
-            expected.3
+            expected.get::<_, &str>(3)
         );
         assert!(row.try_get::<bool, _>(relation, "b").unwrap());
         assert_eq!(
             row.try_get::<SystemTime, _>(relation, "ts").unwrap(),
-            expected.5
+            expected.get::<_, SystemTime>(5)
         );
-        assert_eq!(row.try_get::<f64, _>(relation, "f").unwrap(), expected.6);
+        assert_eq!(
+            row.try_get::<f64, _>(relation, "f").unwrap(),
+            expected.get::<_, f64>(6)
+        );
         assert_eq!(
             row.try_get::<&[u8], _>(relation, "raw").unwrap(),
-            expected.7
+            expected.get::<_, &[u8]>(7)
         );
         assert_eq!(
             row.try_get::<Vec<Option<i32>>, _>(relation, "arr").unwrap(),
-            expected.8
+            expected.get::<_, Vec<Option<i32>>>(8)
         );
         assert_eq!(
             row.try_get::<serde_json::Value, _>(relation, "j").unwrap(),
