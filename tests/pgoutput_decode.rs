@@ -742,9 +742,9 @@ fn large_transactions_stream_in_blocks() {
                 _ => {}
             }
         }
-        // Servers 17 and later see that the rolled back transaction has aborted (it had, by
+        // Servers 18 and later see that the rolled back transaction has aborted (it had, by
         // the time it was decoded) and drop it instead of streaming it.
-        let aborted_streamed = server < 170000;
+        let aborted_streamed = server < 180000;
         let mut expected_starts = vec![committed, rolled_back, with_savepoint];
         let mut expected_ends = vec![
             format!("commit {committed}"),
