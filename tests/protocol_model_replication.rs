@@ -24,7 +24,7 @@
 //! stream is read to the end: every committed transaction was seen.
 //!
 //! `PQLIB_MODEL_SEED` replays a run (printed at the start and in every failure, with the
-//! last events); `PQLIB_MODEL_REQUESTS` sets the number of steps (default 1500).
+//! last events); `PQLIB_MODEL_REQUESTS` sets the number of steps (default 5000).
 
 mod common;
 
@@ -115,7 +115,7 @@ fn requests() -> usize {
     std::env::var("PQLIB_MODEL_REQUESTS")
         .ok()
         .map(|n| n.trim().parse().expect("PQLIB_MODEL_REQUESTS is a number"))
-        .unwrap_or(1500)
+        .unwrap_or(5000)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,12 +432,14 @@ impl Model {
     }
 
     fn terminate(&mut self, pid: i32) {
+        // Without waiting for the exit: a walsender whose client has not read a backlog of
+        // changes blocks sending its FATAL message until the client reads on.
         match self
             .writer
-            .query_one("SELECT pg_terminate_backend($1, 10000)", &[&pid])
+            .query_one("SELECT pg_terminate_backend($1)", &[&pid])
         {
             Ok(row) if row.get::<_, bool>(0) => {}
-            Ok(_) => self.fail(format!("walsender {pid} did not exit within 10 s")),
+            Ok(_) => self.fail(format!("walsender {pid} could not be signalled")),
             Err(e) => self.fail(format!("pg_terminate_backend: {e}")),
         }
     }
@@ -818,6 +820,13 @@ impl Model {
             }
         }
         drop(conn);
+        if proxied {
+            // common::Proxy does not pass a close on to the other side (its pumps end, the
+            // sockets stay open): after pqlib closed a connection (an async drop), the server
+            // would keep its walsender, and the slot, until wal_sender_timeout. A real
+            // network passes the close on; the cut does it here.
+            self.proxy.cut();
+        }
     }
 
     /// The end: a stream read until every committed transaction has been delivered.
