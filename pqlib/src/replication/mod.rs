@@ -1,5 +1,5 @@
 //! The replication protocol: [`Lsn`], replication connections and their typed commands
-//! ([`ReplicationConnection`]; async: [`crate::tokio::ReplicationClient`]), the COPY BOTH
+//! ([`ReplicationConnection`]; async: `pqlib::tokio::ReplicationClient`), the COPY BOTH
 //! stream of WAL or logical changes ([`ReplicationStream`]), and a decoder for the pgoutput
 //! plugin's messages ([`pgoutput`]). docs/replication.md has the slot life cycle, feedback and
 //! WAL retention, and failover.

@@ -27,8 +27,9 @@ pub enum Streaming {
     Parallel,
 }
 
-/// The options of the pgoutput plugin, for `START_REPLICATION SLOT … LOGICAL … (options)` or
-/// `pg_logical_slot_get_binary_changes(…, VARIADIC options)`; [`decoder`](Self::decoder)
+/// The options of the pgoutput plugin, for
+/// [`start_logical_replication`](crate::replication::ReplicationConnection::start_logical_replication)
+/// or `pg_logical_slot_get_binary_changes(…, VARIADIC options)`; [`decoder`](Self::decoder)
 /// makes the matching [`Decoder`].
 ///
 /// The fields are public; the methods set them in a chain.
@@ -40,9 +41,9 @@ pub enum Streaming {
 ///     .binary(true)
 ///     .streaming(Streaming::Parallel);
 /// assert_eq!(options.proto_version, 4);
-/// let pairs = options.start_replication_options()?;
-/// assert_eq!(pairs[0], ("proto_version".to_string(), "'4'".to_string()));
-/// assert_eq!(pairs[1], ("publication_names".to_string(), r#"'"orders","it''s"'"#.to_string()));
+/// let pairs = options.option_values()?;
+/// assert_eq!(pairs[0], ("proto_version".to_string(), "4".to_string()));
+/// assert_eq!(pairs[1], ("publication_names".to_string(), r#""orders","it's""#.to_string()));
 /// let mut decoder = options.decoder();
 /// # Ok::<(), pqlib::Error>(())
 /// ```
@@ -195,35 +196,11 @@ impl PgOutputOptions {
         self
     }
 
-    /// The options as (name, value) pairs, each value an SQL string literal (single quotes
-    /// doubled), ready for `START_REPLICATION SLOT s LOGICAL 0/0 (name value, …)` or, values
-    /// as they are, for the SQL functions' `VARIADIC options`. The publication names are one
-    /// comma-separated list, each name double-quoted (inner `"` doubled), which pgoutput
-    /// reads back exactly (unquoted names would be lower-cased).
-    ///
-    /// Options left at their defaults are not sent, so that older servers, which reject
-    /// options they do not know, accept the list.
-    ///
-    /// # Errors
-    /// Of kind [`BadInput`](crate::error::ErrorKind::BadInput): no publication, an empty
-    /// name or origin, a NUL byte, a protocol version outside 1 to 4, or an option the
-    /// protocol version does not have (streaming needs 2, two-phase 3, parallel streaming 4).
-    ///
-    /// ```
-    /// use pqlib::replication::pgoutput::PgOutputOptions;
-    ///
-    /// let pairs = PgOutputOptions::new(["Pub One", "a,b"]).messages(true)
-    ///     .start_replication_options()?;
-    /// let sql: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    /// assert_eq!(
-    ///     sql.join(", "),
-    ///     r#"proto_version '1', publication_names '"Pub One","a,b"', messages 'true'"#
-    /// );
-    /// assert!(PgOutputOptions::new(Vec::<String>::new()).start_replication_options().is_err());
-    /// # Ok::<(), pqlib::Error>(())
-    /// ```
-    #[doc(alias = "START_REPLICATION")]
-    pub fn start_replication_options(&self) -> Result<Vec<(String, String)>> {
+    /// The options as (name, value) pairs, each value an SQL string literal: what
+    /// `start_logical_replication` sends (it quotes [`option_values`](Self::option_values)
+    /// itself); kept for the tests of that quoting.
+    #[cfg(test)]
+    pub(crate) fn start_replication_options(&self) -> Result<Vec<(String, String)>> {
         Ok(self
             .option_values()?
             .into_iter()
@@ -231,10 +208,19 @@ impl PgOutputOptions {
             .collect())
     }
 
-    /// The options as (name, value) pairs with the values unquoted, for the SQL functions
+    /// The options as (name, value) pairs, values unquoted: for
+    /// [`start_logical_replication`](crate::replication::ReplicationConnection::start_logical_replication)
+    /// (which quotes them) and for the SQL functions
     /// (`pg_logical_slot_peek_binary_changes(slot, NULL, NULL, VARIADIC options)`, values
-    /// passed as parameters). Checked as in
-    /// [`start_replication_options`](Self::start_replication_options).
+    /// passed as parameters). The publication names are one comma-separated list, each name
+    /// double-quoted (inner `"` doubled), which pgoutput reads back exactly (unquoted names
+    /// would be lower-cased). Options left at their defaults are not sent, so that older
+    /// servers, which reject options they do not know, accept the list.
+    ///
+    /// # Errors
+    /// Of kind [`BadInput`](crate::error::ErrorKind::BadInput): no publication, an empty
+    /// name or origin, a NUL byte, a protocol version outside 1 to 4, or an option the
+    /// protocol version does not have (streaming needs 2, two-phase 3, parallel streaming 4).
     ///
     /// ```
     /// use pqlib::replication::pgoutput::PgOutputOptions;
@@ -333,6 +319,7 @@ impl PgOutputOptions {
     }
 }
 
+#[cfg(test)]
 /// `value` as an SQL string literal: in single quotes, inner single quotes doubled (the
 /// replication command grammar has no backslash escapes).
 fn literal(value: &str) -> String {
