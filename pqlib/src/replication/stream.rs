@@ -576,7 +576,7 @@ fn status(conn: &mut Connection, shared: &mut Shared, reply_requested: bool) -> 
 /// let config: pqlib::Config = "host=localhost user=postgres dbname=app".parse()?;
 /// let mut conn = ReplicationConnection::connect(&config, ReplicationMode::Logical)?;
 /// let mut stream = conn.start_logical_replication("my_slot", Lsn::INVALID, &[("include-xids", "0")])?;
-/// for message in stream.by_ref().take(100) {
+/// while let Some(message) = stream.next() {
 ///     if let ReplicationMessage::XLogData(data) = message? {
 ///         println!("{}", String::from_utf8_lossy(data.data()));
 ///         // Once it is safely stored: the server may forget it.
