@@ -1,19 +1,23 @@
 //! The pgoutput decoder (`pqlib::replication::pgoutput`) against a real server's messages,
 //! read with SQL (`pg_logical_slot_peek_binary_changes`): every event decodes to what the
-//! test wrote, in protocol version 1 and in the highest one the server speaks. The streaming
-//! replication path is tested elsewhere; this is the decoder alone.
+//! test wrote, in protocol version 1 and in the highest one the server speaks. Every read is
+//! then repeated through the replication stream (`START_REPLICATION` on a replication
+//! connection, blocking and async), which must deliver exactly the same decoded messages.
 
 mod common;
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use pqlib::Connection;
-use pqlib::replication::Lsn;
 use pqlib::replication::pgoutput::{
     Decoder, Message, OldTuple, PgOutputOptions, Streaming, Tuple, TupleColumn,
 };
+use pqlib::replication::{
+    Lsn, Received, ReplicationConnection, ReplicationMessage, ReplicationMode,
+};
 use pqlib::tempdb::TempCluster;
+use pqlib::tokio::ReplicationClient;
 
 /// A publication name that needs quoting: a quote, a double quote, a space and a comma.
 const PUBLICATION: &str = r#"it's "pub", too"#;
@@ -65,6 +69,76 @@ fn peek(conn: &mut Connection, slot: &str, options: &PgOutputOptions) -> (Decode
         }
         messages.push(message);
     }
+    (decoder, messages)
+}
+
+/// [`peek`], then the same slot read through `START_REPLICATION` with the blocking and the
+/// async replication stream: both must decode to exactly the messages the SQL function gave.
+/// Nothing is confirmed, so the slot stays where it was.
+fn peek_and_stream(
+    cluster: &TempCluster,
+    conn: &mut Connection,
+    slot: &str,
+    options: &PgOutputOptions,
+) -> (Decoder, Vec<Message>) {
+    let (decoder, messages) = peek(conn, slot, options);
+    // The walsender decodes with the session's own settings: those the peeking session uses.
+    let config: pqlib::Config = format!(
+        "{} options='-c logical_decoding_work_mem=64kB'",
+        cluster.conninfo()
+    )
+    .parse()
+    .unwrap();
+    let values = options.option_values().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut decoded = Vec::new();
+    {
+        let mut replication =
+            ReplicationConnection::connect(&config, ReplicationMode::Logical).unwrap();
+        let mut stream = replication
+            .start_logical_replication(slot, Lsn::INVALID, &values)
+            .unwrap();
+        let mut decoder = options.decoder();
+        while decoded.len() < messages.len() {
+            assert!(
+                Instant::now() < deadline,
+                "blocking stream of {slot}: {decoded:#?}"
+            );
+            if let Received::Message(ReplicationMessage::XLogData(data)) =
+                stream.recv_timeout(Duration::from_millis(200)).unwrap()
+            {
+                decoded.push(decoder.decode(data.into_data()).unwrap());
+            }
+        }
+        stream.stop().unwrap();
+    }
+    assert_eq!(decoded, messages, "the blocking stream of {slot}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let decoded = runtime.block_on(async {
+        let mut client = ReplicationClient::connect(&config, ReplicationMode::Logical)
+            .await
+            .unwrap();
+        let mut stream = client
+            .start_logical_replication(slot, Lsn::INVALID, &values)
+            .await
+            .unwrap();
+        let mut decoder = options.decoder();
+        let mut decoded = Vec::new();
+        while decoded.len() < messages.len() {
+            let next = tokio::time::timeout_at(deadline.into(), stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("async stream of {slot}: {decoded:#?}"));
+            if let ReplicationMessage::XLogData(data) = next.expect("a message").unwrap() {
+                decoded.push(decoder.decode(data.into_data()).unwrap());
+            }
+        }
+        stream.stop().await.unwrap();
+        decoded
+    });
+    assert_eq!(decoded, messages, "the async stream of {slot}");
     (decoder, messages)
 }
 
@@ -426,7 +500,7 @@ fn decoded_events_match_what_was_written() {
         let options = PgOutputOptions::new([PUBLICATION])
             .proto_version(version)
             .messages(messages);
-        let (decoder, decoded) = peek(&mut conn, "events", &options);
+        let (decoder, decoded) = peek_and_stream(&cluster, &mut conn, "events", &options);
         assert_eq!(
             summary(&decoder, &decoded),
             expected,
@@ -549,7 +623,7 @@ fn binary_values_convert_through_from_sql() {
         let options = PgOutputOptions::new(["p"])
             .proto_version(version)
             .binary(true);
-        let (decoder, messages) = peek(&mut conn, "bin", &options);
+        let (decoder, messages) = peek_and_stream(&cluster, &mut conn, "bin", &options);
         let relation = decoder.relation(table_oid(&mut conn, "typed")).unwrap();
         let rows: Vec<&Tuple> = messages
             .iter()
@@ -692,7 +766,7 @@ fn large_transactions_stream_in_blocks() {
         let options = PgOutputOptions::new(["p"])
             .proto_version(version)
             .streaming(streaming);
-        let (decoder, messages) = peek(&mut conn, "stream", &options);
+        let (decoder, messages) = peek_and_stream(&cluster, &mut conn, "stream", &options);
         // Without the rows, for the messages of failed assertions.
         let lines: Vec<String> = summary(&decoder, &messages)
             .into_iter()
@@ -775,7 +849,8 @@ fn large_transactions_stream_in_blocks() {
         );
     }
     // Without streaming (and in protocol version 1), the committed transactions arrive whole.
-    let (decoder, messages) = peek(&mut conn, "stream", &PgOutputOptions::new(["p"]));
+    let (decoder, messages) =
+        peek_and_stream(&cluster, &mut conn, "stream", &PgOutputOptions::new(["p"]));
     let lines = summary(&decoder, &messages);
     let (inserts, others): (Vec<&String>, Vec<&String>) =
         lines.iter().partition(|l| l.starts_with("INSERT s"));
@@ -820,7 +895,7 @@ fn prepared_transactions_decode_with_two_phase() {
          ROLLBACK PREPARED 'g2'",
     );
     let options = PgOutputOptions::new(["p"]).proto_version(3).two_phase(true);
-    let (decoder, messages) = peek(&mut conn, "tp", &options);
+    let (decoder, messages) = peek_and_stream(&cluster, &mut conn, "tp", &options);
     assert_eq!(
         summary(&decoder, &messages),
         [
