@@ -43,6 +43,10 @@ unsafe impl Send for ConnPtr {}
 struct Shared {
     /// `None` once the keeper must no longer touch the connection.
     conn: Option<ConnPtr>,
+    /// The stream is still streaming: status updates may go out. Once it is ending (or
+    /// over), a CopyData would be refused by libpq, and the refusal's message would replace
+    /// the connection's last error.
+    streaming: bool,
     positions: Positions,
     last_status: Instant,
     interval: Duration,
@@ -71,6 +75,7 @@ impl Keeper {
         let state = Arc::new(KeeperState {
             shared: Mutex::new(Shared {
                 conn: Some(conn),
+                streaming: true,
                 positions: Positions::default(),
                 last_status: Instant::now(),
                 interval,
@@ -107,7 +112,7 @@ fn keep(state: &KeeperState) {
         let Some(conn) = shared.conn else { return };
         let due = shared.last_status + shared.interval;
         let now = Instant::now();
-        if now >= due {
+        if now >= due && shared.streaming {
             let update = shared.positions.status_update(SystemTime::now(), false);
             // SAFETY: the connection is alive while `conn` is set, and used by nobody else
             // while the mutex is held. A failure shows up in the stream's next call.
@@ -304,7 +309,7 @@ impl StreamCore {
         let mut shared = keeper.lock();
         let sent = status(conn, &mut shared, reply_requested);
         drop(shared);
-        self.after_error(conn, sent)
+        self.settle(conn, sent)
     }
 
     /// Before waiting on the socket: flushes what libpq holds, and returns whether output is
@@ -322,7 +327,7 @@ impl StreamCore {
         } else {
             Ok((pending == 1, socket))
         };
-        self.after_error(conn, result)
+        self.settle(conn, result)
     }
 
     /// After the socket became readable: reads what arrived into libpq, under the lock.
@@ -337,7 +342,7 @@ impl StreamCore {
         } else {
             Err(conn.connection_error())
         };
-        self.after_error(conn, result)
+        self.settle(conn, result)
     }
 
     /// Asks for the end: the next steps send CopyDone and read up to the server's.
@@ -348,13 +353,28 @@ impl StreamCore {
         }
     }
 
+    /// Tells the keeper whether status updates may still go out.
+    fn publish_phase(&self, shared: &mut Shared) {
+        shared.streaming = self.phase == Phase::Streaming;
+    }
+
+    /// [`after_error`](Self::after_error) for a call made outside the lock, then the phase
+    /// published to the keeper.
+    fn settle<T>(&mut self, conn: &mut Connection, result: Result<T>) -> Result<T> {
+        let result = self.after_error(conn, result);
+        let keeper = Arc::clone(&self.keeper);
+        self.publish_phase(&mut keeper.lock());
+        result
+    }
+
     /// One step without waiting: a message, the end, or what to wait for.
     pub(crate) fn step(&mut self, conn: &mut Connection) -> Result<Step> {
         let keeper = Arc::clone(&self.keeper);
         let mut shared = keeper.lock();
         let step = self.step_locked(conn, &mut shared);
-        drop(shared);
-        self.after_error(conn, step)
+        let step = self.after_error(conn, step);
+        self.publish_phase(&mut shared);
+        step
     }
 
     /// An error ends the stream. Unless the server's own error ended it by the book (the
@@ -726,7 +746,7 @@ fn wait(core: &mut StreamCore, conn: &mut Connection, write: bool, until: Instan
             "waiting for the replication socket: {}",
             std::io::Error::last_os_error()
         ));
-        return core.after_error(conn, Err(error));
+        return core.settle(conn, Err(error));
     }
     if fd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
         core.consume_input(conn)?;
