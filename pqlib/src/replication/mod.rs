@@ -6,6 +6,7 @@ pub(crate) mod commands;
 mod connection;
 mod lsn;
 mod message;
+pub mod pgoutput;
 pub(crate) mod stream;
 
 pub use commands::{
