@@ -14,7 +14,9 @@ use sqlx::{Connection as _, Row as _};
 use tokio::runtime::Runtime;
 
 use pqlib::replication::pgoutput::{Decoder, Message, PgOutputOptions};
-use pqlib::replication::{Lsn, Received, ReplicationConnection, ReplicationMessage, ReplicationMode};
+use pqlib::replication::{
+    Lsn, Received, ReplicationConnection, ReplicationMessage, ReplicationMode,
+};
 use pqlib::tokio::ReplicationClient;
 
 use crate::c::{CConn, lib_version};
@@ -2242,9 +2244,7 @@ fn w9_step(message: &ReplicationMessage, end: Lsn) -> W9Step<'_> {
     match message {
         ReplicationMessage::XLogData(data) if data.wal_start() > end => W9Step::Stop,
         ReplicationMessage::XLogData(data) => W9Step::Process(data.data(), data.wal_start() >= end),
-        ReplicationMessage::PrimaryKeepalive(keepalive) if keepalive.wal_end >= end => {
-            W9Step::Stop
-        }
+        ReplicationMessage::PrimaryKeepalive(keepalive) if keepalive.wal_end >= end => W9Step::Stop,
         _ => W9Step::Next,
     }
 }
@@ -2302,7 +2302,12 @@ impl W9Count {
             return Err(format!("{} rows in the stream, {rows} inserted", self.rows).into());
         }
         if decoded && self.ids != n * (n + 1) / 2 {
-            return Err(format!("the decoded ids sum to {}, not {}", self.ids, n * (n + 1) / 2).into());
+            return Err(format!(
+                "the decoded ids sum to {}, not {}",
+                self.ids,
+                n * (n + 1) / 2
+            )
+            .into());
         }
         std::hint::black_box((self.text_bytes, self.amounts, self.micros));
         Ok(self.rows as i64)
@@ -2334,7 +2339,9 @@ fn w9_pqlib(config: &pqlib::Config, decode: bool, end: Lsn) -> Result<W9Count> {
     loop {
         let message = match stream.recv_timeout(W9_WAIT)? {
             Received::Message(message) => message,
-            Received::End => return Err("the server ended the stream before the end position".into()),
+            Received::End => {
+                return Err("the server ended the stream before the end position".into());
+            }
             _ => return Err(format!("no message within {W9_WAIT:?}").into()),
         };
         match w9_step(&message, end) {
@@ -2435,7 +2442,12 @@ fn w9_recvlogical(ctx: &Ctx<'_>, end: Lsn, rows: usize) -> Result<i64> {
 }
 
 /// The rows and payload bytes of both streams, measured once (untimed) with pqlib.
-fn w9_volume(admin: &mut pqlib::Connection, config: &pqlib::Config, end: Lsn, rows: usize) -> Result<(u64, u64)> {
+fn w9_volume(
+    admin: &mut pqlib::Connection,
+    config: &pqlib::Config,
+    end: Lsn,
+    rows: usize,
+) -> Result<(u64, u64)> {
     admin.batch_execute(W9_RESET)?;
     let text = w9_pqlib(config, false, end)?;
     let pgoutput = w9_pqlib(config, true, end)?;
@@ -2448,7 +2460,10 @@ fn w9_volume(admin: &mut pqlib::Connection, config: &pqlib::Config, end: Lsn, ro
 fn w9<'a>(ctx: &'a Ctx<'a>) -> Result<Vec<Variant<'a>>> {
     let rows = ctx.sizes.w9;
     let titles = [
-        ("W9a", "logical stream received, test_decoding text".to_owned()),
+        (
+            "W9a",
+            "logical stream received, test_decoding text".to_owned(),
+        ),
         (
             "W9b",
             "logical stream fully decoded, pgoutput (C: received, test_decoding text)".to_owned(),
