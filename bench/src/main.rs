@@ -262,6 +262,8 @@ pub struct Sizes {
     /// W7 queries and tasks.
     pub w7: usize,
     pub w7_tasks: usize,
+    /// W9: rows in the logical stream (inserted in `W9_TXNS` transactions).
+    pub w9: usize,
 }
 
 impl Sizes {
@@ -279,6 +281,7 @@ impl Sizes {
                 w6_batches: 2,
                 w7: 2000,
                 w7_tasks: 32,
+                w9: 100_000,
             }
         } else {
             Sizes {
@@ -293,6 +296,7 @@ impl Sizes {
                 w6_batches: 10,
                 w7: 10_000,
                 w7_tasks: 32,
+                w9: 1_000_000,
             }
         }
     }
@@ -314,11 +318,13 @@ fn start_server(opts: &Opts) -> Result<Server> {
             transport: "DATABASE_URL",
         });
     }
-    // Enough shared buffers to hold pgbench's scale 10 and the W5 table in memory.
+    // Enough shared buffers to hold pgbench's scale 10 and the W5 table in memory; logical
+    // WAL for W9's slots (the other workloads' tables are unlogged and write no WAL).
     let cluster = TempCluster::builder()
         .config("shared_buffers = '512MB'")
         .config("max_connections = 50")
         .config("autovacuum = off")
+        .config("wal_level = logical")
         .start()?;
     let (conninfo, transport) = if opts.tcp {
         (cluster.tcp_conninfo(), "loopback TCP (127.0.0.1)")
@@ -519,6 +525,33 @@ pub struct Variant<'a> {
     pub entries: Vec<Entry<'a>>,
     /// Clients that cannot run it, and why.
     pub missing: Vec<(Client, String)>,
+    /// For a stream (W9): the rows and bytes one run receives, for rows/s and MB/s.
+    pub volume: Option<Volume>,
+}
+
+/// What one run of a streaming workload (W9) moves, measured once before the runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Volume {
+    /// Rows in the stream.
+    pub rows: u64,
+    /// The stream's bytes (XLogData payloads) as every client but C receives it.
+    pub bytes: u64,
+    /// What those bytes are, e.g. "pgoutput, binary".
+    pub what: String,
+    /// The bytes the C baseline receives (W9b: test_decoding text, not pgoutput), and what.
+    pub c_bytes: u64,
+    pub c_what: String,
+}
+
+impl Volume {
+    /// The bytes `client` receives in one run.
+    pub fn bytes_of(&self, client: Client) -> u64 {
+        if client == Client::C {
+            self.c_bytes
+        } else {
+            self.bytes
+        }
+    }
 }
 
 /// What was measured for one client on one variant.
@@ -567,6 +600,7 @@ pub struct VariantResult {
     pub measured: Vec<Measured>,
     pub missing: Vec<(Client, String)>,
     pub checksum_note: Option<String>,
+    pub volume: Option<Volume>,
 }
 
 impl VariantResult {
@@ -586,6 +620,7 @@ fn run_variant(admin: &mut pqlib::Connection, variant: Variant<'_>, reps: usize)
         reset,
         mut entries,
         missing,
+        volume,
     } = variant;
     eprintln!("== {id}: {title} ({unit})");
     let mut measured: Vec<Measured> = entries
@@ -704,6 +739,7 @@ fn run_variant(admin: &mut pqlib::Connection, variant: Variant<'_>, reps: usize)
         measured,
         missing,
         checksum_note,
+        volume,
     }
 }
 
@@ -875,6 +911,7 @@ fn real_main() -> Result<()> {
         python: python.as_ref().ok(),
         pgbench_error: pgbench.as_ref().err().cloned(),
         bouncer: bouncer_conninfo,
+        pg_bin: server.cluster.as_ref().map(|c| c.bin_dir().to_path_buf()),
     };
     let mut results = Vec::new();
     for build in workloads::ALL {
@@ -886,6 +923,10 @@ fn real_main() -> Result<()> {
             variant.entries.retain(|e| opts.wants_client(e.client));
             results.push(run_variant(&mut admin, variant, opts.reps));
         }
+    }
+    if opts.wants("W9") {
+        // An abandoned logical slot keeps its WAL (and catalog rows) forever.
+        workloads::w9_cleanup(&mut admin)?;
     }
     env.elapsed = started.elapsed();
     if unpin_failed.load(std::sync::atomic::Ordering::Relaxed) {

@@ -15,6 +15,20 @@ pub struct Report<'a> {
     pub results: &'a [VariantResult],
 }
 
+/// Bytes as MB (10^6).
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// A rate of rows per second, in M or k.
+fn rows_per_second(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2} M rows/s", x / 1e6)
+    } else {
+        format!("{:.0} k rows/s", x / 1e3)
+    }
+}
+
 fn fmt_time(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms >= 10_000.0 {
@@ -208,6 +222,7 @@ impl Report<'_> {
             self.goals()
                 .into_iter()
                 .chain(self.goals16())
+                .chain(self.goals18())
                 .filter(|g| g.verdict == Verdict::Missed)
                 .map(|g| g.line),
         );
@@ -335,6 +350,7 @@ impl Report<'_> {
         }
         md.push('\n');
         self.markdown_w8(&mut md);
+        self.markdown_w9(&mut md);
 
         let goals = self.goals();
         if !goals.is_empty() {
@@ -346,6 +362,7 @@ impl Report<'_> {
         }
 
         self.markdown_issue16(&mut md);
+        self.markdown_issue18(&mut md);
         self.markdown_multi(&mut md);
 
         let _ = writeln!(md, "## Protocol choices\n");
@@ -462,6 +479,93 @@ impl Report<'_> {
              a workload of the pair did not run or the client failed on it):\n\n{}\n",
             lines.join("\n")
         );
+    }
+
+    /// The paragraph under the W9 rows: each client's throughput from its median, rows/s
+    /// (the stream's rows over the median) and MB/s (the bytes it received over the median).
+    fn markdown_w9(&self, md: &mut String) {
+        let mut lines = Vec::new();
+        for r in self.results.iter().filter(|r| r.id.starts_with("W9")) {
+            let Some(volume) = &r.volume else {
+                continue;
+            };
+            let stream = if volume.c_what == volume.what && volume.c_bytes == volume.bytes {
+                format!("{}, {}", volume.what, mb(volume.bytes))
+            } else {
+                format!(
+                    "{}, {}; C: {}, {}",
+                    volume.what,
+                    mb(volume.bytes),
+                    volume.c_what,
+                    mb(volume.bytes_of(Client::C))
+                )
+            };
+            let clients: Vec<String> = [Client::C, Client::PqlibSync, Client::PqlibAsync]
+                .into_iter()
+                .filter(|&c| measured(r, c).is_some())
+                .map(|c| match median(r, c) {
+                    Some(t) => {
+                        let secs = t.as_secs_f64();
+                        format!(
+                            "{} {}, {:.1} MB/s",
+                            c.name(),
+                            rows_per_second(volume.rows as f64 / secs),
+                            volume.bytes_of(c) as f64 / 1e6 / secs
+                        )
+                    }
+                    None => format!("{} not measured", c.name()),
+                })
+                .collect();
+            if clients.is_empty() {
+                continue;
+            }
+            lines.push(format!(
+                "- {} ({} rows; {}): {}.",
+                r.id,
+                volume.rows,
+                stream,
+                clients.join("; ")
+            ));
+        }
+        if lines.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "**W9, logical decoding throughput** (rows/s: the stream's rows over the median \
+             run; MB/s: the XLogData payload bytes the client received over the median run; \
+             C libpq is `pg_recvlogical`, whose runs include its process start; \"not \
+             measured\" where the client failed):\n\n{}\n",
+            lines.join("\n")
+        );
+    }
+
+    fn markdown_issue18(&self, md: &mut String) {
+        let _ = writeln!(md, "## Goal of issue 18, checked against these numbers\n");
+        for g in self.goals18() {
+            let _ = writeln!(md, "- {}", g.line);
+        }
+        md.push('\n');
+    }
+
+    /// The goal of issue 18 (replication): pqlib's full pgoutput decode (W9b) at least as
+    /// fast as `pg_recvlogical` merely receiving test_decoding text (W9b's C row).
+    pub fn goals18(&self) -> Vec<Goal> {
+        let parts = [Client::PqlibSync, Client::PqlibAsync]
+            .into_iter()
+            .map(|client| match self.part_to_c(client, "W9b", 1.00) {
+                Part::Checked { text, ok } => Part::Checked {
+                    text: format!("{} {text}", client.name()),
+                    ok,
+                },
+                other => other,
+            })
+            .collect();
+        vec![goal16(
+            "W9b: pqlib's full pgoutput decode at most 1.00× `pg_recvlogical` receiving \
+             test_decoding text into /dev/null (the C libpq row)",
+            parts,
+        )]
     }
 
     fn markdown_issue16(&self, md: &mut String) {
@@ -910,6 +1014,10 @@ impl Report<'_> {
                     "title": r.title,
                     "unit": r.unit,
                     "checksum_note": r.checksum_note,
+                    "volume": r.volume.as_ref().map(|v| serde_json::json!({
+                        "rows": v.rows, "bytes": v.bytes, "what": v.what,
+                        "c_bytes": v.c_bytes, "c_what": v.c_what,
+                    })),
                     "clients": r.measured.iter().map(|m| serde_json::json!({
                         "client": m.client.name(),
                         "runtime": match m.rt {
@@ -950,6 +1058,9 @@ impl Report<'_> {
                 "goal": g.line, "met": g.met(),
             })).collect::<Vec<_>>(),
             "goals_issue16": self.goals16().iter().map(|g| serde_json::json!({
+                "goal": g.line, "verdict": g.verdict.word(),
+            })).collect::<Vec<_>>(),
+            "goals_issue18": self.goals18().iter().map(|g| serde_json::json!({
                 "goal": g.line, "verdict": g.verdict.word(),
             })).collect::<Vec<_>>(),
             "results": results,
@@ -1107,6 +1218,7 @@ mod tests {
             measured,
             missing: Vec::new(),
             checksum_note: None,
+            volume: None,
         }
     }
 
@@ -1493,6 +1605,104 @@ mod tests {
             results: &results,
         };
         assert!(!report.markdown().contains("**W8"));
+    }
+
+    #[test]
+    fn w9_paragraph_gives_rows_and_megabytes_per_second_and_the_issue18_goal() {
+        let env = env();
+        let rows = 1_000_000;
+        let stream = |id: &'static str, times: [u64; 3], bytes: u64, what: &str| {
+            let mut r = variant(
+                id,
+                vec![
+                    run(Client::C, times[0], rows, None),
+                    run(Client::PqlibSync, times[1], rows, None),
+                    run(Client::PqlibAsync, times[2], rows, None),
+                ],
+            );
+            r.volume = Some(crate::Volume {
+                rows: rows as u64,
+                bytes,
+                what: what.into(),
+                c_bytes: 150_000_000,
+                c_what: "test_decoding text".into(),
+            });
+            r
+        };
+        // W9a: 150 MB of text for everyone; W9b: 80 MB of pgoutput for pqlib, C still
+        // receives the 150 MB of text.
+        let mut results = vec![
+            stream("W9a", [2000, 2500, 2600], 150_000_000, "test_decoding text"),
+            stream("W9b", [2000, 1600, 2100], 80_000_000, "pgoutput, binary"),
+        ];
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        let md = report.markdown();
+        assert!(md.contains("**W9, logical decoding throughput**"), "{md}");
+        assert!(
+            md.contains(
+                "- W9a (1000000 rows; test_decoding text, 150.0 MB): C libpq 500 k rows/s, \
+                 75.0 MB/s; pqlib 400 k rows/s, 60.0 MB/s; pqlib::tokio 385 k rows/s, 57.7 MB/s."
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "- W9b (1000000 rows; pgoutput, binary, 80.0 MB; C: test_decoding text, 150.0 \
+                 MB): C libpq 500 k rows/s, 75.0 MB/s; pqlib 625 k rows/s, 50.0 MB/s; \
+                 pqlib::tokio 476 k rows/s, 38.1 MB/s."
+            ),
+            "{md}"
+        );
+        // The goal: pqlib 0.80× C, pqlib::tokio 1.05×: missed.
+        let goals = report.goals18();
+        assert_eq!(goals.len(), 1);
+        assert_eq!(goals[0].verdict, Verdict::Missed);
+        assert!(
+            goals[0]
+                .line
+                .ends_with("**missed** — pqlib W9b 0.80× (met), pqlib::tokio W9b 1.05× (missed)"),
+            "{}",
+            goals[0].line
+        );
+        assert!(md.contains("## Goal of issue 18, checked against these numbers"));
+        assert!(report.verdict().is_err());
+        // Both at most 1.00×: met; in M rows/s above a million a second.
+        set(&mut results, "W9b", Client::PqlibAsync, Rt::Main, 2000);
+        set(&mut results, "W9b", Client::PqlibSync, Rt::Main, 500);
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert_eq!(report.goals18()[0].verdict, Verdict::Met);
+        assert!(
+            report
+                .markdown()
+                .contains("; pqlib 2.00 M rows/s, 160.0 MB/s;"),
+            "{}",
+            report.markdown()
+        );
+        // A failed client is not measured, and misses the goal.
+        results[1].measured[1].error = Some("connection lost".into());
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert!(report.markdown().contains("; pqlib not measured;"));
+        let goal = &report.goals18()[0];
+        assert_eq!(goal.verdict, Verdict::Missed);
+        assert!(goal.line.contains("W9b pqlib FAILED"), "{}", goal.line);
+        // No W9: no paragraph, the goal not run.
+        results.clear();
+        let report = Report {
+            env: &env,
+            results: &results,
+        };
+        assert!(!report.markdown().contains("**W9"));
+        assert_eq!(report.goals18()[0].verdict, Verdict::NotRun);
+        assert!(report.verdict().is_ok());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The workloads W1–W8, each as one function that opens every client's connection (untimed)
+//! The workloads W1–W9, each as one function that opens every client's connection (untimed)
 //! and returns, per variant, one closure per client that runs the workload once.
 //!
 //! A closure gets `warm = true` for its warm-up run, where long workloads run a tenth of their
@@ -13,9 +13,15 @@ use pqlib::types::Type;
 use sqlx::{Connection as _, Row as _};
 use tokio::runtime::Runtime;
 
+use pqlib::replication::pgoutput::{Decoder, Message, PgOutputOptions};
+use pqlib::replication::{
+    Lsn, Received, ReplicationConnection, ReplicationMessage, ReplicationMode,
+};
+use pqlib::tokio::ReplicationClient;
+
 use crate::c::{CConn, lib_version};
 use crate::psycopg::Python;
-use crate::{Client, Entry, Result, Sizes, Variant};
+use crate::{Client, Entry, Result, Sizes, Variant, Volume};
 
 /// Seconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch.
 const PG_EPOCH_UNIX: i64 = 946_684_800;
@@ -50,11 +56,14 @@ pub struct Ctx<'a> {
     pub pgbench_error: Option<String>,
     /// The connection string of the bench's PgBouncer (W8b, W8d), or why there is none.
     pub bouncer: std::result::Result<String, String>,
+    /// The server's bin directory (W9's `pg_recvlogical`); `None` with `DATABASE_URL`
+    /// (then `pg_recvlogical` from `PATH`).
+    pub pg_bin: Option<std::path::PathBuf>,
 }
 
 type Build = for<'a> fn(&'a Ctx<'a>) -> Result<Vec<Variant<'a>>>;
 
-pub const ALL: [(&str, Build); 8] = [
+pub const ALL: [(&str, Build); 9] = [
     ("W1", w1),
     ("W2", w2),
     ("W3", w3),
@@ -63,6 +72,7 @@ pub const ALL: [(&str, Build); 8] = [
     ("W6", w6),
     ("W7", w7),
     ("W8", w8),
+    ("W9", w9),
 ];
 
 /// The data the workloads send, made once, outside any timing.
@@ -376,6 +386,7 @@ fn w1<'a>(ctx: &'a Ctx<'a>) -> Result<Vec<Variant<'a>>> {
         title: "SELECT $1::int4, one round trip each".into(),
         unit: format!("{n} round trips"),
         reset: None,
+        volume: None,
         entries,
         missing,
     }])
@@ -491,6 +502,7 @@ fn w2<'a>(ctx: &'a Ctx<'a>) -> Result<Vec<Variant<'a>>> {
         title: "pgbench point select (SELECT abalance … WHERE aid = $1)".into(),
         unit: format!("{n} queries, scale {}", ctx.sizes.pgbench_scale),
         reset: None,
+        volume: None,
         entries,
         missing,
     }])
@@ -614,6 +626,7 @@ fn w3<'a>(ctx: &'a Ctx<'a>) -> Result<Vec<Variant<'a>>> {
         title: "decode (int4, text, float8, timestamptz) rows".into(),
         unit: format!("{n} rows"),
         reset: None,
+        volume: None,
         entries,
         missing,
     }];
@@ -744,6 +757,7 @@ fn w3_stream<'a>(ctx: &'a Ctx<'a>) -> Result<Variant<'a>> {
         title: "decode the same rows, streamed".into(),
         unit: format!("{n} rows"),
         reset: None,
+        volume: None,
         entries,
         missing,
     })
@@ -880,6 +894,7 @@ fn w4_loop<'a>(ctx: &'a Ctx<'a>) -> Result<Variant<'a>> {
         title: "insert rows: prepared statement in a loop (one transaction)".into(),
         unit: format!("{n} rows"),
         reset: Some(W4_TRUNCATE),
+        volume: None,
         entries,
         missing,
     })
@@ -1003,6 +1018,7 @@ fn w4_pipeline<'a>(ctx: &'a Ctx<'a>) -> Result<Variant<'a>> {
         title: "insert rows: pipelined prepared statements".into(),
         unit: format!("{n} rows"),
         reset: Some(W4_TRUNCATE),
+        volume: None,
         entries,
         missing,
     })
@@ -1139,6 +1155,7 @@ fn w4_copy_text<'a>(ctx: &'a Ctx<'a>) -> Result<Variant<'a>> {
         title: "insert rows: COPY FROM STDIN, text format".into(),
         unit: format!("{n} rows, {:.1} MB", data.copy_text.len() as f64 / 1e6),
         reset: Some(W4_TRUNCATE),
+        volume: None,
         entries,
         missing,
     })
@@ -1240,6 +1257,7 @@ fn w4_copy_binary<'a>(ctx: &'a Ctx<'a>) -> Result<Variant<'a>> {
         title: "insert rows: COPY FROM STDIN, binary format".into(),
         unit: format!("{n} rows"),
         reset: Some(W4_TRUNCATE),
+        volume: None,
         entries,
         missing,
     })
@@ -1362,6 +1380,7 @@ fn w5<'a>(ctx: &'a Ctx<'a>) -> Result<Vec<Variant<'a>>> {
         title: "COPY w5 TO STDOUT, data discarded".into(),
         unit: format!("{} rows, ~{mb:.0} MB", ctx.sizes.w5_rows),
         reset: None,
+        volume: None,
         entries,
         missing,
     }])
@@ -1569,6 +1588,7 @@ fn w6_variant<'a>(ctx: &'a Ctx<'a>, pipelined: bool) -> Result<Variant<'a>> {
         },
         unit: format!("{batches} × {n} statements"),
         reset: None,
+        volume: None,
         entries,
         missing,
     })
@@ -1724,6 +1744,7 @@ fn w7_variant<'a>(ctx: &'a Ctx<'a>, pool: usize) -> Result<Variant<'a>> {
         },
         unit: format!("{n} SELECT $1::int8"),
         reset: None,
+        volume: None,
         entries,
         missing,
     })
@@ -1777,6 +1798,7 @@ fn w8_skipped<'a>(id: &'static str, title: String, unit: String, why: &str) -> V
         title,
         unit,
         reset: None,
+        volume: None,
         entries: Vec::new(),
         missing: vec![(Client::C, format!("skipped (every client): {why}"))],
     }
@@ -1832,6 +1854,7 @@ fn w8<'a>(ctx: &'a Ctx<'a>) -> Result<Vec<Variant<'a>>> {
             title,
             unit: unit.clone(),
             reset: None,
+            volume: None,
             entries: w8_entries(ctx, conninfo, sql, args)?,
             missing: vec![
                 (
@@ -2125,4 +2148,444 @@ fn w7_multi<'a>(
         .on_multi(),
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// W9: a large logical replication stream, received (test_decoding text) and decoded
+// (pgoutput), against `pg_recvlogical` writing test_decoding's text to /dev/null.
+
+/// The slot every run's slots are copies of: created before the data and never streamed, so
+/// every run decodes the same changes (and the server keeps their WAL until the cleanup).
+const W9_BASE_SLOT: &str = "w9_base";
+/// The test_decoding slot (C, and pqlib on W9a) and the pgoutput slot (pqlib on W9b).
+const W9_TD_SLOT: &str = "w9_td";
+const W9_PO_SLOT: &str = "w9_po";
+const W9_PUB: &str = "w9_pub";
+/// Transactions the rows are inserted in (each well under `logical_decoding_work_mem`, so
+/// that the server does not spill them to disk while it decodes).
+const W9_TXNS: usize = 10;
+/// The longest a W9 run waits for one message before it gives up.
+const W9_WAIT: Duration = Duration::from_secs(60);
+/// Before every run (untimed): fresh copies of the base slot for both plugins, once the
+/// previous run's walsender has let go of them (waited for at most 10 s).
+const W9_RESET: &str = "DO $$
+DECLARE
+  deadline timestamptz := clock_timestamp() + interval '10 s';
+BEGIN
+  WHILE EXISTS (SELECT 1 FROM pg_replication_slots
+                WHERE slot_name IN ('w9_td', 'w9_po') AND active) LOOP
+    IF clock_timestamp() > deadline THEN
+      RAISE EXCEPTION 'a W9 slot is still in use 10 s after its run';
+    END IF;
+    PERFORM pg_sleep(0.005);
+  END LOOP;
+  PERFORM pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+    WHERE slot_name IN ('w9_td', 'w9_po');
+  PERFORM pg_copy_logical_replication_slot('w9_base', 'w9_td', false, 'test_decoding');
+  PERFORM pg_copy_logical_replication_slot('w9_base', 'w9_po', false, 'pgoutput');
+END $$";
+/// test_decoding's options, for `pg_recvlogical -o` and pqlib alike.
+const W9_TD_OPTIONS: [(&str, &str); 1] = [("include-xids", "0")];
+
+/// Drops every W9 slot (`w9_%`): an abandoned slot keeps WAL. Run at the end of the bench.
+pub fn w9_cleanup(admin: &mut pqlib::Connection) -> Result<()> {
+    admin.batch_execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+         WHERE slot_name LIKE 'w9\\_%' AND NOT active",
+    )?;
+    Ok(())
+}
+
+/// W9's data, once: the table, its publication, the base slot, then the rows; returns the
+/// WAL position after them (`pg_current_wal_insert_lsn()`), where every run stops.
+fn w9_prepare(admin: &mut pqlib::Connection, rows: usize) -> Result<Lsn> {
+    w9_cleanup(admin)?;
+    admin.batch_execute(&format!(
+        "DROP PUBLICATION IF EXISTS {W9_PUB};
+         DROP TABLE IF EXISTS w9;
+         CREATE TABLE w9 (id int8 PRIMARY KEY, name text, amount float8, at timestamptz);
+         CREATE PUBLICATION {W9_PUB} FOR TABLE w9;"
+    ))?;
+    admin.batch_execute(&format!(
+        "SELECT pg_create_logical_replication_slot('{W9_BASE_SLOT}', 'pgoutput')"
+    ))?;
+    let per_txn = rows.div_ceil(W9_TXNS);
+    let mut first = 1;
+    while first <= rows {
+        let last = (first + per_txn - 1).min(rows);
+        // id g, name `row-%016d`, amount g × 0.5, at 2024-01-01 + g µs.
+        admin.batch_execute(&format!(
+            "INSERT INTO w9 SELECT g, 'row-' || lpad(g::text, 16, '0'), g * 0.5,
+               timestamptz '2024-01-01 00:00:00+00' + g * interval '1 microsecond'
+             FROM generate_series({first}, {last}) g"
+        ))?;
+        first = last + 1;
+    }
+    // The end of the WAL inserted so far, i.e. of the last commit: not
+    // `pg_current_wal_lsn()`, the position written so far, which trails it with
+    // `synchronous_commit = off` (as a TempCluster runs) and would cut the last transaction.
+    let end: String = admin
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])?
+        .get(0);
+    admin.batch_execute("CHECKPOINT")?;
+    Ok(end.parse()?)
+}
+
+/// What a W9 client does with one message of the stream, stopping where `pg_recvlogical -E`
+/// stops: at a change at or past the end position (one past it is not processed), or at a
+/// keepalive saying the server has sent everything up to it.
+enum W9Step<'m> {
+    Process(&'m Bytes, bool),
+    Stop,
+    Next,
+}
+
+fn w9_step(message: &ReplicationMessage, end: Lsn) -> W9Step<'_> {
+    match message {
+        ReplicationMessage::XLogData(data) if data.wal_start() > end => W9Step::Stop,
+        ReplicationMessage::XLogData(data) => W9Step::Process(data.data(), data.wal_start() >= end),
+        ReplicationMessage::PrimaryKeepalive(keepalive) if keepalive.wal_end >= end => W9Step::Stop,
+        _ => W9Step::Next,
+    }
+}
+
+/// What a W9 run counted: rows, payload bytes, and the decoded values' sums.
+#[derive(Default)]
+struct W9Count {
+    rows: u64,
+    bytes: u64,
+    ids: i64,
+    text_bytes: u64,
+    amounts: f64,
+    micros: i64,
+}
+
+impl W9Count {
+    /// test_decoding: a row is a message `table public.w9: INSERT: …`.
+    fn text(&mut self, payload: &[u8]) {
+        self.bytes += payload.len() as u64;
+        if payload.starts_with(b"table ") {
+            self.rows += 1;
+        }
+    }
+
+    /// pgoutput: every message decoded, every column of every row read with `try_get`.
+    fn pgoutput(&mut self, decoder: &mut Decoder, payload: &Bytes) -> Result<()> {
+        self.bytes += payload.len() as u64;
+        if let Message::Insert {
+            relation_oid, new, ..
+        } = decoder.decode(payload.clone())?
+        {
+            let relation = decoder
+                .relation(relation_oid)
+                .ok_or("an Insert before its table's Relation message")?;
+            let id: i64 = new.try_get(relation, 0usize)?;
+            let name: &str = new.try_get(relation, 1usize)?;
+            let amount: f64 = new.try_get(relation, 2usize)?;
+            let at: SystemTime = new.try_get(relation, 3usize)?;
+            self.rows += 1;
+            self.ids += id;
+            self.text_bytes += name.len() as u64;
+            self.amounts += amount;
+            self.micros = self.micros.wrapping_add(
+                at.duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64),
+            );
+        }
+        Ok(())
+    }
+
+    /// The rows, checked against the table (and for pgoutput, the sum of the ids).
+    fn check(self, rows: usize, decoded: bool) -> Result<i64> {
+        let n = rows as i64;
+        if self.rows != rows as u64 {
+            return Err(format!("{} rows in the stream, {rows} inserted", self.rows).into());
+        }
+        if decoded && self.ids != n * (n + 1) / 2 {
+            return Err(format!(
+                "the decoded ids sum to {}, not {}",
+                self.ids,
+                n * (n + 1) / 2
+            )
+            .into());
+        }
+        std::hint::black_box((self.text_bytes, self.amounts, self.micros));
+        Ok(self.rows as i64)
+    }
+}
+
+fn w9_config(ctx: &Ctx<'_>) -> Result<pqlib::Config> {
+    Ok(ctx.conninfo.parse()?)
+}
+
+fn w9_pgoutput_options(server_version: u32) -> Result<Vec<(String, String)>> {
+    Ok(PgOutputOptions::for_server(server_version, [W9_PUB])
+        .binary(server_version >= 140000)
+        .option_values()?)
+}
+
+/// pqlib (blocking): connects, streams `slot` to `end`, stops; test_decoding text counted
+/// (`decode` false) or pgoutput decoded.
+fn w9_pqlib(config: &pqlib::Config, decode: bool, end: Lsn) -> Result<W9Count> {
+    let mut conn = ReplicationConnection::connect(config, ReplicationMode::Logical)?;
+    let (slot, options) = if decode {
+        (W9_PO_SLOT, w9_pgoutput_options(conn.server_version())?)
+    } else {
+        (W9_TD_SLOT, owned(&W9_TD_OPTIONS))
+    };
+    let mut decoder = PgOutputOptions::for_server(conn.server_version(), [W9_PUB]).decoder();
+    let mut count = W9Count::default();
+    let mut stream = conn.start_logical_replication(slot, Lsn::INVALID, &options[..])?;
+    loop {
+        let message = match stream.recv_timeout(W9_WAIT)? {
+            Received::Message(message) => message,
+            Received::End => {
+                return Err("the server ended the stream before the end position".into());
+            }
+            _ => return Err(format!("no message within {W9_WAIT:?}").into()),
+        };
+        match w9_step(&message, end) {
+            W9Step::Process(payload, last) => {
+                if decode {
+                    count.pgoutput(&mut decoder, payload)?;
+                } else {
+                    count.text(payload);
+                }
+                if last {
+                    break;
+                }
+            }
+            W9Step::Stop => break,
+            W9Step::Next => {}
+        }
+    }
+    stream.stop()?;
+    Ok(count)
+}
+
+/// pqlib::tokio: as [`w9_pqlib`], through `pqlib::tokio::ReplicationClient`.
+async fn w9_pqlib_async(config: &pqlib::Config, decode: bool, end: Lsn) -> Result<W9Count> {
+    let mut client = ReplicationClient::connect(config, ReplicationMode::Logical).await?;
+    let (slot, options) = if decode {
+        (W9_PO_SLOT, w9_pgoutput_options(client.server_version())?)
+    } else {
+        (W9_TD_SLOT, owned(&W9_TD_OPTIONS))
+    };
+    let mut decoder = PgOutputOptions::for_server(client.server_version(), [W9_PUB]).decoder();
+    let mut count = W9Count::default();
+    let mut stream = client
+        .start_logical_replication(slot, Lsn::INVALID, &options[..])
+        .await?;
+    loop {
+        let message = match tokio::time::timeout(W9_WAIT, stream.next()).await {
+            Ok(Some(message)) => message?,
+            Ok(None) => return Err("the server ended the stream before the end position".into()),
+            Err(_) => return Err(format!("no message within {W9_WAIT:?}").into()),
+        };
+        match w9_step(&message, end) {
+            W9Step::Process(payload, last) => {
+                if decode {
+                    count.pgoutput(&mut decoder, payload)?;
+                } else {
+                    count.text(payload);
+                }
+                if last {
+                    break;
+                }
+            }
+            W9Step::Stop => break,
+            W9Step::Next => {}
+        }
+    }
+    stream.stop().await?;
+    Ok(count)
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// `pg_recvlogical` (C, libpq): the test_decoding slot from its start to `end`, written to
+/// /dev/null. It cannot count rows there: the checksum is the table's row count when it
+/// exits with status 0.
+fn w9_recvlogical(ctx: &Ctx<'_>, end: Lsn, rows: usize) -> Result<i64> {
+    let bin = ctx
+        .pg_bin
+        .as_ref()
+        .map_or_else(|| "pg_recvlogical".into(), |dir| dir.join("pg_recvlogical"));
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["--start", "--no-loop", "-S", W9_TD_SLOT, "-f", "/dev/null"])
+        .arg("-E")
+        .arg(end.to_string())
+        .arg("-d")
+        .arg(ctx.conninfo);
+    for (name, value) in W9_TD_OPTIONS {
+        cmd.arg("-o").arg(format!("{name}={value}"));
+    }
+    let output = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running {}: {e}", bin.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed ({}): {}",
+            bin.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+        .into());
+    }
+    Ok(rows as i64)
+}
+
+/// The rows and payload bytes of both streams, measured once (untimed) with pqlib.
+fn w9_volume(
+    admin: &mut pqlib::Connection,
+    config: &pqlib::Config,
+    end: Lsn,
+    rows: usize,
+) -> Result<(u64, u64)> {
+    admin.batch_execute(W9_RESET)?;
+    let text = w9_pqlib(config, false, end)?;
+    let pgoutput = w9_pqlib(config, true, end)?;
+    let bytes = (text.bytes, pgoutput.bytes);
+    text.check(rows, false)?;
+    pgoutput.check(rows, true)?;
+    Ok(bytes)
+}
+
+fn w9<'a>(ctx: &'a Ctx<'a>) -> Result<Vec<Variant<'a>>> {
+    let rows = ctx.sizes.w9;
+    let titles = [
+        (
+            "W9a",
+            "logical stream received, test_decoding text".to_owned(),
+        ),
+        (
+            "W9b",
+            "logical stream fully decoded, pgoutput (C: received, test_decoding text)".to_owned(),
+        ),
+    ];
+    let unit = format!("{rows} rows in {W9_TXNS} transactions");
+    let mut admin = pqlib::Connection::connect(ctx.conninfo)?;
+    let wal_level: String = admin.query_one("SHOW wal_level", &[])?.get(0);
+    if wal_level != "logical" {
+        let why = format!("the server's wal_level is {wal_level}, W9 needs logical");
+        return Ok(titles
+            .into_iter()
+            .map(|(id, title)| skipped(id, title, unit.clone(), &why))
+            .collect());
+    }
+    let end = w9_prepare(&mut admin, rows)?;
+    let config = w9_config(ctx)?;
+    let (text_bytes, pgoutput_bytes) = w9_volume(&mut admin, &config, end, rows)?;
+    let version = admin.server_version();
+    let binary = version >= 140000;
+    let format = if binary { "binary" } else { "text" };
+    eprintln!(
+        "W9: {rows} rows up to {end}; test_decoding {:.1} MB, pgoutput ({format}) {:.1} MB",
+        text_bytes as f64 / 1e6,
+        pgoutput_bytes as f64 / 1e6
+    );
+    let text_what = "test_decoding text".to_owned();
+    let c_how = format!(
+        "`pg_recvlogical --start --no-loop -S {W9_TD_SLOT} -E <end> -f /dev/null -o \
+         include-xids=0` (the server's own, C on libpq; its process timed, start to exit); \
+         checksum: the inserted row count when it exits with status 0 (to /dev/null it cannot \
+         count)"
+    );
+    let missing = || {
+        [
+            Client::Postgres,
+            Client::TokioPostgres,
+            Client::Sqlx,
+            Client::Psycopg,
+        ]
+        .map(|c| (c, "missing: no replication protocol".to_owned()))
+        .to_vec()
+    };
+    let mut variants = Vec::new();
+    for (id, title) in titles {
+        let decode = id == "W9b";
+        let mut entries = Vec::new();
+        entries.push(Entry::new(Client::C, c_how.clone(), move |_| {
+            w9_recvlogical(ctx, end, rows)
+        }));
+        let how = if decode {
+            format!(
+                "ReplicationConnection::connect (timed), START_REPLICATION slot {W9_PO_SLOT} \
+                 (pgoutput proto {}, {format}), until the end position; every message \
+                 decoded with `Decoder::decode`, every column of every Insert read with \
+                 `Tuple::try_get` (i64, &str, f64, SystemTime); checksum: the rows decoded \
+                 (their ids' sum checked)",
+                PgOutputOptions::highest_proto_version(version)
+            )
+        } else {
+            format!(
+                "ReplicationConnection::connect (timed), START_REPLICATION slot {W9_TD_SLOT} \
+                 (include-xids 0), `recv_timeout` until the end position as pg_recvlogical \
+                 -E; payload bytes counted; checksum: the `table …: INSERT` messages"
+            )
+        };
+        let config_sync = config.clone();
+        entries.push(Entry::new(Client::PqlibSync, how.clone(), move |_| {
+            w9_pqlib(&config_sync, decode, end)?.check(rows, decode)
+        }));
+        let config_async = config.clone();
+        entries.push(Entry::new(
+            Client::PqlibAsync,
+            how.replace("ReplicationConnection", "pqlib::tokio::ReplicationClient")
+                .replace("`recv_timeout`", "`next().await`"),
+            move |_| {
+                ctx.rt
+                    .block_on(w9_pqlib_async(&config_async, decode, end))?
+                    .check(rows, decode)
+            },
+        ));
+        let volume = Volume {
+            rows: rows as u64,
+            bytes: if decode { pgoutput_bytes } else { text_bytes },
+            what: if decode {
+                format!("pgoutput, {format}")
+            } else {
+                text_what.clone()
+            },
+            c_bytes: text_bytes,
+            c_what: text_what.clone(),
+        };
+        variants.push(Variant {
+            id,
+            title,
+            unit: format!(
+                "{unit}, {:.1} MB{}",
+                volume.bytes as f64 / 1e6,
+                if decode {
+                    format!(" of pgoutput; C: {:.1} MB of text", text_bytes as f64 / 1e6)
+                } else {
+                    String::new()
+                }
+            ),
+            reset: Some(W9_RESET),
+            volume: Some(volume),
+            entries,
+            missing: missing(),
+        });
+    }
+    Ok(variants)
+}
+
+/// A variant that cannot run: every client's row says why.
+fn skipped<'a>(id: &'static str, title: String, unit: String, why: &str) -> Variant<'a> {
+    Variant {
+        id,
+        title,
+        unit,
+        reset: None,
+        volume: None,
+        entries: Vec::new(),
+        missing: vec![(Client::C, format!("skipped (every client): {why}"))],
+    }
 }
