@@ -368,10 +368,10 @@ impl Tuple {
         T: FromSql<'a>,
         I: TupleIndex,
     {
-        let what = column.__describe();
         let Some(index) = column.__index(relation) else {
             return Err(Error::column(format!(
-                "{what} (relation {}.{} has {} columns)",
+                "{} (relation {}.{} has {} columns)",
+                column.__describe(),
                 relation.namespace,
                 relation.name,
                 relation.columns.len()
@@ -379,10 +379,18 @@ impl Tuple {
         };
         let value = self.column(index)?;
         let meta = &relation.columns[index];
-        let what = format!("{what} ({}) of {}", meta.name, relation.name);
+        // Only an error needs the description: built then, so that a read allocates nothing.
+        let what = || {
+            format!(
+                "{} ({}) of {}",
+                column.__describe(),
+                meta.name,
+                relation.name
+            )
+        };
         let Some(ty) = meta.ty.as_ref() else {
             return Err(Error::conversion(
-                what,
+                what(),
                 format!(
                     "unknown type oid {} (neither built in nor described by a Type message)",
                     meta.type_oid
@@ -392,12 +400,12 @@ impl Tuple {
         };
         let raw = match value {
             TupleColumn::Null => None,
-            TupleColumn::UnchangedToast => return Err(unchanged_toast(&what)),
+            TupleColumn::UnchangedToast => return Err(unchanged_toast(&what())),
             TupleColumn::Binary(bytes) => Some(&bytes[..]),
             TupleColumn::Text(bytes) if is_text_type(ty) => Some(&bytes[..]),
             TupleColumn::Text(_) => {
                 return Err(Error::conversion(
-                    what,
+                    what(),
                     format!(
                         "a {ty} value in text format converts only with the binary option \
                          (or read the text with Tuple::text)"
@@ -408,13 +416,13 @@ impl Tuple {
         };
         if !T::accepts(ty) {
             return Err(Error::conversion(
-                what,
+                what(),
                 Box::new(WrongType::new::<T>(ty.clone())),
             ));
         }
         crate::types::check_array_header(ty, raw)?;
         T::from_sql_nullable(ty, raw)
-            .map_err(|e| Error::conversion(format!("{what} of type {ty}"), e))
+            .map_err(|e| Error::conversion(format!("{} of type {ty}", what()), e))
     }
 }
 
