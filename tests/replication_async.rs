@@ -78,6 +78,22 @@ async fn slot_state(direct: &pqlib::tokio::Client, slot: &str) -> (Option<Lsn>, 
     (row.get(0), row.get(1))
 }
 
+/// Reads until the stream's first error, which must come within `bound` (a clean end fails).
+async fn first_error(stream: &mut ReplicationStream<'_>, bound: Duration) -> pqlib::Error {
+    let read = async {
+        loop {
+            match stream.next().await {
+                Some(Err(e)) => return e,
+                Some(Ok(_)) => {}
+                None => panic!("a clean end instead of an error"),
+            }
+        }
+    };
+    tokio::time::timeout(bound, read)
+        .await
+        .unwrap_or_else(|_| panic!("no error within {bound:?}"))
+}
+
 async fn direct(conninfo: &str) -> pqlib::tokio::Client {
     let (client, connection) = pqlib::tokio::connect(conninfo).await.unwrap();
     tokio::spawn(connection);
@@ -239,17 +255,7 @@ async fn a_terminated_walsender_ends_the_stream_with_closed() {
         .execute("SELECT pg_terminate_backend($1)", &[&pid])
         .await
         .unwrap();
-    let end = tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.next().await {
-                Some(Err(e)) => return e,
-                Some(Ok(_)) => {}
-                None => panic!("a clean end instead of Closed"),
-            }
-        }
-    })
-    .await
-    .expect("no error within the bound");
+    let end = first_error(&mut stream, WAIT).await;
     assert_eq!(end.kind(), ErrorKind::Closed, "{end}");
     assert!(stream.next().await.is_none());
     drop(stream);
@@ -272,17 +278,7 @@ async fn a_silent_network_is_detected_and_a_dropped_stream_closes_the_connection
     let _ = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
     proxy.stall();
     let start = Instant::now();
-    let end = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.next().await {
-                Some(Err(e)) => return e,
-                Some(Ok(_)) => {}
-                None => panic!("a clean end instead of Closed"),
-            }
-        }
-    })
-    .await
-    .expect("no error within the bound");
+    let end = first_error(&mut stream, Duration::from_secs(10)).await;
     assert_eq!(end.kind(), ErrorKind::Closed, "{end}");
     assert!(
         start.elapsed() >= Duration::from_secs(1),
