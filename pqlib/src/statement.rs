@@ -148,7 +148,9 @@ fn random_session(connection_id: u64) -> u64 {
 }
 
 impl StatementCache {
-    /// A cache for a connection whose SQL text is prepared as `policy` says.
+    /// A cache for a connection whose SQL text is prepared as `policy` says (the async
+    /// client's; the blocking one sets the policy on its default cache).
+    #[cfg(all(feature = "tokio", unix))]
     pub(crate) fn with_policy(policy: PreparePolicy) -> StatementCache {
         StatementCache {
             policy,
