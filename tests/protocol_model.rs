@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::Rng;
 use futures_util::FutureExt;
 use pqlib::error::{ErrorKind, SqlState};
 use pqlib::tokio::{AsyncMessage, Client};
@@ -38,49 +39,7 @@ use pqlib::types::{ToSql, Type};
 // ---------------------------------------------------------------------------------------------
 // Seeds, randomness, history.
 
-/// SplitMix64: small, fast, and the same sequence everywhere for a seed.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
 impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// An index into `weights`, chosen with those weights.
-    fn weighted(&mut self, weights: &[u64]) -> usize {
-        let mut x = self.below(weights.iter().sum());
-        for (i, &w) in weights.iter().enumerate() {
-            if x < w {
-                return i;
-            }
-            x -= w;
-        }
-        weights.len() - 1
-    }
-
     /// A generator of its own for task `task`.
     fn fork(seed: u64, what: u64, task: u64) -> Rng {
         let mut r = Rng::new(seed ^ what.wrapping_mul(0xA24B_AED4_963E_E407));

@@ -32,6 +32,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use pqlib::error::ErrorKind;
 use pqlib::replication::{
     Lsn, Received, ReplicationConnection, ReplicationMessage, ReplicationMode, SlotPosition,
@@ -53,43 +54,6 @@ const TEST_LIMIT: Duration = Duration::from_secs(170);
 // ---------------------------------------------------------------------------------------------
 // Seeds and randomness (as in protocol_model.rs).
 
-/// SplitMix64: small, fast, and the same sequence everywhere for a seed.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn weighted(&mut self, weights: &[u64]) -> usize {
-        let mut x = self.below(weights.iter().sum());
-        for (i, &w) in weights.iter().enumerate() {
-            if x < w {
-                return i;
-            }
-            x -= w;
-        }
-        weights.len() - 1
-    }
-}
-
 fn seed() -> u64 {
     static SEED: OnceLock<u64> = OnceLock::new();
     *SEED.get_or_init(|| match std::env::var("PQLIB_MODEL_SEED") {
@@ -105,7 +69,7 @@ fn seed() -> u64 {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap();
-            let mut r = Rng(now.as_nanos() as u64 ^ u64::from(std::process::id()) << 32);
+            let mut r = Rng::new(now.as_nanos() as u64 ^ u64::from(std::process::id()) << 32);
             r.next() % 1_000_000_000
         }
     })
@@ -910,7 +874,7 @@ fn replication_model() {
     let proxy = common::Proxy::start(common::Upstream::Tcp(cluster.port()));
     let mut model = Model {
         seed,
-        rng: Rng(seed),
+        rng: Rng::new(seed),
         events: VecDeque::new(),
         started: Instant::now(),
         writer,

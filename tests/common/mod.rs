@@ -1176,3 +1176,48 @@ pub fn libpq_at_least(major: u32, feature: &str) -> bool {
     eprintln!("SKIPPED {test}: {feature} needs libpq {major}+, this binary links libpq {linked}");
     false
 }
+
+/// SplitMix64, the model tests' random source: small, fast, and the same sequence everywhere
+/// for a seed (so that `PQLIB_MODEL_SEED` replays a run).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// An index into `weights`, chosen with those weights.
+    pub fn weighted(&mut self, weights: &[u64]) -> usize {
+        let mut x = self.below(weights.iter().sum());
+        for (i, &w) in weights.iter().enumerate() {
+            if x < w {
+                return i;
+            }
+            x -= w;
+        }
+        weights.len() - 1
+    }
+}

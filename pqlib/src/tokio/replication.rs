@@ -7,7 +7,6 @@
 
 use std::ffi::CString;
 use std::future::{Future, poll_fn};
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use pqlib_sys as ffi;
 use tokio::io::unix::AsyncFd;
 
 use super::connect::handshake;
-use super::driver::Socket;
+use super::driver::{Socket, readable_now};
 use crate::error::{Error, Result};
 use crate::handle::PgResult;
 use crate::notice::NoticeState;
@@ -477,7 +476,7 @@ impl ReplicationStream<'_> {
     #[doc(alias = "PQputCopyEnd")]
     pub async fn stop(mut self) -> Result<Option<(u32, Lsn)>> {
         self.core.begin_stop();
-        while let Some(message) = poll_fn(|cx| self.poll_step(cx)).await {
+        while let Some(message) = self.next().await {
             message?;
         }
         Ok(self.core.next_timeline())
@@ -559,16 +558,4 @@ impl std::fmt::Debug for ReplicationStream<'_> {
 
 fn socket_error(e: std::io::Error) -> Error {
     Error::closed(format!("waiting for the replication socket: {e}"))
-}
-
-/// Whether the socket still has bytes to read (so the reactor's readiness must stay set).
-fn readable_now(socket: &Socket) -> bool {
-    let mut fd = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; a zero timeout never waits.
-    let n = unsafe { libc::poll(&mut fd, 1, 0) };
-    n > 0 && fd.revents & libc::POLLIN != 0
 }

@@ -906,15 +906,21 @@ impl Driver {
 
     /// Whether the socket still has bytes to read (so tokio's readiness must not be cleared).
     fn readable_now(&self) -> bool {
-        let mut fd = libc::pollfd {
-            fd: self.socket.get_ref().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; a zero timeout never waits.
-        let n = unsafe { libc::poll(&mut fd, 1, 0) };
-        n > 0 && fd.revents & libc::POLLIN != 0
+        readable_now(self.socket.get_ref())
     }
+}
+
+/// Whether `socket` still has bytes to read, so that the reactor's readiness must stay set
+/// (libpq reads what it wants, not necessarily all there is).
+pub(crate) fn readable_now(socket: &Socket) -> bool {
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout never waits.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & libc::POLLIN != 0
 }
 /// The error of a failed result (a server error, or one libpq made).
 fn result_error(result: &PgResult) -> Error {
