@@ -360,6 +360,56 @@ async fn a_large_result_never_starves_the_runtime() {
     );
 }
 
+/// A request far larger than the socket's buffer: the client registers for writability only
+/// while the socket is full (a standing registration would wake the reactor on every round
+/// trip), so this is the path that has to wait for room and must neither stall nor corrupt
+/// what other tasks send meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_larger_than_the_socket_buffer_waits_for_room() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let (client, _driver) = connect().await;
+    let big: Vec<u8> = (0..24usize << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let small = (0..40i64)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let row = client
+                    .query_one("SELECT $1::int8 * 3", &[&i])
+                    .await
+                    .unwrap();
+                assert_eq!(row.get::<_, i64>(0), i * 3);
+            })
+        })
+        .collect::<Vec<_>>();
+    let row = client
+        .query_one(
+            "SELECT length($1::bytea), substr($1::bytea, 12345679, 16)",
+            &[&big],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0) as usize, big.len());
+    assert_eq!(row.get::<_, &[u8]>(1), &big[12_345_678..12_345_694]);
+    for task in small {
+        task.await.unwrap();
+    }
+    // The same path for a batch, and the connection in step afterwards.
+    let mut batch = client.pipeline();
+    batch
+        .query("SELECT length($1::bytea)", &[&big])
+        .await
+        .unwrap();
+    batch.query("SELECT 7::int4", &[]).await.unwrap();
+    let results = batch.run().await.unwrap();
+    assert_eq!(
+        results[0].get(0).unwrap().get::<_, i32>(0) as usize,
+        big.len()
+    );
+    assert_eq!(results[1].get(0).unwrap().get::<_, i32>(0), 7);
+    let row = client.query_one("SELECT 'after'::text", &[]).await.unwrap();
+    assert_eq!(row.get::<_, &str>(0), "after");
+}
+
 #[tokio::test]
 async fn a_terminated_backend_fails_queries_cleanly() {
     let _deadline = common::deadline(common::TEST_DEADLINE);

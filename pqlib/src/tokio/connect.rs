@@ -80,7 +80,9 @@ async fn connect_inner(config: &Config) -> Result<(Client, Connection)> {
             .unwrap_or_else(|p| p.into_inner())
             .push_back(notice.clone());
     })));
-    let (conn, socket) = handshake(config, notice_state.clone()).await?;
+    // Reads only: the driver registers for writability while the socket is full (see
+    // `Driver::poll_flush`).
+    let (conn, socket) = handshake(config, notice_state.clone(), Interest::READABLE).await?;
     let (sender, receiver) = mpsc::unbounded_channel();
     let cancel = crate::CancelToken::for_conn(&conn);
     let driver = Driver::new(
@@ -97,10 +99,11 @@ async fn connect_inner(config: &Config) -> Result<(Client, Connection)> {
 }
 
 /// libpq's connection steps, waiting on the socket through the reactor: the connected
-/// `PGconn` and its socket, registered.
+/// `PGconn` and its socket, registered for `interest`.
 pub(crate) async fn handshake(
     config: &Config,
     notices: Arc<NoticeState>,
+    interest: Interest,
 ) -> Result<(PgConn, AsyncFd<Socket>)> {
     let mut connector = Connector::start(config, notices)?;
     let mut expired = false;
@@ -110,7 +113,7 @@ pub(crate) async fn handshake(
                 let conn = connector.into_conn();
                 // SAFETY: the connection is alive and connected.
                 let fd = unsafe { ffi::PQsocket(conn.as_ptr()) };
-                let socket = register(fd)?;
+                let socket = register(fd, interest)?;
                 return Ok((conn, socket));
             }
             Step::Wait {
@@ -126,11 +129,11 @@ pub(crate) async fn handshake(
 /// socket is registered only while waiting: libpq may close it (and open another) in any
 /// `PQconnectPoll` call. The future holds no raw pointer, so it is `Send`.
 async fn wait(fd: RawSocket, interest: ConnectInterest, deadline: Option<Instant>) -> Result<bool> {
-    let socket = register(fd)?;
     let interest = match interest {
         ConnectInterest::Read => Interest::READABLE,
         ConnectInterest::Write => Interest::WRITABLE,
     };
+    let socket = register(fd, interest)?;
     let ready = async {
         socket
             .ready(interest)
@@ -150,13 +153,9 @@ async fn wait(fd: RawSocket, interest: ConnectInterest, deadline: Option<Instant
     ready
 }
 
-/// Registers a duplicate of libpq's socket with the reactor. Owning its own descriptor, the
-/// registration can never outlive it, nor (if libpq closes its socket and the number is
-/// reused) deregister someone else's descriptor that got the same number.
-fn register(fd: std::os::fd::RawFd) -> Result<AsyncFd<Socket>> {
-    let socket = Socket::duplicate(fd)
-        .map_err(|e| Error::connect(format!("duplicating the socket: {e}")))?;
-    // SAFETY: the descriptor is `socket`'s own (a dup), open until the AsyncFd drops it.
-    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE) }
-        .map_err(|e| Error::connect(format!("registering the socket: {}", e.into_parts().1)))
+/// Registers a duplicate of libpq's socket with the reactor for `interest`. Owning its own
+/// descriptor, the registration can never outlive it, nor (if libpq closes its socket and the
+/// number is reused) deregister someone else's descriptor that got the same number.
+fn register(fd: std::os::fd::RawFd, interest: Interest) -> Result<AsyncFd<Socket>> {
+    Socket::register(fd, interest).map_err(|e| Error::connect(format!("{e}")))
 }

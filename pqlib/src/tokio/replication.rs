@@ -14,6 +14,7 @@ use std::time::Duration;
 use foreign_types::ForeignType;
 use futures_core::Stream;
 use pqlib_sys as ffi;
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::connect::handshake;
@@ -81,7 +82,13 @@ impl ReplicationClient {
             Some(password) => e.redact(password),
             None => e,
         };
-        let (conn, socket) = handshake(&config, notices.clone()).await.map_err(redact)?;
+        let (conn, socket) = handshake(
+            &config,
+            notices.clone(),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .await
+        .map_err(redact)?;
         let conn = crate::Connection::from_connected(conn, notices)?;
         let mut client = ReplicationClient {
             inner: ReplicationConnection::from_connection(conn, mode),
