@@ -624,19 +624,6 @@ fn copy_in_memory_child() {
     conn.batch_execute("DROP TABLE copy_in_memory").unwrap();
 }
 
-/// Ends `conn`'s backend from another session and waits (up to 10 s) until it is gone.
-fn terminate(pid: u32) {
-    let mut killer = connect();
-    let gone: bool = killer
-        .query_one(
-            "SELECT pg_terminate_backend($1, 10000)",
-            &[&i32::try_from(pid).unwrap()],
-        )
-        .unwrap()
-        .get(0);
-    assert!(gone, "the backend did not exit within 10 s");
-}
-
 fn is_lost(e: &pqlib::Error) -> bool {
     e.is_closed() || e.code() == Some(&SqlState::ADMIN_SHUTDOWN)
 }
@@ -649,7 +636,7 @@ fn copy_in_backend_terminated() {
     let mut writer = conn.copy_in("COPY copy_in_terminated FROM STDIN").unwrap();
     writer.write_all(b"1\n2\n").unwrap();
     writer.flush().unwrap();
-    terminate(pid);
+    common::terminate_backend(pid);
     // libpq discards what it cannot send so that it can read the server's last words: the
     // error may come from a write or from finish.
     let mut failed = None;
@@ -675,8 +662,11 @@ fn copy_out_backend_terminated() {
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     assert_eq!(line, "1\n");
-    // The server is blocked on a full socket, far from done: 10^9 rows.
-    terminate(pid);
+    // Terminated while blocked on the full socket, far from done (10^9 rows), the backend
+    // drops its output and exits. Terminated while it is still producing rows, it would try
+    // to send its FATAL message to a client that is not reading, and wait for it.
+    common::wait_until_waiting_on(&mut connect(), i32::try_from(pid).unwrap(), "ClientWrite");
+    common::terminate_backend(pid);
     let e = std::io::copy(&mut reader, &mut std::io::sink()).unwrap_err();
     assert!(is_lost(inner(&e)), "{e:?}");
     drop(reader);

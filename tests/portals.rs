@@ -394,26 +394,16 @@ fn wait_until_gone(conn: &mut Connection, pid: u32) -> bool {
     false
 }
 
-/// Terminates `pid`'s backend from another session and waits (at most 10 s) for it to exit.
-fn terminate(pid: u32) {
-    let mut killer = connect();
-    let done: bool = killer
-        .query_one("SELECT pg_terminate_backend($1, 10000)", &[&(pid as i32)])
-        .unwrap()
-        .get(0);
-    assert!(done, "backend {pid} did not exit within 10 s");
-}
-
 #[test]
 fn close_after_the_backend_was_killed_is_an_error() {
     let conn = connect();
-    terminate(conn.backend_pid());
+    common::terminate_backend(conn.backend_pid());
     let error = conn.close().unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
 
     // Noticed before close, too.
     let mut conn = connect();
-    terminate(conn.backend_pid());
+    common::terminate_backend(conn.backend_pid());
     conn.query_one("SELECT 1", &[]).unwrap_err();
     let error = conn.close().unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
@@ -694,7 +684,7 @@ async fn async_close_after_the_backend_was_killed_is_an_error() {
         .await
         .unwrap()
         .get(0);
-    tokio::task::spawn_blocking(move || terminate(pid as u32))
+    tokio::task::spawn_blocking(move || common::terminate_backend(pid as u32))
         .await
         .unwrap();
     let error = bounded(client.close()).await.unwrap_err();

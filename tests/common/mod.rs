@@ -378,6 +378,29 @@ pub fn wait_until_active(observer: &mut pqlib::Connection, pid: i32) {
     }
 }
 
+/// Waits (at most 10 s) until backend `pid` is blocked on `wait_event` (a name from
+/// `pg_stat_activity`, such as `ClientWrite`), as seen from `observer`.
+pub fn wait_until_waiting_on(observer: &mut pqlib::Connection, pid: i32, wait_event: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: bool = observer
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = $2)",
+                &[&pid, &wait_event],
+            )
+            .expect("query pg_stat_activity")
+            .get(0);
+        if waiting {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend {pid} did not wait on {wait_event} within 10 s"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Values dropped when the test binary exits (see [`drop_at_exit`]).
 #[cfg(unix)]
 static AT_EXIT: Mutex<Vec<Box<dyn std::any::Any + Send>>> = Mutex::new(Vec::new());
