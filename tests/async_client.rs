@@ -318,6 +318,84 @@ async fn notifications_and_notices_arrive_as_messages() {
         .unwrap();
 }
 
+/// One request at a time is read by its caller's task alone: the connection task is not
+/// woken for it. Yet the task keeps watching the socket once nobody waits (a notification
+/// reaches it), also when the waiting future is dropped with its request in flight.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lone_round_trip_leaves_the_connection_task_asleep_but_watching() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let (client, mut connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
+    let task_polls = Arc::new(AtomicU64::new(0));
+    let (sender, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let counted = task_polls.clone();
+    tokio::spawn(async move {
+        let stream = futures_util::stream::poll_fn(move |cx| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            connection.poll_message(cx)
+        });
+        futures_util::pin_mut!(stream);
+        use futures_util::StreamExt;
+        while let Some(message) = stream.next().await {
+            if sender.send(message).is_err() {
+                break;
+            }
+        }
+    });
+    client
+        .batch_execute("LISTEN lone_round_trips")
+        .await
+        .unwrap();
+    let statement = client.prepare("SELECT $1::int4").await.unwrap();
+    client.query_one(&statement, &[&0i32]).await.unwrap();
+
+    let before = task_polls.load(Ordering::Relaxed);
+    for i in 0..500i32 {
+        let row = client.query_one(&statement, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i);
+    }
+    let polls = task_polls.load(Ordering::Relaxed) - before;
+    assert!(
+        polls < 50,
+        "the connection task was polled {polls} times during 500 lone round trips"
+    );
+
+    let (other, _other_driver) = connect().await;
+    other
+        .batch_execute("NOTIFY lone_round_trips, 'nobody waits'")
+        .await
+        .unwrap();
+    assert_eq!(next_payload(&mut messages).await, "nobody waits");
+
+    // Dropped while its answer is on the way: the task reads it (and what follows).
+    let sleep = client.prepare("SELECT pg_sleep(0.3)").await.unwrap();
+    let waited =
+        tokio::time::timeout(Duration::from_millis(100), client.execute(&sleep, &[])).await;
+    assert!(waited.is_err(), "pg_sleep(0.3) answered within 100 ms");
+    other
+        .batch_execute("NOTIFY lone_round_trips, 'after a drop'")
+        .await
+        .unwrap();
+    assert_eq!(next_payload(&mut messages).await, "after a drop");
+    let row = client.query_one(&statement, &[&7i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 7);
+}
+
+/// The payload of the next notification among `messages`, waited for at most 10 s.
+async fn next_payload(
+    messages: &mut tokio::sync::mpsc::UnboundedReceiver<pqlib::Result<AsyncMessage>>,
+) -> String {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+            .await
+            .expect("a notification within 10 s")
+            .expect("the connection task is running")
+            .unwrap();
+        if let AsyncMessage::Notification(n) = message {
+            return n.payload().to_owned();
+        }
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_large_result_never_starves_the_runtime() {
     let _deadline = common::deadline(common::TEST_DEADLINE);

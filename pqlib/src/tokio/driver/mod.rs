@@ -251,6 +251,12 @@ pub(crate) struct Driver {
     wake_task: bool,
     /// Requests sent from clients' tasks wait for the task's flush (see `send_direct`).
     flush_by_task: bool,
+    /// The task's last look at the request channel left its waker there: a request sent
+    /// now wakes it. Clients never poll the channel (a client's waker left there would take
+    /// the wake-up from the task once that client stops waiting).
+    task_listening: bool,
+    /// Set while a client drives with its own waker alone (see `poll_for_client`).
+    driving_alone: bool,
 }
 
 impl Driver {
@@ -295,6 +301,8 @@ impl Driver {
             for_caller: false,
             wake_task: false,
             flush_by_task: false,
+            task_listening: false,
+            driving_alone: false,
         })
     }
 
@@ -320,17 +328,70 @@ impl Driver {
     }
 
     /// A client's poll while it waits for an answer: drives the connection like the task
-    /// does (whichever of them the socket wakes, both are woken), and wakes the task if it
-    /// has something to hand out.
+    /// does, and wakes the task if it has something to hand out or requests to take.
+    ///
+    /// Whom the socket wakes: when this client's request is all there is (nothing else in
+    /// flight, held, queued for the task or to hand out), the client alone, and the
+    /// registration goes back to the task when the client stops waiting
+    /// ([`Driving::withdraw`]): a round trip then wakes one task, not two. Otherwise the task
+    /// and the client both, so that neither can miss what the other left to read.
     fn poll_for_client(&mut self, cx: &mut Context<'_>) {
         self.wakers.set_client(cx.waker());
         self.for_caller = true;
+        self.driving_alone = self.wakers.task.is_some()
+            && self.in_flight.len() <= 1
+            && self.in_flight.front().is_none_or(|f| f.rows.is_none())
+            && self.held.is_none()
+            && self.copy.is_none()
+            && !self.flush_by_task
+            && self.messages.is_empty();
         let _ = self.poll_drive(cx);
         self.for_caller = false;
-        if self.wake_task || !self.messages.is_empty() || self.final_error.is_some() {
+        self.driving_alone = false;
+        // Requests queued while the task was not listening (it held one back, or a COPY ran)
+        // would wait for a wake-up nobody sends.
+        let channel_unwatched = !self.task_listening
+            && self.held.is_none()
+            && self.copy.is_none()
+            && !self.clients_gone
+            && !self.failed;
+        if self.wake_task
+            || channel_unwatched
+            || !self.messages.is_empty()
+            || self.final_error.is_some()
+        {
             self.wake_task = false;
             self.wakers.wake_task();
         }
+    }
+
+    /// A client stops waiting (answered, or its future dropped). If the socket's read
+    /// registration holds its waker alone, the task gets it back: quietly when nothing is
+    /// left to read or send (a new registration reports readiness that is already there),
+    /// otherwise by waking the task, whose poll registers it.
+    fn withdraw_client(&mut self, waker: &Waker) {
+        if !self.wakers.clear_client(waker) || !std::mem::take(&mut self.wakers.alone) {
+            return;
+        }
+        let Some(task) = self.wakers.task.clone() else {
+            return;
+        };
+        let idle = self.in_flight.is_empty()
+            && !self.needs_flush
+            && self.held.is_none()
+            && self.copy.is_none()
+            && self.messages.is_empty()
+            && self.final_error.is_none()
+            && !self.failed;
+        if idle
+            && self
+                .socket
+                .poll_read_ready(&mut Context::from_waker(&task))
+                .is_pending()
+        {
+            return;
+        }
+        task.wake_by_ref();
     }
 
     /// Sends a pipelined request right away, from the client's own task, if nothing queued or
@@ -389,11 +450,14 @@ impl Driver {
         if self.failed {
             return Poll::Ready(());
         }
-        // The socket's readiness wakes whoever registered last: with a client waiting, the
-        // task and that client both, so neither can miss what the other left to read.
-        let waker = self.wakers.io_waker(cx.waker());
-        let mut io_cx = Context::from_waker(&waker);
-        match self.drive(&mut io_cx) {
+        // The socket's readiness wakes whoever registered last (see `poll_for_client`).
+        let drove = if self.driving_alone {
+            self.drive(cx)
+        } else {
+            let waker = self.wakers.io_waker(cx.waker());
+            self.drive(&mut Context::from_waker(&waker))
+        };
+        match drove {
             Poll::Ready(Err(e)) => {
                 self.fail_with(e);
                 Poll::Ready(())
@@ -457,6 +521,9 @@ impl Driver {
                 }
                 self.take_results()?;
                 progress = true;
+            } else {
+                // Registered: note whether with a client's waker alone.
+                self.wakers.alone = self.driving_alone;
             }
             if self.clients_gone
                 && self.in_flight.is_empty()
@@ -480,21 +547,28 @@ impl Driver {
         Poll::Pending
     }
 
-    /// Sends what clients asked for, as far as the pipeline allows.
+    /// Sends what clients asked for, as far as the pipeline allows: a held request, and (in
+    /// the task's poll only) what the channel brings.
     fn take_requests(&mut self, cx: &mut Context<'_>) -> Result<bool> {
         let mut progress = false;
         loop {
             let request = match self.held.take() {
                 Some(request) => request,
-                None if self.clients_gone => return Ok(progress),
-                None => match self.requests.poll_recv(cx) {
-                    Poll::Ready(Some(request)) => request,
-                    Poll::Ready(None) => {
-                        self.clients_gone = true;
-                        return Ok(progress);
+                None if self.clients_gone || self.for_caller => return Ok(progress),
+                None => {
+                    self.task_listening = false;
+                    match self.requests.poll_recv(cx) {
+                        Poll::Ready(Some(request)) => request,
+                        Poll::Ready(None) => {
+                            self.clients_gone = true;
+                            return Ok(progress);
+                        }
+                        Poll::Pending => {
+                            self.task_listening = true;
+                            return Ok(progress);
+                        }
                     }
-                    Poll::Pending => return Ok(progress),
-                },
+                }
             };
             if request.reply.is_closed() && !request.detached {
                 // The caller is gone and nothing was sent: nothing to do.
@@ -864,7 +938,11 @@ impl Driver {
                     }
                 }
                 status @ (ffi::ExecStatusType::PGRES_COPY_IN
-                | ffi::ExecStatusType::PGRES_COPY_OUT) => self.start_copy(status)?,
+                | ffi::ExecStatusType::PGRES_COPY_OUT) => {
+                    // The task's drive reads no requests while the COPY runs.
+                    self.task_listening = false;
+                    self.start_copy(status)?;
+                }
                 other => {
                     front.error.get_or_insert_with(|| {
                         Error::client(format!("result status {} is not supported here", other.0))
@@ -1131,7 +1209,7 @@ impl Driving {
     pub(crate) fn withdraw(&mut self) {
         if let Some(waker) = self.waker.take() {
             if let Some(driver) = lock_driver(&self.driver).as_mut() {
-                driver.wakers.clear_client(&waker);
+                driver.withdraw_client(&waker);
             }
         }
     }
@@ -1149,7 +1227,12 @@ impl Drop for Driving {
 struct Wakers {
     task: Option<Waker>,
     client: Option<Waker>,
+    /// The waker that wakes `task` and `client`, kept for the next request of the same
+    /// client (a future's waker stays the same between its requests).
     both: Option<Waker>,
+    both_client: Option<Waker>,
+    /// The socket's read registration holds `client`'s waker alone.
+    alone: bool,
 }
 
 impl Wakers {
@@ -1157,21 +1240,23 @@ impl Wakers {
         if !self.task.as_ref().is_some_and(|w| w.will_wake(waker)) {
             self.task = Some(waker.clone());
             self.both = None;
+            self.both_client = None;
         }
     }
 
     fn set_client(&mut self, waker: &Waker) {
         if !self.client.as_ref().is_some_and(|w| w.will_wake(waker)) {
             self.client = Some(waker.clone());
-            self.both = None;
         }
     }
 
-    fn clear_client(&mut self, waker: &Waker) {
-        if self.client.as_ref().is_some_and(|w| w.will_wake(waker)) {
+    /// Forgets `waker` as the client's; whether it was.
+    fn clear_client(&mut self, waker: &Waker) -> bool {
+        let was = self.client.as_ref().is_some_and(|w| w.will_wake(waker));
+        if was {
             self.client = None;
-            self.both = None;
         }
+        was
     }
 
     fn wake_task(&self) {
@@ -1185,14 +1270,18 @@ impl Wakers {
         let (Some(task), Some(client)) = (&self.task, &self.client) else {
             return polling.clone();
         };
-        self.both
-            .get_or_insert_with(|| {
-                Waker::from(Arc::new(WakeBoth {
+        match (&self.both, &self.both_client) {
+            (Some(both), Some(of)) if of.will_wake(client) => both.clone(),
+            _ => {
+                let both = Waker::from(Arc::new(WakeBoth {
                     task: task.clone(),
                     client: client.clone(),
-                }))
-            })
-            .clone()
+                }));
+                self.both = Some(both.clone());
+                self.both_client = Some(client.clone());
+                both
+            }
+        }
     }
 }
 
