@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzing with cargo-fuzz (libFuzzer + AddressSanitizer), issue 8.
 #
-#   scripts/fuzz.sh --smoke          30 s per target (CI)
+#   scripts/fuzz.sh --smoke          20 s per target (CI)
 #   scripts/fuzz.sh [SECONDS]        SECONDS per target (default 600: the 10-minute run)
 #   scripts/fuzz.sh --list           the targets
 #
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/../fuzz"
 
 seconds=600
 case "${1:-}" in
---smoke) seconds=30 ;;
+--smoke) seconds=20 ;;
 --list) cargo fuzz list 2>/dev/null || sed -n 's/^name = "\(.*\)"/\1/p' Cargo.toml; exit 0 ;;
 "") ;;
 *) seconds="$1" ;;

@@ -912,7 +912,8 @@ impl std::fmt::Debug for Transaction<'_> {
 
 /// A request's answer, awaited. While it waits, the future drives the connection itself (the
 /// connection task may too: whoever the socket wakes reads for everyone), so that a request
-/// with nothing else in flight is sent, read and answered within its caller's task.
+/// with nothing else in flight is sent, read and answered within its caller's task, without
+/// waking the connection task.
 /// Dropping it is safe at any point: the request is still read to its end.
 pub(super) struct Answer {
     answer: oneshot::Receiver<Reply>,

@@ -1221,8 +1221,8 @@ impl Drop for Driving {
     }
 }
 
-/// Whom the socket's readiness wakes: the task, and the client driving the connection while
-/// it waits for an answer (if any), through one waker that wakes both.
+/// Whom the socket's readiness wakes: the task, or a client driving the connection while it
+/// waits for an answer, or both through one waker (see `Driver::poll_for_client`).
 #[derive(Default)]
 struct Wakers {
     task: Option<Waker>,
