@@ -8,37 +8,12 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use common::Rng;
 use pqlib::error::{ErrorKind, SqlState};
 use pqlib::{Connection, LargeObjectMode, TransactionStatus};
 
 fn connect() -> Connection {
     Connection::connect(&common::conninfo()).expect("connecting to the test server")
-}
-
-/// xorshift64*: deterministic pseudo-random numbers, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform enough in `0..n` for a test.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
 }
 
 /// The pqlib error inside an `io::Error` from a large object.
@@ -75,7 +50,7 @@ const MIB: usize = 1 << 20;
 
 #[test]
 fn round_trip_100_mib_with_random_seeks() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let source = rng.bytes(100 * MIB);
     let total = source.len() as u64;
     let mut conn = connect();
@@ -185,7 +160,7 @@ fn truncate_tell_and_len() {
     assert_eq!(lo.mode(), LargeObjectMode::ReadWrite);
     assert_eq!(lo.len().unwrap(), 0);
     assert_eq!(lo.tell().unwrap(), 0);
-    let data = Rng(7).bytes(10_000);
+    let data = Rng::new(7).bytes(10_000);
     lo.write_all(&data).unwrap();
     assert_eq!(lo.tell().unwrap(), 10_000);
 
@@ -259,7 +234,7 @@ fn every_byte_value_round_trips() {
 #[test]
 fn import_and_export_through_files() {
     let dir = TempDir::new("files");
-    let data = Rng(11).bytes(MIB + 12_345);
+    let data = Rng::new(11).bytes(MIB + 12_345);
     let source = dir.path("source.bin");
     std::fs::write(&source, &data).unwrap();
     let mut conn = connect();
@@ -495,7 +470,7 @@ fn seek_errors() {
 /// an empty buffer, reads and seeks past the end.
 #[test]
 fn reads_seeks_and_tells_at_chunk_boundaries_and_the_end() {
-    let data = Rng(13).bytes(2 * MIB + 3);
+    let data = Rng::new(13).bytes(2 * MIB + 3);
     let total = data.len() as u64;
     let mut conn = connect();
     let mut tx = conn.transaction().unwrap();
@@ -570,7 +545,7 @@ fn reads_seeks_and_tells_at_chunk_boundaries_and_the_end() {
 
 #[test]
 fn committed_object_is_readable_later_and_elsewhere() {
-    let data = Rng(3).bytes(300_001);
+    let data = Rng::new(3).bytes(300_001);
     let mut conn = connect();
     let mut tx = conn.transaction().unwrap();
     let oid = tx.large_object_create().unwrap();
@@ -683,7 +658,7 @@ fn throughput_100_mib() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let source = Rng(0x51_7cc1_b727_220a).bytes(100 * MIB);
+    let source = Rng::new(0x51_7cc1_b727_220a).bytes(100 * MIB);
     let mut conn = connect();
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);

@@ -1232,6 +1232,16 @@ impl Rng {
         self.below(100) < percent
     }
 
+    /// `len` pseudo-random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
     /// An index into `weights`, chosen with those weights.
     pub fn weighted(&mut self, weights: &[u64]) -> usize {
         let mut x = self.below(weights.iter().sum());
