@@ -358,45 +358,43 @@ pub fn wait_until_running(observer: &mut pqlib::Connection, prefix: &str) -> i32
 /// Waits (at most 10 s) until backend `pid` is running a statement, as seen from `observer`:
 /// the condition a test needs before cancelling or terminating that statement.
 pub fn wait_until_active(observer: &mut pqlib::Connection, pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let active: bool = observer
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active')",
-                &[&pid],
-            )
-            .expect("query pg_stat_activity")
-            .get(0);
-        if active {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backend {pid} did not become active within 10 s"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
+    wait_for_activity(
+        observer,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active')",
+        &[&pid],
+        &format!("backend {pid} did not become active within 10 s"),
+    );
 }
 
 /// Waits (at most 10 s) until backend `pid` is blocked on `wait_event` (a name from
 /// `pg_stat_activity`, such as `ClientWrite`), as seen from `observer`.
 pub fn wait_until_waiting_on(observer: &mut pqlib::Connection, pid: i32, wait_event: &str) {
+    wait_for_activity(
+        observer,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = $2)",
+        &[&pid, &wait_event],
+        &format!("backend {pid} did not wait on {wait_event} within 10 s"),
+    );
+}
+
+/// Polls `condition` (one boolean) from `observer` until it holds; panics with `failure`
+/// after 10 s.
+fn wait_for_activity(
+    observer: &mut pqlib::Connection,
+    condition: &str,
+    params: &[&(dyn pqlib::types::ToSql + Sync)],
+    failure: &str,
+) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let waiting: bool = observer
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = $2)",
-                &[&pid, &wait_event],
-            )
+        let holds: bool = observer
+            .query_one(condition, params)
             .expect("query pg_stat_activity")
             .get(0);
-        if waiting {
+        if holds {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "backend {pid} did not wait on {wait_event} within 10 s"
-        );
+        assert!(Instant::now() < deadline, "{failure}");
         thread::sleep(Duration::from_millis(2));
     }
 }
