@@ -338,13 +338,7 @@ impl Driver {
     fn poll_for_client(&mut self, cx: &mut Context<'_>) {
         self.wakers.set_client(cx.waker());
         self.for_caller = true;
-        self.driving_alone = self.wakers.task.is_some()
-            && self.in_flight.len() <= 1
-            && self.in_flight.front().is_none_or(|f| f.rows.is_none())
-            && self.held.is_none()
-            && self.copy.is_none()
-            && !self.flush_by_task
-            && self.messages.is_empty();
+        self.driving_alone = self.wakers.task.is_some() && self.lone_request();
         let _ = self.poll_drive(cx);
         self.for_caller = false;
         self.driving_alone = false;
@@ -363,6 +357,18 @@ impl Driver {
             self.wake_task = false;
             self.wakers.wake_task();
         }
+    }
+
+    /// At most one request is in flight and it is not a stream, and nothing is held back,
+    /// copied, left for the task to flush or to hand out: its caller can be the only one the
+    /// socket wakes.
+    fn lone_request(&self) -> bool {
+        self.in_flight.len() <= 1
+            && self.in_flight.front().is_none_or(|f| f.rows.is_none())
+            && self.held.is_none()
+            && self.copy.is_none()
+            && !self.flush_by_task
+            && self.messages.is_empty()
     }
 
     /// A client stops waiting (answered, or its future dropped). If the socket's read
@@ -502,9 +508,27 @@ impl Driver {
                     Poll::Ready(()) => {}
                 }
             }
-            if rows_waiting {
+            // A task's poll while a lone request's caller holds the registration (any wake-up
+            // of the task: CPU contention made them common) leaves it with that caller, who
+            // hands it back when done (`withdraw_client`). Registering both would make the
+            // answer wake the task too; on a current-thread runtime its poll then comes after
+            // the caller's next request and registers both again: one task poll per round
+            // trip from then on.
+            let lone_caller = match (self.for_caller, &self.wakers.client) {
+                (false, Some(client)) if self.wakers.alone && self.lone_request() => {
+                    Some(client.clone())
+                }
+                _ => None,
+            };
+            let polled = if rows_waiting {
                 // Woken by the stream taking a batch (or by a new request).
-            } else if let Poll::Ready(ready) = self.socket.poll_read_ready(cx) {
+                None
+            } else if let Some(client) = &lone_caller {
+                Some(self.socket.poll_read_ready(&mut Context::from_waker(client)))
+            } else {
+                Some(self.socket.poll_read_ready(cx))
+            };
+            if let Some(Poll::Ready(ready)) = polled {
                 let mut guard = ready.map_err(|e| Error::closed(format!("socket: {e}")))?;
                 // SAFETY: the connection is alive; non-blocking, so this takes what is there.
                 let consumed = unsafe { ffi::PQconsumeInput(self.conn.as_ptr()) } != 0;
@@ -521,9 +545,9 @@ impl Driver {
                 }
                 self.take_results()?;
                 progress = true;
-            } else {
+            } else if polled.is_some() {
                 // Registered: note whether with a client's waker alone.
-                self.wakers.alone = self.driving_alone;
+                self.wakers.alone = self.driving_alone || lone_caller.is_some();
             }
             if self.clients_gone
                 && self.in_flight.is_empty()
