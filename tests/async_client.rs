@@ -359,7 +359,10 @@ async fn a_lone_round_trip_hands_the_socket_back_to_the_connection_task() {
     tokio::spawn(async move { kick.wake() });
     let row = client.query_one(&statement, &[&-1i32]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), -1);
-    assert!(task_polls.load(Ordering::Relaxed) > before, "the kick polled the task");
+    assert!(
+        task_polls.load(Ordering::Relaxed) > before,
+        "the kick polled the task"
+    );
 
     let before = task_polls.load(Ordering::Relaxed);
     for i in 0..500i32 {
@@ -368,7 +371,10 @@ async fn a_lone_round_trip_hands_the_socket_back_to_the_connection_task() {
     }
     let polls = task_polls.load(Ordering::Relaxed) - before;
     println!("the connection task was polled {polls} times during 500 lone round trips");
-    assert!(polls < 50, "the task was polled {polls} times in 500 lone round trips");
+    assert!(
+        polls < 50,
+        "the task was polled {polls} times in 500 lone round trips"
+    );
 
     let (other, _other_driver) = connect().await;
     other

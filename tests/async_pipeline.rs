@@ -184,3 +184,199 @@ async fn a_batch_inside_a_transaction_is_part_of_it() {
         .await
         .unwrap();
 }
+
+/// Reads a streamed batch to its end: its results, or the error that ended it.
+async fn drain(
+    stream: &mut pqlib::tokio::PipelineStream,
+) -> (Vec<pqlib::Rows>, Option<pqlib::Error>) {
+    let mut results = Vec::new();
+    while let Some(item) = stream.next_result().await {
+        match item {
+            Ok(rows) => results.push(rows),
+            Err(e) => {
+                assert!(
+                    stream.next_result().await.is_none(),
+                    "an item after the error"
+                );
+                return (results, Some(e));
+            }
+        }
+    }
+    (results, None)
+}
+
+#[tokio::test]
+async fn a_streamed_batch_hands_over_each_result_in_order_with_its_own_columns() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    for policy in [pqlib::PreparePolicy::Always, pqlib::PreparePolicy::Never] {
+        let config = common::config_with(&common::conninfo(), policy);
+        let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
+        tokio::spawn(connection);
+        let mut batch = client.pipeline();
+        batch.query("SELECT $1::int4 * 2", &[&21i32]).await.unwrap();
+        batch
+            .query("SELECT $1::text AS word, 7::int8 AS n", &[&"hello"])
+            .await
+            .unwrap();
+        batch
+            .query("SELECT g FROM generate_series(1, $1) g", &[&5i32])
+            .await
+            .unwrap();
+        batch
+            .query("SET LOCAL work_mem = '1MB'", &[])
+            .await
+            .unwrap();
+        let mut stream = batch.stream().unwrap();
+        assert_eq!(stream.remaining(), 4);
+        let first = stream.next_result().await.unwrap().unwrap();
+        assert_eq!(first.get(0).unwrap().get::<_, i32>(0), 42, "{policy:?}");
+        assert_eq!(stream.remaining(), 3);
+        let second = stream.next_result().await.unwrap().unwrap();
+        let row = second.get(0).unwrap();
+        assert_eq!(row.get::<_, &str>("word"), "hello");
+        assert_eq!(row.get::<_, i64>("n"), 7);
+        let third = stream.next_result().await.unwrap().unwrap();
+        let series: Vec<i32> = third.iter().map(|r| r.get(0)).collect();
+        assert_eq!(series, [1, 2, 3, 4, 5]);
+        let fourth = stream.next_result().await.unwrap().unwrap();
+        assert!(fourth.is_empty());
+        assert!(stream.next_result().await.is_none());
+        assert!(
+            stream.next_result().await.is_none(),
+            "ended streams stay ended"
+        );
+        // An empty batch is an empty stream.
+        let mut empty = client.pipeline().stream().unwrap();
+        assert!(empty.next_result().await.is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_batchs_error_is_its_last_item_and_rolls_the_batch_back() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let client = connect().await;
+    let table = table(&client, "batch_stream_error").await;
+    let insert = format!("INSERT INTO {table} VALUES ($1, 'x')");
+    let mut batch = client.pipeline();
+    for id in [1i32, 2, 3, 2, 4] {
+        // The second 2 violates the primary key.
+        batch.query(insert.as_str(), &[&id]).await.unwrap();
+    }
+    let (results, error) = drain(&mut batch.stream().unwrap()).await;
+    let error = error.expect("the batch failed");
+    assert_eq!(error.code(), Some(&SqlState::UNIQUE_VIOLATION), "{error}");
+    // The three inserts before it were handed out, and undone with the rest.
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(|r| r.rows_affected() == 1));
+    assert_eq!(count(&client, &table).await, 0);
+    let mut batch = client.pipeline();
+    batch.query(insert.as_str(), &[&10i32]).await.unwrap();
+    let (results, error) = drain(&mut batch.stream().unwrap()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(results.len(), 1);
+    assert_eq!(count(&client, &table).await, 1);
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
+
+/// A consumer that stops reading holds the server back (its backend waits to write) instead
+/// of the results piling up in memory; it then gets every result. (The batch itself is small:
+/// while libpq sends one larger than the socket holds, it reads the server's answers into its
+/// buffer, to avoid a deadlock.)
+#[tokio::test]
+async fn a_paused_streamed_batch_holds_the_server_back_and_loses_nothing() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let client = connect().await;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The sequence counts the statements the server has run (seen at once by others).
+    let sequence = format!("batch_progress_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "DROP SEQUENCE IF EXISTS {sequence}; CREATE SEQUENCE {sequence}"
+        ))
+        .await
+        .unwrap();
+    let statement = client
+        .prepare(&format!(
+            "SELECT $1::int8, repeat('x', 10000), nextval('{sequence}')"
+        ))
+        .await
+        .unwrap();
+    // ≈ 80 kB of requests, 20 MB of answers: far more than the socket and the stream hold.
+    const STATEMENTS: i64 = 2_000;
+    let mut batch = client.pipeline();
+    for i in 0..STATEMENTS {
+        batch.query(&statement, &[&i]).await.unwrap();
+    }
+    let mut stream = batch.stream().unwrap();
+    let first = stream.next_result().await.unwrap().unwrap();
+    assert_eq!(first.get(0).unwrap().get::<_, i64>(0), 0);
+    // Paused: the connection task keeps running, the backend must block on the socket and
+    // stay blocked. (It also blocks for a moment whenever it outruns a reader: what tells
+    // held back from slow is that nothing moves while nobody takes results.)
+    let progress = format!("SELECT last_value FROM {sequence}");
+    let ran = tokio::task::spawn_blocking(move || {
+        let mut observer = pqlib::Connection::connect(&common::conninfo()).unwrap();
+        common::wait_until_waiting_on(&mut observer, pid, "ClientWrite");
+        let ran: i64 = observer.query_one(&progress, &[]).unwrap().get(0);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let still: i64 = observer.query_one(&progress, &[]).unwrap().get(0);
+        assert_eq!(ran, still, "the server ran on while the consumer paused");
+        ran
+    })
+    .await
+    .unwrap();
+    assert!(
+        ran < STATEMENTS / 2,
+        "{ran} statements ran ahead of the consumer"
+    );
+    let mut sum = 0;
+    let mut next = 1;
+    while let Some(rows) = stream.next_result().await {
+        let value: i64 = rows.unwrap().get(0).unwrap().get(0);
+        assert_eq!(value, next);
+        sum += value;
+        next += 1;
+    }
+    assert_eq!(next, STATEMENTS);
+    assert_eq!(sum, (1..STATEMENTS).sum::<i64>());
+    client
+        .batch_execute(&format!("DROP SEQUENCE {sequence}"))
+        .await
+        .unwrap();
+}
+
+/// A stream dropped part way (or before its first poll): the rest is read and discarded,
+/// and the next request gets its own answer.
+#[tokio::test]
+async fn a_dropped_streamed_batch_leaves_the_connection_answering_correctly() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let client = connect().await;
+    let statement = client.prepare("SELECT $1::int8").await.unwrap();
+    for read_first in [0, 1, 300] {
+        let mut batch = client.pipeline();
+        for i in 0..2_000i64 {
+            batch.query(&statement, &[&i]).await.unwrap();
+        }
+        let mut stream = batch.stream().unwrap();
+        for i in 0..read_first {
+            let rows = stream.next_result().await.unwrap().unwrap();
+            assert_eq!(rows.get(0).unwrap().get::<_, i64>(0), i);
+        }
+        drop(stream);
+        for probe in [-1i64, -2] {
+            let row = client.query_one(&statement, &[&probe]).await.unwrap();
+            assert_eq!(
+                row.get::<_, i64>(0),
+                probe,
+                "after dropping at {read_first}"
+            );
+        }
+    }
+}

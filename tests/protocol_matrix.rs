@@ -298,6 +298,8 @@ enum Api {
     AsyncQueryRaw,
     AsyncPrepareQuery,
     AsyncPipeline,
+    /// `pipeline()` with one statement, its result taken from `stream()`.
+    AsyncPipelineStream,
     AsyncCopyIn,
     AsyncCopyOut,
     AsyncTransaction,
@@ -343,6 +345,7 @@ const ASYNC_STATEMENT_APIS: &[Api] = &[
     Api::AsyncQueryOpt,
     Api::AsyncQueryRaw,
     Api::AsyncPipeline,
+    Api::AsyncPipelineStream,
     Api::AsyncTransaction,
     Api::AsyncPortal,
 ];
@@ -357,6 +360,7 @@ const ASYNC_APIS: &[Api] = &[
     Api::AsyncQueryRaw,
     Api::AsyncPrepareQuery,
     Api::AsyncPipeline,
+    Api::AsyncPipelineStream,
     Api::AsyncCopyIn,
     Api::AsyncCopyOut,
     Api::AsyncTransaction,
@@ -398,7 +402,7 @@ impl Api {
             SimpleQuery | AsyncSimpleQuery => Shape::Messages,
             Query | QueryTyped | QueryRaw | PrepareQuery | Pipeline | Transaction | LargeObject
             | Portal | AsyncQuery | AsyncQueryTyped | AsyncQueryRaw | AsyncPrepareQuery
-            | AsyncPipeline | AsyncTransaction | AsyncPortal => Shape::Rows,
+            | AsyncPipeline | AsyncPipelineStream | AsyncTransaction | AsyncPortal => Shape::Rows,
         }
     }
 
@@ -429,6 +433,7 @@ impl Api {
                 | AsyncQueryRaw
                 | AsyncPrepareQuery
                 | AsyncPipeline
+                | AsyncPipelineStream
                 | AsyncPortal
         )
     }
@@ -1337,6 +1342,19 @@ async fn run_async(client: &pqlib::tokio::Client, api: Api, sql: &str) -> Result
             let mut batch = client.pipeline();
             batch.query(sql, &[]).await?;
             let results = batch.run().await?;
+            Ok(match results.as_slice() {
+                [rows] => rows_answer(rows),
+                other => Answer::Anomaly(format!("{} results for one statement", other.len())),
+            })
+        }
+        Api::AsyncPipelineStream => {
+            let mut batch = client.pipeline();
+            batch.query(sql, &[]).await?;
+            let mut stream = batch.stream()?;
+            let mut results = Vec::new();
+            while let Some(rows) = stream.next_result().await {
+                results.push(rows?);
+            }
             Ok(match results.as_slice() {
                 [rows] => rows_answer(rows),
                 other => Answer::Anomaly(format!("{} results for one statement", other.len())),

@@ -260,6 +260,31 @@ const BAD_INPUT: Exp = Exp::Kind(ErrorKind::BadInput);
 /// How long any single await may take before the run counts as hung.
 const HANG: Duration = Duration::from_secs(60);
 
+/// A batch's results through `stream()`: those handed out, and how the stream ended (`Err`
+/// inside: the error that was its last item; `Err` outside: an item came after it).
+async fn stream_batch(
+    batch: pqlib::tokio::Pipeline<'_>,
+) -> (Vec<pqlib::Rows>, Result<pqlib::Result<()>, String>) {
+    let mut stream = match batch.stream() {
+        Ok(stream) => stream,
+        Err(e) => return (Vec::new(), Ok(Err(e))),
+    };
+    let mut handed = Vec::new();
+    while let Some(item) = stream.next_result().await {
+        match item {
+            Ok(rows) => handed.push(rows),
+            Err(e) => {
+                let end = match stream.next_result().await {
+                    None => Ok(Err(e)),
+                    Some(_) => Err(format!("a streamed batch went on after its error: {e}")),
+                };
+                return (handed, end);
+            }
+        }
+    }
+    (handed, Ok(Ok(())))
+}
+
 async fn within<F: Future>(what: &str, fut: F) -> Result<F::Output, String> {
     tokio::time::timeout(HANG, fut)
         .await
@@ -642,6 +667,8 @@ enum Req {
         items: i32,
         error_at: Option<i32>,
         copy_at: Option<i32>,
+        /// Results taken from `stream()` rather than `run()`.
+        streamed: bool,
     },
     Simple(SimpleKind),
     SimpleQuery(SqKind),
@@ -743,6 +770,7 @@ impl Req {
                     items,
                     error_at: rng.chance(20).then(|| rng.below(items as u64) as i32),
                     copy_at: rng.chance(15).then(|| rng.below(items as u64) as i32),
+                    streamed: rng.chance(50),
                 }
             }
             4 => Req::Simple(
@@ -981,6 +1009,7 @@ async fn run_request(ctx: &Ctx<'_>, req: &Req, rng: &mut Rng) -> Outcome {
             items,
             error_at,
             copy_at,
+            streamed,
         } => {
             let mut batch = client.pipeline();
             for i in 0..*items {
@@ -1003,7 +1032,32 @@ async fn run_request(ctx: &Ctx<'_>, req: &Req, rng: &mut Rng) -> Outcome {
                 };
                 attempt!(ctx, "queuing in a batch", batch.query(sql, &[&tag, &i]));
             }
-            let results = if error_at.is_some() {
+            let results = if *streamed {
+                let (handed, end) = within("a streamed batch", stream_batch(batch)).await?;
+                // Whatever came before the end: the first statements' results, in order.
+                for (i, rows) in handed.iter().enumerate() {
+                    ensure(rows.len() == 1, || {
+                        format!("streamed batch item {i} has {} rows", rows.len())
+                    })?;
+                    check_row(&rows.get(0).unwrap(), tag, i as i32)?;
+                }
+                match (end?, error_at) {
+                    (Ok(()), None) => handed,
+                    (Ok(()), Some(_)) => {
+                        return Err("a streamed batch with an error succeeded".into());
+                    }
+                    (Err(e), Some(at)) if DIV.matches(&e) => {
+                        ensure(handed.len() == *at as usize, || {
+                            format!(
+                                "a streamed batch failing at item {at} handed out {} results",
+                                handed.len()
+                            )
+                        })?;
+                        return ctx.judge(&e, &[DIV]);
+                    }
+                    (Err(e), _) => return ctx.judge(&e, &[]),
+                }
+            } else if error_at.is_some() {
                 refused!(ctx, "a batch with an error", batch.run(), [DIV]);
             } else {
                 attempt!(ctx, "a batch", batch.run())

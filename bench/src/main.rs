@@ -81,7 +81,8 @@ impl Client {
             Client::PqlibAsync => {
                 "as pqlib, through libpq's non-blocking API; concurrent requests are pipelined, \
                  each in its own sync segment; `pipeline()` batches (one sync each) where pqlib \
-                 uses `pipeline()` (W4b, W6p); `query_raw` streaming"
+                 uses `pipeline()` (W4b; W6p with results streamed by `stream()`); `query_raw` \
+                 streaming"
             }
             Client::Postgres => {
                 "prepared `Statement`s, binary parameters and results (always); its own protocol \

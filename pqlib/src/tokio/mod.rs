@@ -36,7 +36,7 @@ pub use client::{Client, Transaction};
 pub use connect::{connect, connect_config};
 pub use copy::{BinaryCopyInWriter, BinaryCopyOutStream, CopyInSink, CopyOutStream};
 pub use driver::{AsyncMessage, Connection};
-pub use pipeline::Pipeline;
+pub use pipeline::{Pipeline, PipelineStream};
 pub use portal::Portal;
 pub use replication::{ReplicationClient, ReplicationStream};
 pub use row_stream::RowStream;

@@ -1,14 +1,27 @@
 //! Explicit batches on the async client: many statements, one sync segment, one round trip.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
-use super::client::{Client, Planned};
-use super::driver::{Target, Work};
+use futures_core::Stream;
+use tokio::sync::oneshot;
+
+use super::client::{Client, DescriptionKeeper, Planned};
+use super::driver::{Driving, Reply, Target, Work};
 use crate::error::{Error, Result};
+use crate::handle::PgResult;
+use crate::notice::NoticeState;
 use crate::params::EncodedParams;
-use crate::row::Rows;
+use crate::row::{Column, Rows};
 use crate::statement::ToStatement;
 use crate::types::ToSql;
+
+/// How many groups of results may wait between the connection task and a [`PipelineStream`]
+/// before the task stops reading from the server.
+const STREAM_GROUPS: usize = 2;
 
 impl Client {
     /// Starts a batch of statements that go to the server together and end with one sync
@@ -41,16 +54,27 @@ impl Client {
         Pipeline {
             client: self,
             items: Vec::new(),
+            columns: Vec::new(),
         }
     }
 }
 
 /// A batch of statements built by [`Client::pipeline`]; nothing is sent before
-/// [`run`](Pipeline::run).
+/// [`run`](Pipeline::run) or [`stream`](Pipeline::stream).
 #[must_use = "nothing is sent until the batch is run"]
 pub struct Pipeline<'c> {
     client: &'c Client,
     items: Vec<(Target, EncodedParams)>,
+    /// Per item, the columns its result should have.
+    columns: Vec<ItemColumns>,
+}
+
+/// A batch item's columns: a prepared statement's, or those SQL text run as the unnamed
+/// statement was described with (DDL may have changed them since: checked on arrival).
+struct ItemColumns {
+    columns: Arc<[Column]>,
+    /// The SQL text, for an unnamed statement.
+    described: Option<String>,
 }
 
 impl Pipeline<'_> {
@@ -65,21 +89,28 @@ impl Pipeline<'_> {
     where
         T: ?Sized + ToStatement,
     {
-        let (target, encoded) = match self.client.plan(statement).await? {
+        let (target, encoded, columns) = match self.client.plan(statement).await? {
             Planned::Prepared(statement) => {
                 self.client.check_use(&statement, params.len())?;
                 let encoded = EncodedParams::new(params, statement.params())?;
-                (Target::Prepared(statement), encoded)
+                let columns = ItemColumns {
+                    columns: statement.columns_arc(),
+                    described: None,
+                };
+                (Target::Prepared(statement), encoded, columns)
             }
             Planned::Unnamed { sql, described } => {
                 crate::connection::check_param_count(&described.params, params.len())?;
-                (
-                    Target::Unnamed(sql),
-                    EncodedParams::with_types(params, &described.params)?,
-                )
+                let encoded = EncodedParams::with_types(params, &described.params)?;
+                let columns = ItemColumns {
+                    columns: described.columns,
+                    described: Some(sql.to_string_lossy().into_owned()),
+                };
+                (Target::Unnamed(sql), encoded, columns)
             }
         };
         self.items.push((target, encoded));
+        self.columns.push(columns);
         Ok(())
     }
 
@@ -101,17 +132,13 @@ impl Pipeline<'_> {
         if self.items.is_empty() {
             return Ok(Vec::new());
         }
-        let columns: Vec<_> = self
-            .items
-            .iter()
-            .map(|(target, _)| match target {
-                Target::Prepared(statement) => Some(statement.columns_arc()),
-                Target::Unnamed(_) => None,
-            })
-            .collect();
+        let columns = self.columns;
         let results = self
             .client
-            .request_work(Work::Batch { items: self.items })
+            .request_work(Work::Batch {
+                items: self.items,
+                results: None,
+            })
             .await?;
         if results.len() != columns.len() {
             return Err(Error::client(format!(
@@ -122,14 +149,68 @@ impl Pipeline<'_> {
         }
         let notices = self.client.notices();
         let mut rows = Vec::with_capacity(results.len());
-        for (result, columns) in results.into_iter().zip(columns) {
-            let columns = match columns {
-                Some(columns) => columns,
-                None => self.client.columns(&result).await?,
+        for (result, item) in results.into_iter().zip(columns) {
+            let columns = match item.described {
+                None => item.columns,
+                // The result's own columns: all of it is here, and looking them up may wait.
+                Some(_) => self.client.columns(&result).await?,
             };
             rows.push(Rows::new(result, columns, notices.clone()));
         }
         Ok(rows)
+    }
+
+    /// Sends the batch like [`run`](Pipeline::run), and hands each statement's result over
+    /// as it arrives instead of all of them at the end: a large batch then holds a few
+    /// results in memory at a time rather than all of them, and the connection stops reading
+    /// from the server while the consumer is behind.
+    ///
+    /// The stream yields one [`Rows`] per statement, in order. An error is its last item and
+    /// means the server rolled the whole batch back: results handed out before it describe
+    /// work that was undone. Dropping the stream early makes the connection read and discard
+    /// the rest (the batch still runs to its end, and commits).
+    ///
+    /// ```no_run
+    /// # async fn run(client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
+    /// let double = client.prepare("SELECT $1::int8 * 2").await?;
+    /// let mut batch = client.pipeline();
+    /// for n in 0..10_000i64 {
+    ///     batch.query(&double, &[&n]).await?;
+    /// }
+    /// let mut results = batch.stream()?;
+    /// let mut total = 0i64;
+    /// while let Some(rows) = results.next_result().await {
+    ///     total += rows?.get(0).map_or(0, |row| row.get::<_, i64>(0));
+    /// }
+    /// assert_eq!(total, 99_990_000);
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "PQsendPipelineSync")]
+    #[doc(alias = "PQpipelineSync")]
+    #[doc(alias = "PQgetResult")]
+    pub fn stream(self) -> Result<PipelineStream> {
+        let mut stream = PipelineStream {
+            results: None,
+            group: Vec::new().into_iter(),
+            columns: self.columns.into_iter(),
+            end: None,
+            notices: self.client.notices(),
+            driving: self.client.driving(),
+            keeper: self.client.description_keeper(),
+        };
+        if !self.items.is_empty() {
+            let (sender, results) = futures_channel::mpsc::channel(STREAM_GROUPS);
+            let end = self.client.send_only(
+                Work::Batch {
+                    items: self.items,
+                    results: Some(sender),
+                },
+                false,
+            )?;
+            stream.results = Some(results);
+            stream.end = Some(end);
+        }
+        Ok(stream)
     }
 }
 
@@ -137,6 +218,122 @@ impl fmt::Debug for Pipeline<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
             .field("statements", &self.items.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The results of a batch sent with [`Pipeline::stream`], as a [`Stream`] of one [`Rows`] per
+/// statement, in order, handed over as they arrive.
+///
+/// It ends after the last statement's result, or with an error as its last item (the server
+/// then rolled the batch back).
+pub struct PipelineStream {
+    /// `None` once every result is out (or for an empty batch).
+    results: Option<futures_channel::mpsc::Receiver<Vec<PgResult>>>,
+    /// The rest of the group of results being handed out.
+    group: std::vec::IntoIter<PgResult>,
+    /// The columns of the statements whose results are still to come.
+    columns: std::vec::IntoIter<ItemColumns>,
+    /// The batch's outcome, read once `results` has closed; `None` once the stream ended.
+    end: Option<oneshot::Receiver<Reply>>,
+    notices: Arc<NoticeState>,
+    /// The stream drives the connection itself while it waits for results.
+    driving: Driving,
+    keeper: DescriptionKeeper,
+}
+
+impl PipelineStream {
+    /// The next statement's result, `None` at the end.
+    #[doc(alias = "PQgetResult")]
+    pub async fn next_result(&mut self) -> Option<Result<Rows>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// How many statements' results are still to come.
+    pub fn remaining(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Ends the stream with `error`: what is still on the way is read and discarded.
+    fn fail(&mut self, error: Error) -> Poll<Option<Result<Rows>>> {
+        self.results = None;
+        self.group = Vec::new().into_iter();
+        self.columns = Vec::new().into_iter();
+        self.end = None;
+        self.driving.withdraw();
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Stream for PipelineStream {
+    type Item = Result<Rows>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Rows>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(result) = this.group.next() {
+                let Some(item) = this.columns.next() else {
+                    return this.fail(Error::client(
+                        "a batch returned more results than it has statements",
+                    ));
+                };
+                if let Some(sql) = &item.described {
+                    if !result.has_columns(&item.columns) {
+                        this.keeper.forget(sql);
+                        return this.fail(Error::client(format!(
+                            "the rows of {sql:?} have other columns than when it was \
+                             described (DDL since?); it is described again on its next run"
+                        )));
+                    }
+                }
+                return Poll::Ready(Some(Ok(Rows::new(
+                    result,
+                    item.columns,
+                    this.notices.clone(),
+                ))));
+            }
+            let Some(results) = this.results.as_mut() else {
+                break;
+            };
+            match ready!(
+                this.driving
+                    .poll_until(cx, |cx| Pin::new(&mut *results).poll_next(cx))
+            ) {
+                Some(group) => this.group = group.into_iter(),
+                None => {
+                    this.results = None;
+                    break;
+                }
+            }
+        }
+        this.driving.withdraw();
+        // Every result is out: the batch's outcome.
+        let Some(end) = this.end.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = ready!(Pin::new(end).poll(cx));
+        this.end = None;
+        match outcome {
+            Ok(Ok(_)) if this.columns.len() > 0 => {
+                let missing = this.columns.len();
+                this.fail(Error::client(format!(
+                    "a batch ended with {missing} statements' results missing"
+                )))
+            }
+            Ok(Ok(_)) => Poll::Ready(None),
+            Ok(Err(e)) => this.fail(e),
+            Err(_) => this.fail(Error::closed(
+                "the connection task ended before the batch did",
+            )),
+        }
+    }
+}
+
+impl fmt::Debug for PipelineStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineStream")
+            .field("remaining", &self.columns.len())
+            .field("ended", &(self.end.is_none() && self.results.is_none()))
             .finish_non_exhaustive()
     }
 }

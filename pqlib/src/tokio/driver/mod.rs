@@ -67,10 +67,15 @@ pub(crate) enum Work {
         params: EncodedParams,
     },
     /// Several statements in one sync segment ([`Client::pipeline`]): one implicit
-    /// transaction, answered with one result per statement or the first error.
+    /// transaction, answered with one result per statement or the first error. With
+    /// `results`, the statements' results go there as they arrive (`Pipeline::stream`) and
+    /// the answer carries none.
     ///
     /// [`Client::pipeline`]: super::Client::pipeline
-    Batch { items: Vec<(Target, EncodedParams)> },
+    Batch {
+        items: Vec<(Target, EncodedParams)>,
+        results: Option<RowSender>,
+    },
     /// `PQsendQueryParams`, with the parameter types (if any) in `params`.
     ExecuteTyped { sql: CString, params: EncodedParams },
     /// `PQsendPrepare` then `PQsendDescribePrepared`; with an empty name, a describe of the
@@ -524,7 +529,10 @@ impl Driver {
                 // Woken by the stream taking a batch (or by a new request).
                 None
             } else if let Some(client) = &lone_caller {
-                Some(self.socket.poll_read_ready(&mut Context::from_waker(client)))
+                Some(
+                    self.socket
+                        .poll_read_ready(&mut Context::from_waker(client)),
+                )
             } else {
                 Some(self.socket.poll_read_ready(cx))
             };
@@ -693,7 +701,7 @@ impl Driver {
                 }
                 (ok, 1, true)
             }
-            Work::Batch { items } => {
+            Work::Batch { items, .. } => {
                 let mut queued = 0;
                 for (target, params) in items {
                     // SAFETY: as for Execute.
@@ -763,6 +771,10 @@ impl Driver {
             Work::Stream { rows: sender, .. } if error.is_none() => {
                 rows = Some(RowSink::new(sender));
             }
+            Work::Batch {
+                results: Some(sender),
+                ..
+            } => rows = Some(RowSink::for_batch(sender)),
             _ => {}
         }
         // Each pipelined request is its own sync segment: errors stay with their caller.
@@ -937,7 +949,10 @@ impl Driver {
                 }
                 ffi::ExecStatusType::PGRES_TUPLES_OK
                 | ffi::ExecStatusType::PGRES_COMMAND_OK
-                | ffi::ExecStatusType::PGRES_EMPTY_QUERY => front.results.push(result),
+                | ffi::ExecStatusType::PGRES_EMPTY_QUERY => match front.rows.as_mut() {
+                    Some(sink) if sink.takes_whole_results() => sink.push(result),
+                    _ => front.results.push(result),
+                },
                 ffi::ExecStatusType::PGRES_PIPELINE_ABORTED => {
                     front.error.get_or_insert_with(Error::pipeline_aborted);
                 }

@@ -1,5 +1,6 @@
-//! The connection task's side of a streamed query (`Client::query_raw`): rows handed to the
-//! stream in batches, with backpressure to the server.
+//! The connection task's side of a streamed query (`Client::query_raw`) or a streamed batch
+//! (`Pipeline::stream`): results handed to the stream in batches, with backpressure to the
+//! server.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,26 +24,43 @@ const STREAM_BATCH_ROWS: usize = 64;
 /// Where a streamed query's results go: batches of row-holding results.
 pub(crate) type RowSender = futures_channel::mpsc::Sender<Vec<PgResult>>;
 
-/// The connection task's side of a streamed query.
+/// The connection task's side of a streamed query or batch.
 pub(super) struct RowSink {
     /// `None` once the stream is dropped: the rest is read and discarded.
     sender: Option<RowSender>,
     batch: Vec<PgResult>,
+    /// Rows in `batch`, a result without rows counting as one.
     batch_rows: usize,
+    /// A batch's sink takes each statement's final result; a query's only its row chunks.
+    whole_results: bool,
 }
 
 impl RowSink {
+    /// For a streamed query: its chunks of rows.
     pub(super) fn new(sender: RowSender) -> RowSink {
         RowSink {
             sender: Some(sender),
             batch: Vec::new(),
             batch_rows: 0,
+            whole_results: false,
         }
+    }
+
+    /// For a streamed batch: each statement's result.
+    pub(super) fn for_batch(sender: RowSender) -> RowSink {
+        RowSink {
+            whole_results: true,
+            ..RowSink::new(sender)
+        }
+    }
+
+    pub(super) fn takes_whole_results(&self) -> bool {
+        self.whole_results
     }
 
     pub(super) fn push(&mut self, result: PgResult) {
         if self.sender.is_some() {
-            self.batch_rows += result.ntuples();
+            self.batch_rows += result.ntuples().max(1);
             self.batch.push(result);
         }
     }
