@@ -61,50 +61,105 @@ async fn a_thousand_inserts_in_one_batch() {
         .unwrap();
 }
 
+/// Through `run` and `stream`, with statements prepared or run as the unnamed statement.
 #[tokio::test]
 async fn results_come_back_in_order_with_their_own_columns() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
-    let client = connect().await;
-    let mut batch = client.pipeline();
-    batch.query("SELECT $1::int4 * 2", &[&21i32]).await.unwrap();
-    batch
-        .query("SELECT $1::text AS word, 7::int8 AS n", &[&"hello"])
-        .await
-        .unwrap();
-    batch
-        .query("SELECT g FROM generate_series(1, $1) g", &[&5i32])
-        .await
-        .unwrap();
-    let results = batch.run().await.unwrap();
-    assert_eq!(results.len(), 3);
-    assert_eq!(results[0].get(0).unwrap().get::<_, i32>(0), 42);
-    let row = results[1].get(0).unwrap();
-    assert_eq!(row.get::<_, &str>("word"), "hello");
-    assert_eq!(row.get::<_, i64>("n"), 7);
-    let series: Vec<i32> = results[2].iter().map(|r| r.get(0)).collect();
-    assert_eq!(series, [1, 2, 3, 4, 5]);
+    for policy in [pqlib::PreparePolicy::Always, pqlib::PreparePolicy::Never] {
+        let config = common::config_with(&common::conninfo(), policy);
+        let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
+        tokio::spawn(connection);
+        for streamed in [false, true] {
+            let mut batch = client.pipeline();
+            batch.query("SELECT $1::int4 * 2", &[&21i32]).await.unwrap();
+            batch
+                .query("SELECT $1::text AS word, 7::int8 AS n", &[&"hello"])
+                .await
+                .unwrap();
+            batch
+                .query("SELECT g FROM generate_series(1, $1) g", &[&5i32])
+                .await
+                .unwrap();
+            batch
+                .query("SET LOCAL work_mem = '1MB'", &[])
+                .await
+                .unwrap();
+            let results = if streamed {
+                let mut stream = batch.stream().unwrap();
+                assert_eq!(stream.remaining(), 4);
+                let first = stream.next_result().await.unwrap().unwrap();
+                assert_eq!(stream.remaining(), 3);
+                let (mut rest, error) = drain(&mut stream).await;
+                assert!(error.is_none(), "{error:?}");
+                assert!(
+                    stream.next_result().await.is_none(),
+                    "ended streams stay ended"
+                );
+                rest.insert(0, first);
+                rest
+            } else {
+                batch.run().await.unwrap()
+            };
+            assert_eq!(results.len(), 4, "{policy:?}, streamed: {streamed}");
+            assert_eq!(results[0].get(0).unwrap().get::<_, i32>(0), 42);
+            let row = results[1].get(0).unwrap();
+            assert_eq!(row.get::<_, &str>("word"), "hello");
+            assert_eq!(row.get::<_, i64>("n"), 7);
+            let series: Vec<i32> = results[2].iter().map(|r| r.get(0)).collect();
+            assert_eq!(series, [1, 2, 3, 4, 5]);
+            assert!(results[3].is_empty());
+        }
+        // An empty batch is an empty stream.
+        assert!(
+            client
+                .pipeline()
+                .stream()
+                .unwrap()
+                .next_result()
+                .await
+                .is_none()
+        );
+    }
 }
 
+/// Through `run` (the first error) and `stream` (the results before it, then the error as
+/// the last item) alike.
 #[tokio::test]
 async fn an_error_rolls_the_whole_batch_back_and_the_connection_goes_on() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
     let table = table(&client, "batch_error").await;
     let insert = format!("INSERT INTO {table} VALUES ($1, 'x')");
-    let mut batch = client.pipeline();
-    for id in [1i32, 2, 3, 2, 4] {
-        // The second 2 violates the primary key.
-        batch.query(insert.as_str(), &[&id]).await.unwrap();
+    for (streamed, fresh_id) in [(false, 10i32), (true, 20)] {
+        let mut batch = client.pipeline();
+        for id in [1i32, 2, 3, 2, 4] {
+            // The second 2 violates the primary key.
+            batch.query(insert.as_str(), &[&id]).await.unwrap();
+        }
+        let error = if streamed {
+            let (results, error) = drain(&mut batch.stream().unwrap()).await;
+            // The three inserts before it were handed out, and are undone with the rest.
+            assert_eq!(results.len(), 3);
+            assert!(results.iter().all(|r| r.rows_affected() == 1));
+            error.expect("the streamed batch failed")
+        } else {
+            batch.run().await.unwrap_err()
+        };
+        assert_eq!(error.code(), Some(&SqlState::UNIQUE_VIOLATION), "{error}");
+        // One implicit transaction: the inserts before the failure are gone too.
+        assert_eq!(count(&client, &table).await, i64::from(streamed));
+        // A new batch works afterwards.
+        let mut batch = client.pipeline();
+        batch.query(insert.as_str(), &[&fresh_id]).await.unwrap();
+        if streamed {
+            let (results, error) = drain(&mut batch.stream().unwrap()).await;
+            assert!(error.is_none(), "{error:?}");
+            assert_eq!(results.len(), 1);
+        } else {
+            batch.run().await.unwrap();
+        }
+        assert_eq!(count(&client, &table).await, 1 + i64::from(streamed));
     }
-    let error = batch.run().await.unwrap_err();
-    assert_eq!(error.code(), Some(&SqlState::UNIQUE_VIOLATION), "{error}");
-    // One implicit transaction: the inserts before the failure are gone too.
-    assert_eq!(count(&client, &table).await, 0);
-    // Concurrent single statements and a new batch work afterwards.
-    let mut batch = client.pipeline();
-    batch.query(insert.as_str(), &[&10i32]).await.unwrap();
-    batch.run().await.unwrap();
-    assert_eq!(count(&client, &table).await, 1);
     client
         .batch_execute(&format!("DROP TABLE {table}"))
         .await
@@ -203,82 +258,6 @@ async fn drain(
         }
     }
     (results, None)
-}
-
-#[tokio::test]
-async fn a_streamed_batch_hands_over_each_result_in_order_with_its_own_columns() {
-    let _deadline = common::deadline(common::TEST_DEADLINE);
-    for policy in [pqlib::PreparePolicy::Always, pqlib::PreparePolicy::Never] {
-        let config = common::config_with(&common::conninfo(), policy);
-        let (client, connection) = pqlib::tokio::connect_config(&config).await.unwrap();
-        tokio::spawn(connection);
-        let mut batch = client.pipeline();
-        batch.query("SELECT $1::int4 * 2", &[&21i32]).await.unwrap();
-        batch
-            .query("SELECT $1::text AS word, 7::int8 AS n", &[&"hello"])
-            .await
-            .unwrap();
-        batch
-            .query("SELECT g FROM generate_series(1, $1) g", &[&5i32])
-            .await
-            .unwrap();
-        batch
-            .query("SET LOCAL work_mem = '1MB'", &[])
-            .await
-            .unwrap();
-        let mut stream = batch.stream().unwrap();
-        assert_eq!(stream.remaining(), 4);
-        let first = stream.next_result().await.unwrap().unwrap();
-        assert_eq!(first.get(0).unwrap().get::<_, i32>(0), 42, "{policy:?}");
-        assert_eq!(stream.remaining(), 3);
-        let second = stream.next_result().await.unwrap().unwrap();
-        let row = second.get(0).unwrap();
-        assert_eq!(row.get::<_, &str>("word"), "hello");
-        assert_eq!(row.get::<_, i64>("n"), 7);
-        let third = stream.next_result().await.unwrap().unwrap();
-        let series: Vec<i32> = third.iter().map(|r| r.get(0)).collect();
-        assert_eq!(series, [1, 2, 3, 4, 5]);
-        let fourth = stream.next_result().await.unwrap().unwrap();
-        assert!(fourth.is_empty());
-        assert!(stream.next_result().await.is_none());
-        assert!(
-            stream.next_result().await.is_none(),
-            "ended streams stay ended"
-        );
-        // An empty batch is an empty stream.
-        let mut empty = client.pipeline().stream().unwrap();
-        assert!(empty.next_result().await.is_none());
-    }
-}
-
-#[tokio::test]
-async fn a_streamed_batchs_error_is_its_last_item_and_rolls_the_batch_back() {
-    let _deadline = common::deadline(common::TEST_DEADLINE);
-    let client = connect().await;
-    let table = table(&client, "batch_stream_error").await;
-    let insert = format!("INSERT INTO {table} VALUES ($1, 'x')");
-    let mut batch = client.pipeline();
-    for id in [1i32, 2, 3, 2, 4] {
-        // The second 2 violates the primary key.
-        batch.query(insert.as_str(), &[&id]).await.unwrap();
-    }
-    let (results, error) = drain(&mut batch.stream().unwrap()).await;
-    let error = error.expect("the batch failed");
-    assert_eq!(error.code(), Some(&SqlState::UNIQUE_VIOLATION), "{error}");
-    // The three inserts before it were handed out, and undone with the rest.
-    assert_eq!(results.len(), 3);
-    assert!(results.iter().all(|r| r.rows_affected() == 1));
-    assert_eq!(count(&client, &table).await, 0);
-    let mut batch = client.pipeline();
-    batch.query(insert.as_str(), &[&10i32]).await.unwrap();
-    let (results, error) = drain(&mut batch.stream().unwrap()).await;
-    assert!(error.is_none(), "{error:?}");
-    assert_eq!(results.len(), 1);
-    assert_eq!(count(&client, &table).await, 1);
-    client
-        .batch_execute(&format!("DROP TABLE {table}"))
-        .await
-        .unwrap();
 }
 
 /// A consumer that stops reading holds the server back (its backend waits to write) instead
