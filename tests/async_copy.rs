@@ -140,6 +140,68 @@ async fn copy_out_errors_and_early_drops() {
     assert_eq!(n, 8);
 }
 
+/// A consumer that stops reading a COPY OUT holds the server back: the connection task keeps
+/// the stream's channel and libpq's buffer full, not everything the server sends.
+#[tokio::test]
+async fn a_paused_copy_out_stream_holds_the_server_back() {
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let client = connect().await;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The sequence counts the rows the server has produced (seen at once by others).
+    let sequence = format!("copy_out_progress_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "DROP SEQUENCE IF EXISTS {sequence}; CREATE SEQUENCE {sequence}"
+        ))
+        .await
+        .unwrap();
+    // ≈ 100 MB: far more than the socket, the channel (16 chunks of 64 KiB) and libpq hold.
+    const ROWS: i64 = 100_000;
+    let mut stream = client
+        .copy_out(&format!(
+            "COPY (SELECT nextval('{sequence}'), repeat('x', 1000) \
+             FROM generate_series(1, {ROWS})) TO STDOUT"
+        ))
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"1\t"), "{:?}", &first[..8]);
+    let mut lines = first.iter().filter(|&&b| b == b'\n').count();
+    // Paused: the connection task keeps running; the backend must block on the socket and
+    // stay blocked.
+    let progress = format!("SELECT last_value FROM {sequence}");
+    let produced = tokio::task::spawn_blocking(move || {
+        let mut observer = pqlib::Connection::connect(&common::conninfo()).unwrap();
+        common::wait_until_waiting_on(&mut observer, pid, "ClientWrite");
+        let produced: i64 = observer.query_one(&progress, &[]).unwrap().get(0);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let still: i64 = observer.query_one(&progress, &[]).unwrap().get(0);
+        assert_eq!(
+            produced, still,
+            "the server ran on while the consumer paused"
+        );
+        produced
+    })
+    .await
+    .unwrap();
+    assert!(
+        produced < ROWS / 10,
+        "{produced} rows were read ahead of the consumer"
+    );
+    while let Some(chunk) = stream.next().await {
+        lines += chunk.unwrap().iter().filter(|&&b| b == b'\n').count();
+    }
+    assert_eq!(i64::try_from(lines).unwrap(), ROWS);
+    client
+        .batch_execute(&format!("DROP SEQUENCE {sequence}"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_wrong_direction_or_no_copy_is_bad_input() {
     let _deadline = common::deadline(common::TEST_DEADLINE);

@@ -61,6 +61,10 @@ pub(super) enum CopyState {
     Out {
         sink: Option<futures_channel::mpsc::Sender<Result<bytes::Bytes>>>,
         copies_left: usize,
+        /// The stream's channel was full at the last look: the socket is left unread until
+        /// the consumer takes a chunk (which wakes the task), so a paused consumer holds the
+        /// server back instead of libpq's input buffer growing with everything it sends.
+        consumer_behind: bool,
     },
     /// The COPY OUT is over: its last stream item (the error, or the empty end marker) waits
     /// for room in the channel.
@@ -83,6 +87,17 @@ pub(super) enum CopyState {
 }
 
 impl CopyState {
+    /// Whether the socket is to be left unread: a COPY OUT whose consumer is behind.
+    pub(super) fn holds_reading_back(&self) -> bool {
+        matches!(
+            self,
+            CopyState::Out {
+                consumer_behind: true,
+                ..
+            }
+        )
+    }
+
     /// The state's name, for `Debug`.
     pub(super) fn name(&self) -> &'static str {
         match self {
@@ -161,6 +176,7 @@ impl Driver {
                 CopyState::Out {
                     sink: Some(sink),
                     copies_left,
+                    consumer_behind: false,
                 },
             ),
             // Nobody asked for this COPY: abort it, or read and discard its data.
@@ -180,6 +196,7 @@ impl Driver {
                 CopyState::Out {
                     sink: None,
                     copies_left,
+                    consumer_behind: false,
                 },
             ),
         };
@@ -352,10 +369,18 @@ impl Driver {
                         }
                     }
                 }
-                CopyState::Out { sink, copies_left } => {
+                CopyState::Out {
+                    sink,
+                    copies_left,
+                    consumer_behind,
+                } => {
+                    *consumer_behind = false;
                     if let Some(s) = sink.as_mut() {
                         match Pin::new(&mut *s).poll_ready(cx) {
-                            Poll::Pending => return Ok(progress),
+                            Poll::Pending => {
+                                *consumer_behind = true;
+                                return Ok(progress);
+                            }
                             Poll::Ready(Ok(())) => {}
                             // The stream was dropped: keep reading, discard the data.
                             Poll::Ready(Err(_)) => *sink = None,

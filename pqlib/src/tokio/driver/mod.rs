@@ -498,12 +498,16 @@ impl Driver {
                     progress = true;
                 }
             }
-            // A streamed query's full batch waiting for its consumer holds reading back.
-            let mut rows_waiting = false;
+            // A consumer that is behind (a streamed query's full batch, a COPY OUT's full
+            // channel) holds reading back: the server waits, not our memory.
+            let mut consumer_behind = self
+                .copy
+                .as_ref()
+                .is_some_and(CopyState::holds_reading_back);
             if let Some(sink) = self.in_flight.front_mut().and_then(|f| f.rows.as_mut()) {
                 let was_full = sink.is_full();
                 match sink.poll_deliver(cx) {
-                    Poll::Pending => rows_waiting = true,
+                    Poll::Pending => consumer_behind = true,
                     Poll::Ready(()) if was_full => {
                         // Results libpq already holds would wait for a readable socket that
                         // may never come: take them now.
@@ -525,8 +529,8 @@ impl Driver {
                 }
                 _ => None,
             };
-            let polled = if rows_waiting {
-                // Woken by the stream taking a batch (or by a new request).
+            let polled = if consumer_behind {
+                // Woken by the consumer taking a batch or chunk (or by a new request).
                 None
             } else if let Some(client) = &lone_caller {
                 Some(
