@@ -155,16 +155,12 @@ impl EncodedParams {
     fn with_arrays<R>(&self, call: impl FnOnce(Arrays) -> R) -> R {
         let mut values: SmallVec<[*const c_char; INLINE_PARAMS]> =
             SmallVec::with_capacity(self.lengths.len());
-        let mut lengths: SmallVec<[c_int; INLINE_PARAMS]> =
-            SmallVec::with_capacity(self.lengths.len());
         let mut offset = 0;
         for &length in &self.lengths {
             if length < 0 {
                 values.push(std::ptr::null());
-                lengths.push(0);
             } else {
                 values.push(self.storage[offset..].as_ptr().cast());
-                lengths.push(length);
                 offset += length as usize;
             }
         }
@@ -179,7 +175,9 @@ impl EncodedParams {
             // Bounded by MAX_PARAMETERS in `from_iter`.
             count: values.len() as c_int,
             values: values.as_ptr(),
-            lengths: lengths.as_ptr(),
+            // A NULL's -1 goes to libpq as it is: libpq reads a length only for a non-NULL
+            // binary value (documented for `paramLengths`).
+            lengths: self.lengths.as_ptr(),
             formats,
         })
     }
