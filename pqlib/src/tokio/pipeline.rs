@@ -1,7 +1,6 @@
 //! Explicit batches on the async client: many statements, one sync segment, one round trip.
 
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -306,25 +305,17 @@ impl Stream for PipelineStream {
                 }
             }
         }
-        this.driving.withdraw();
         // Every result is out: the batch's outcome.
-        let Some(end) = this.end.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let outcome = ready!(Pin::new(end).poll(cx));
-        this.end = None;
-        match outcome {
-            Ok(Ok(_)) if this.columns.len() > 0 => {
+        match ready!(this.driving.poll_final(cx, &mut this.end, "batch")) {
+            None => Poll::Ready(None),
+            Some(Ok(_)) if this.columns.len() > 0 => {
                 let missing = this.columns.len();
                 this.fail(Error::client(format!(
                     "a batch ended with {missing} statements' results missing"
                 )))
             }
-            Ok(Ok(_)) => Poll::Ready(None),
-            Ok(Err(e)) => this.fail(e),
-            Err(_) => this.fail(Error::closed(
-                "the connection task ended before the batch did",
-            )),
+            Some(Ok(_)) => Poll::Ready(None),
+            Some(Err(e)) => this.fail(e),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! them, with the connection task reading no further ahead than the consumer allows.
 
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -181,25 +180,17 @@ impl Stream for RowStream {
                 None => break,
             }
         }
-        this.driving.withdraw();
         // Every chunk is out: the statement's final result or error.
-        let Some(end) = this.end.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let outcome = ready!(Pin::new(end).poll(cx));
-        this.end = None;
-        match outcome {
-            Ok(Ok(results)) => {
+        match ready!(this.driving.poll_final(cx, &mut this.end, "stream")) {
+            None => Poll::Ready(None),
+            Some(Ok(results)) => {
                 this.rows_affected = match (results.last(), this.chunk_tag) {
                     (Some(last), Some(rows)) if !last.has_command_status() => Some(rows),
                     (last, chunk_tag) => last.map(|r| r.rows_affected()).or(chunk_tag),
                 };
                 Poll::Ready(None)
             }
-            Ok(Err(e)) => Poll::Ready(Some(Err(e))),
-            Err(_) => Poll::Ready(Some(Err(Error::closed(
-                "the connection task ended before the stream did",
-            )))),
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
         }
     }
 }

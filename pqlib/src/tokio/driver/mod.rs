@@ -1249,6 +1249,28 @@ impl Driving {
         ready(cx)
     }
 
+    /// The end of a streamed request, once its items are all out: stops driving and polls
+    /// the request's final answer, `None` once it was taken. A connection task that ended
+    /// without answering is a `Closed` error naming `what` ended too late.
+    pub(crate) fn poll_final(
+        &mut self,
+        cx: &mut Context<'_>,
+        end: &mut Option<oneshot::Receiver<Reply>>,
+        what: &str,
+    ) -> Poll<Option<Reply>> {
+        self.withdraw();
+        let Some(receiver) = end.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = std::task::ready!(Pin::new(receiver).poll(cx));
+        *end = None;
+        Poll::Ready(Some(outcome.unwrap_or_else(|_| {
+            Err(Error::closed(format!(
+                "the connection task ended before the {what} did"
+            )))
+        })))
+    }
+
     pub(crate) fn withdraw(&mut self) {
         if let Some(waker) = self.waker.take() {
             if let Some(driver) = lock_driver(&self.driver).as_mut() {
