@@ -262,6 +262,11 @@ pub(crate) struct Driver {
     task_listening: bool,
     /// Set while a client drives with its own waker alone (see `poll_for_client`).
     driving_alone: bool,
+    /// The last request sent from a client's task found nothing else in flight (see
+    /// `send_direct`).
+    alone_before: bool,
+    /// The task's poll has yielded once to let callers add to a flush left to it.
+    flush_yielded: bool,
 }
 
 impl Driver {
@@ -308,12 +313,23 @@ impl Driver {
             flush_by_task: false,
             task_listening: false,
             driving_alone: false,
+            alone_before: false,
+            flush_yielded: false,
         })
     }
 
     /// The task's poll: drives the connection and returns the next notice or notification.
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<AsyncMessage>>> {
         self.wakers.set_task(cx.waker());
+        // Requests left for this task's flush: the answers that woke their callers often woke
+        // this task too (both registered for the socket), ahead of the callers not yet run.
+        // Yielding once lets those send first, and all their requests go out in one write
+        // (W7b: one write per wave of answers instead of two).
+        if self.flush_by_task && !std::mem::replace(&mut self.flush_yielded, true) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.flush_yielded = false;
         self.wake_task = false;
         self.flush_by_task = false;
         // Notices sent while the session started (and any left over) come first, even while
@@ -434,7 +450,15 @@ impl Driver {
         // PQpipelineSync flushes every request), and not for a request on its own: there the
         // task's extra turn cost W1 ~1.4 µs a round trip (client CPU time, 560 ms against
         // 505 ms for 40,000).
-        let defer = cfg!(libpq_17) && !self.in_flight.is_empty() && self.wakers.task.is_some();
+        //
+        // A request that finds nothing in flight is deferred too when the one before it had
+        // company: under concurrency the answers come back together, the first woken caller
+        // would otherwise send alone (one more write, one more wake-up of the server), and the
+        // others a moment later (W7 with libpq 18: two writes per wave of answers instead of
+        // one). A caller on its own keeps its direct write from the second request on.
+        let company = !self.in_flight.is_empty() || !self.alone_before;
+        let defer = cfg!(libpq_17) && company && self.wakers.task.is_some();
+        self.alone_before = self.in_flight.is_empty();
         let sent = self.send(request).and_then(|()| {
             if defer {
                 self.flush_by_task = true;
