@@ -58,6 +58,10 @@ impl Client {
     /// (up to about 64 KiB of what has arrived). An error that ends the COPY is the stream's last item.
     /// Dropping the stream early makes the connection task read and discard the rest.
     ///
+    /// A consumer that falls behind holds the server back: once 16 chunks wait unread, the
+    /// connection task stops reading the socket until the stream takes one, so memory stays
+    /// bounded (about 1 MiB, plus what libpq has buffered) however much the COPY sends.
+    ///
     /// ```no_run
     /// # async fn run(client: pqlib::tokio::Client) -> Result<(), pqlib::Error> {
     /// let mut stream = client.copy_out("COPY t TO STDOUT").await?;
