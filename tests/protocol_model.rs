@@ -677,9 +677,14 @@ enum Req {
         chunks: u64,
         abandon: bool,
     },
+    /// With `pause`, a COPY of more than the stream's channel and the socket hold, whose
+    /// consumer stops after its first chunk (for `pause` ms) while the other tasks queue
+    /// their requests behind it: the connection task must hold reading back, and the
+    /// requests queued meanwhile must still get their own answers.
     CopyOut {
         rows: i32,
         keep_chunks: Option<u64>,
+        pause: Option<u64>,
     },
     CopyThrough(CopyApi),
     Error(u64),
@@ -790,10 +795,26 @@ impl Req {
                 chunks: rng.range(1, 5),
                 abandon: rng.chance(15),
             },
-            6 => Req::CopyOut {
-                rows: rng.range(1, 3000) as i32,
-                keep_chunks: rng.chance(30).then(|| rng.below(2)),
-            },
+            6 => {
+                let pause = rng.chance(10).then(|| rng.range(2, 20));
+                Req::CopyOut {
+                    // ≈ 1.5–2.5 MB with a pause: more than 16 chunks of 64 KiB and the socket.
+                    rows: if pause.is_some() {
+                        rng.range(100_000, 160_000) as i32
+                    } else {
+                        rng.range(1, 3000) as i32
+                    },
+                    // Paused ones are dropped (if at all) after the pause, with the channel full.
+                    keep_chunks: rng.chance(30).then(|| {
+                        if pause.is_some() {
+                            rng.range(2, 24)
+                        } else {
+                            rng.below(2)
+                        }
+                    }),
+                    pause,
+                }
+            }
             7 => Req::CopyThrough(
                 [
                     CopyApi::Query,
@@ -1192,7 +1213,11 @@ async fn run_request(ctx: &Ctx<'_>, req: &Req, rng: &mut Rng) -> Outcome {
                 || format!("copy_in read back (count, sum) = {got:?}, expected {expect:?}"),
             )?;
         }
-        Req::CopyOut { rows, keep_chunks } => {
+        Req::CopyOut {
+            rows,
+            keep_chunks,
+            pause,
+        } => {
             let sql =
                 format!("COPY (SELECT '{tag}', g FROM generate_series(1, {rows}) g) TO STDOUT");
             let mut stream = attempt!(ctx, "copy_out", client.copy_out(&sql));
@@ -1202,6 +1227,10 @@ async fn run_request(ctx: &Ctx<'_>, req: &Req, rng: &mut Rng) -> Outcome {
                 if keep_chunks.is_some_and(|k| chunks >= k) {
                     check_copy_text(&data, tag, *rows, true)?;
                     return Ok(Verdict::Done);
+                }
+                if let (Some(ms), 1) = (pause, chunks) {
+                    // A slow consumer, not a synchronisation: the others run meanwhile.
+                    tokio::time::sleep(Duration::from_millis(*ms)).await;
                 }
                 match within("a COPY OUT chunk", stream.next()).await? {
                     None => break,
