@@ -146,19 +146,8 @@ async fn copy_out_errors_and_early_drops() {
 async fn a_paused_copy_out_stream_holds_the_server_back() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    // The sequence counts the rows the server has produced (seen at once by others).
-    let sequence = format!("copy_out_progress_{}", std::process::id());
-    client
-        .batch_execute(&format!(
-            "DROP SEQUENCE IF EXISTS {sequence}; CREATE SEQUENCE {sequence}"
-        ))
-        .await
-        .unwrap();
+    // The sequence counts the rows the server has produced.
+    let (sequence, pid) = common::progress_sequence(&client, "copy_out_progress").await;
     // ≈ 100 MB: far more than the socket, the channel (16 chunks of 64 KiB) and libpq hold.
     const ROWS: i64 = 100_000;
     let mut stream = client
@@ -171,23 +160,8 @@ async fn a_paused_copy_out_stream_holds_the_server_back() {
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"1\t"), "{:?}", &first[..8]);
     let mut lines = first.iter().filter(|&&b| b == b'\n').count();
-    // Paused: the connection task keeps running; the backend must block on the socket and
-    // stay blocked.
-    let progress = format!("SELECT last_value FROM {sequence}");
-    let produced = tokio::task::spawn_blocking(move || {
-        let mut observer = pqlib::Connection::connect(&common::conninfo()).unwrap();
-        common::wait_until_waiting_on(&mut observer, pid, "ClientWrite");
-        let produced: i64 = observer.query_one(&progress, &[]).unwrap().get(0);
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let still: i64 = observer.query_one(&progress, &[]).unwrap().get(0);
-        assert_eq!(
-            produced, still,
-            "the server ran on while the consumer paused"
-        );
-        produced
-    })
-    .await
-    .unwrap();
+    // Paused: the connection task keeps running; the backend must block on the socket.
+    let produced = common::assert_held_back(pid, &sequence).await;
     assert!(
         produced < ROWS / 10,
         "{produced} rows were read ahead of the consumer"

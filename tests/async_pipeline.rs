@@ -268,19 +268,8 @@ async fn drain(
 async fn a_paused_streamed_batch_holds_the_server_back_and_loses_nothing() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
     let client = connect().await;
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    // The sequence counts the statements the server has run (seen at once by others).
-    let sequence = format!("batch_progress_{}", std::process::id());
-    client
-        .batch_execute(&format!(
-            "DROP SEQUENCE IF EXISTS {sequence}; CREATE SEQUENCE {sequence}"
-        ))
-        .await
-        .unwrap();
+    // The sequence counts the statements the server has run.
+    let (sequence, pid) = common::progress_sequence(&client, "batch_progress").await;
     let statement = client
         .prepare(&format!(
             "SELECT $1::int8, repeat('x', 10000), nextval('{sequence}')"
@@ -296,21 +285,8 @@ async fn a_paused_streamed_batch_holds_the_server_back_and_loses_nothing() {
     let mut stream = batch.stream().unwrap();
     let first = stream.next_result().await.unwrap().unwrap();
     assert_eq!(first.get(0).unwrap().get::<_, i64>(0), 0);
-    // Paused: the connection task keeps running, the backend must block on the socket and
-    // stay blocked. (It also blocks for a moment whenever it outruns a reader: what tells
-    // held back from slow is that nothing moves while nobody takes results.)
-    let progress = format!("SELECT last_value FROM {sequence}");
-    let ran = tokio::task::spawn_blocking(move || {
-        let mut observer = pqlib::Connection::connect(&common::conninfo()).unwrap();
-        common::wait_until_waiting_on(&mut observer, pid, "ClientWrite");
-        let ran: i64 = observer.query_one(&progress, &[]).unwrap().get(0);
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let still: i64 = observer.query_one(&progress, &[]).unwrap().get(0);
-        assert_eq!(ran, still, "the server ran on while the consumer paused");
-        ran
-    })
-    .await
-    .unwrap();
+    // Paused: the connection task keeps running, the backend must block on the socket.
+    let ran = common::assert_held_back(pid, &sequence).await;
     assert!(
         ran < STATEMENTS / 2,
         "{ran} statements ran ahead of the consumer"

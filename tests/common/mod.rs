@@ -377,6 +377,44 @@ pub fn wait_until_waiting_on(observer: &mut pqlib::Connection, pid: i32, wait_ev
     );
 }
 
+/// A fresh sequence named `prefix_<test process id>` that counts what a backend has done
+/// (`nextval` in the statement under test): others see its value at once, outside any
+/// transaction. Returns its name and the backend's pid.
+pub async fn progress_sequence(client: &pqlib::tokio::Client, prefix: &str) -> (String, i32) {
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pg_backend_pid()")
+        .get(0);
+    let sequence = format!("{prefix}_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "DROP SEQUENCE IF EXISTS {sequence}; CREATE SEQUENCE {sequence}"
+        ))
+        .await
+        .expect("create the progress sequence");
+    (sequence, pid)
+}
+
+/// Asserts that backend `pid`, whose consumer stopped reading, is held back: it blocks on
+/// `ClientWrite` and `sequence` stays put for 300 ms (it also blocks for a moment whenever it
+/// outruns a reader: what tells held back from slow is that nothing moves). Returns the
+/// sequence's value. The async test's runtime keeps running meanwhile.
+pub async fn assert_held_back(pid: i32, sequence: &str) -> i64 {
+    let progress = format!("SELECT last_value FROM {sequence}");
+    tokio::task::spawn_blocking(move || {
+        let mut observer = pqlib::Connection::connect(&conninfo()).expect("observer");
+        wait_until_waiting_on(&mut observer, pid, "ClientWrite");
+        let done: i64 = observer.query_one(&progress, &[]).expect(&progress).get(0);
+        thread::sleep(Duration::from_millis(300));
+        let still: i64 = observer.query_one(&progress, &[]).expect(&progress).get(0);
+        assert_eq!(done, still, "the server ran on while the consumer paused");
+        done
+    })
+    .await
+    .expect("the observer panicked")
+}
+
 /// Polls `condition` (one boolean) from `observer` until it holds; panics with `failure`
 /// after 10 s.
 fn wait_for_activity(
