@@ -11,7 +11,7 @@ use futures_sink::Sink;
 use tokio::sync::oneshot;
 
 use super::Client;
-use super::driver::{CopyInMessage, CopyTarget, Work};
+use super::driver::{CopyInMessage, CopyTarget, Driving, Work};
 use crate::binary_copy::{
     BinaryCopyOutRow, HAS_OIDS, SIGNATURE, Scan, encode_header, encode_row, make_row, scan,
 };
@@ -85,6 +85,7 @@ impl Client {
         Ok(CopyOutStream {
             receiver,
             ended: false,
+            driving: self.driving(),
         })
     }
 }
@@ -171,12 +172,14 @@ fn lost() -> Error {
 }
 
 /// The data of `COPY … TO STDOUT` on the async client, made by [`Client::copy_out`].
-#[derive(Debug)]
 pub struct CopyOutStream {
     receiver: futures_channel::mpsc::Receiver<Result<Bytes>>,
     /// The connection task sent the last item (an empty chunk marks a complete COPY; data
     /// chunks are never empty). A channel that closes before it means the COPY was cut off.
     ended: bool,
+    /// The stream reads the socket itself while it waits for a chunk, so a chunk needs no
+    /// turn of the connection task in between.
+    driving: Driving,
 }
 
 impl CopyOutStream {
@@ -187,30 +190,39 @@ impl CopyOutStream {
     }
 }
 
+impl std::fmt::Debug for CopyOutStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyOutStream")
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Stream for CopyOutStream {
     type Item = Result<Bytes>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
-        if self.ended {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
+        let this = self.get_mut();
+        if this.ended {
             return Poll::Ready(None);
         }
-        let item = std::task::ready!(Pin::new(&mut self.receiver).poll_next(cx));
+        let receiver = &mut this.receiver;
+        let item = std::task::ready!(
+            this.driving
+                .poll_until(cx, |cx| Pin::new(&mut *receiver).poll_next(cx))
+        );
+        let last = !matches!(item, Some(Ok(ref chunk)) if !chunk.is_empty());
+        if last {
+            this.ended = true;
+            this.driving.withdraw();
+        }
         Poll::Ready(match item {
-            Some(Ok(chunk)) if chunk.is_empty() => {
-                self.ended = true;
-                None
-            }
-            Some(Err(e)) => {
-                self.ended = true;
-                Some(Err(e))
-            }
+            Some(Ok(chunk)) if chunk.is_empty() => None,
+            Some(Err(e)) => Some(Err(e)),
             Some(data) => Some(data),
-            None => {
-                self.ended = true;
-                Some(Err(Error::closed(
-                    "the connection was lost during the COPY",
-                )))
-            }
+            None => Some(Err(Error::closed(
+                "the connection was lost during the COPY",
+            ))),
         })
     }
 }
