@@ -11,15 +11,19 @@ use crate::handle::PgResult;
 /// no more for now); reading stops while a full batch waits for room, so a slow consumer
 /// holds the server back instead of filling memory.
 ///
-/// Before libpq 17 every row is a `PGresult` of its own (≈2 KiB of heap each). Batches of
-/// 1,000 such rows (and two of them queued) went through megabytes of heap per batch, most
-/// of the time in `malloc`, `free` and page faults as the heap grew and shrank: W3s, client
-/// CPU time of a quick run, 350 ms against 300 ms with 16, 32 or 64 rows (C: 210 ms).
-/// Since the stream drives the connection itself while it waits, a small batch costs no
-/// wake-up between tasks (with batches of 32 handed over by the connection task, a paused
-/// 2M-row stream once took 43 s to drain). libpq 17+'s chunks of
-/// [`STREAM_CHUNK_ROWS`](crate::STREAM_CHUNK_ROWS) rows go one per batch.
-const STREAM_BATCH_ROWS: usize = 64;
+/// Small, because of how glibc's `malloc` reuses memory. Before libpq 17 every row is a
+/// `PGresult` of its own, and a batch's statements are one each too: three blocks (the
+/// result, its 2 KiB data block, the tuple array). Freed a few at a time they come straight
+/// back from the per-thread cache (7 blocks of a size); freed by the dozen they go through
+/// the unsorted and large bins, where the next `malloc` sorts and splits them. Measured
+/// (libpq 15, pinned, against C in the same run): W3s 1.20–1.24× with 64 rows, 1.16–1.21×
+/// with 8, 1.07–1.10× with 4 (the blocking client: 1.06–1.09×), 1.11× with 2, 1.18–1.21×
+/// with 1 (a channel send per row); W6p 1.18–1.19× with 64, 1.14–1.15× with 4. Batches of
+/// 1,000 rows once made W3s 350 ms of client CPU against 300 ms. The stream drives the
+/// connection itself while it waits, so a small batch costs no wake-up between tasks.
+/// libpq 17+'s chunks of [`STREAM_CHUNK_ROWS`](crate::STREAM_CHUNK_ROWS) rows go one per
+/// batch.
+const STREAM_BATCH_ROWS: usize = 4;
 
 /// Where a streamed query's results go: batches of row-holding results.
 pub(crate) type RowSender = futures_channel::mpsc::Sender<Vec<PgResult>>;
