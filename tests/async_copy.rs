@@ -176,6 +176,61 @@ async fn a_paused_copy_out_stream_holds_the_server_back() {
         .unwrap();
 }
 
+/// A COPY OUT's stream reads the socket itself while it waits for a chunk, as a row stream
+/// does: the data needs no turn of the connection task, so a task that is not polled (a busy
+/// runtime, here held on purpose) does not stall it. The task is only needed again after.
+#[tokio::test(flavor = "current_thread")]
+async fn a_copy_out_stream_reads_while_the_connection_task_is_held() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Poll, Waker};
+
+    let _deadline = common::deadline(common::TEST_DEADLINE);
+    let (client, mut connection) = pqlib::tokio::connect(&common::conninfo()).await.unwrap();
+    let held = Arc::new(AtomicBool::new(false));
+    let parked = Arc::new(Mutex::new(None::<Waker>));
+    let (hold, park) = (held.clone(), parked.clone());
+    tokio::spawn(std::future::poll_fn(move |cx| {
+        if hold.load(Ordering::Acquire) {
+            *park.lock().unwrap() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        while let Poll::Ready(message) = connection.poll_message(cx) {
+            if message.is_none() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }));
+
+    // ≈ 10 MB: many times what the socket and the stream's channel hold.
+    const ROWS: usize = 100_000;
+    let mut stream = client
+        .copy_out(&format!(
+            "COPY (SELECT g, repeat('x', 100) FROM generate_series(1, {ROWS}) g) TO STDOUT"
+        ))
+        .await
+        .unwrap();
+    held.store(true, Ordering::Release);
+    let mut lines = 0;
+    let read_all = async {
+        while let Some(chunk) = stream.next().await {
+            lines += chunk.unwrap().iter().filter(|&&b| b == b'\n').count();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read_all)
+        .await
+        .expect("the stream reads the whole COPY within 30 s while the task is held");
+    assert_eq!(lines, ROWS);
+
+    held.store(false, Ordering::Release);
+    if let Some(waker) = parked.lock().unwrap().take() {
+        waker.wake();
+    }
+    let row = client.query_one("SELECT 42::int4", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+}
+
 #[tokio::test]
 async fn the_wrong_direction_or_no_copy_is_bad_input() {
     let _deadline = common::deadline(common::TEST_DEADLINE);
