@@ -642,11 +642,13 @@ async fn dropping_the_connection_with_a_statement_in_flight_is_prompt() {
     assert!(answered < FAULT_TO_ERROR, "{answered:?}");
     drop(client);
 
-    // The same with the Connection future never spawned, just dropped.
+    // The same with the Connection future never spawned, just dropped. A waiting client
+    // drives the connection itself, so a short statement could be answered before the drop:
+    // this one is still running then, whether or not it was sent.
     let (client, connection) = pqlib::tokio::connect(&conninfo).await.unwrap();
     let pending = {
         let client = client.clone();
-        tokio::spawn(async move { client.query_one("SELECT 1", &[]).await })
+        tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(60)").await })
     };
     tokio::task::yield_now().await;
     drop(connection);
