@@ -211,19 +211,18 @@ impl Stream for CopyOutStream {
             this.driving
                 .poll_until(cx, |cx| Pin::new(&mut *receiver).poll_next(cx))
         );
-        let last = !matches!(item, Some(Ok(ref chunk)) if !chunk.is_empty());
-        if last {
-            this.ended = true;
-            this.driving.withdraw();
-        }
-        Poll::Ready(match item {
-            Some(Ok(chunk)) if chunk.is_empty() => None,
+        let last = match item {
+            Some(Ok(chunk)) if !chunk.is_empty() => return Poll::Ready(Some(Ok(chunk))),
+            Some(Ok(_)) => None,
             Some(Err(e)) => Some(Err(e)),
-            Some(data) => Some(data),
             None => Some(Err(Error::closed(
                 "the connection was lost during the COPY",
             ))),
-        })
+        };
+        // The COPY is over (complete, failed or cut off): stop driving.
+        this.ended = true;
+        this.driving.withdraw();
+        Poll::Ready(last)
     }
 }
 
